@@ -1,0 +1,133 @@
+import Router from "@koa/router";
+import Koa from "koa";
+import type Provider from "oidc-provider";
+import type { Config } from "./config/load.js";
+import { type DatabaseHandle, openDatabase } from "./db/connect.js";
+import { isDatabaseUnavailable } from "./db/errors.js";
+import { migrateToLatest } from "./db/migrate.js";
+import { errorHandler } from "./http/errors.js";
+import { opsRoutes } from "./http/ops_routes.js";
+import { resolveKeyEncryptionKey } from "./keys/kek.js";
+import { ensureSigningKey, loadSigningKeys } from "./keys/signing_keys.js";
+import { createProvider } from "./oidc/provider.js";
+import { createLogger, type Logger } from "./ops/logger.js";
+import { createMetrics, type Metrics } from "./ops/metrics.js";
+
+/** A composed STS: everything wired, not yet listening. */
+export interface App {
+  readonly config: Config;
+  readonly koa: Koa;
+  readonly database: DatabaseHandle;
+  readonly provider: Provider;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Marks the app as draining: `/readyz` answers 503 so load balancers stop sending traffic. */
+  drain(): void;
+  /** Releases everything the app holds (database pool or PGlite). */
+  close(): Promise<void>;
+}
+
+/** Optional overrides for {@link createApp} (tests inject a logger or a database). */
+export interface AppOptions {
+  logger?: Logger;
+  /** An already open database; the app does not close it. */
+  database?: DatabaseHandle;
+}
+
+/** Route groups for metrics labels, so label cardinality stays bounded. */
+function routeGroup(path: string): string {
+  if (path === "/token") return "token";
+  if (path.startsWith("/approvals")) return "approvals";
+  if (path.startsWith("/.well-known/")) return "discovery";
+  if (["/jwks", "/healthz", "/readyz", "/metrics", "/revocations"].includes(path)) return path.slice(1);
+  return "other";
+}
+
+/**
+ * The composition root: config → database → migrations → keys → oidc-provider → routes.
+ * Factories take their dependencies explicitly; nothing is a module-level singleton.
+ */
+export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const database =
+    options.database ??
+    (await openDatabase({
+      url: config.database.url,
+      dataDir: config.database.dataDir,
+      poolSize: config.database.poolSize,
+    }));
+  const ownsDatabase = options.database === undefined;
+  try {
+    const applied = await migrateToLatest(database.db);
+    if (applied.length > 0)
+      logger.info({ migrations: applied.map((m) => m.migrationName) }, "migrations applied");
+
+    const kek = resolveKeyEncryptionKey({ kek: config.kek, dataDir: config.database.dataDir });
+    await ensureSigningKey(database.db, kek, config.tokens.signing_alg);
+    const keys = await loadSigningKeys(database.db, kek);
+
+    const metrics = createMetrics();
+    const provider = createProvider({
+      config,
+      db: database.db,
+      keys,
+      logger,
+      cookieSecret: kek.derive("countersign oidc-provider cookies"),
+    });
+    const providerCallback = provider.callback();
+
+    let draining = false;
+    const koa = new Koa();
+    koa.proxy = false;
+    koa.use(async (ctx, next) => {
+      const started = process.hrtime.bigint();
+      const route = routeGroup(ctx.path);
+      try {
+        await next();
+      } finally {
+        const status = ctx.respond === false ? ctx.res.statusCode : ctx.status;
+        metrics.httpRequests.inc({ route, method: ctx.method, status: String(status) });
+        metrics.httpDuration.observe(
+          { route, method: ctx.method },
+          Number(process.hrtime.bigint() - started) / 1e9,
+        );
+      }
+    });
+    koa.use(errorHandler(logger, isDatabaseUnavailable));
+
+    const ops = opsRoutes(database.db, metrics, () => draining);
+    koa.use(ops.routes());
+
+    const discovery = new Router();
+    // RFC 8414 metadata: the same document oidc-provider serves for OpenID discovery.
+    discovery.get("/.well-known/oauth-authorization-server", async (ctx, next) => {
+      ctx.path = "/.well-known/openid-configuration";
+      await next();
+    });
+    koa.use(discovery.routes());
+
+    // Everything else is oidc-provider's: /token, /jwks, discovery.
+    koa.use(async (ctx) => {
+      ctx.respond = false;
+      await providerCallback(ctx.req, ctx.res);
+    });
+
+    return {
+      config,
+      koa,
+      database,
+      provider,
+      logger,
+      metrics,
+      drain: () => {
+        draining = true;
+      },
+      close: async () => {
+        if (ownsDatabase) await database.close();
+      },
+    };
+  } catch (error) {
+    if (ownsDatabase) await database.close().catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,225 @@
+import { z } from "zod";
+
+/**
+ * The Countersign configuration file (CONTRACT §1). JSON, snake_case like OAuth metadata.
+ * Every key is documented where it is defined, with its unit and security notes.
+ * Unknown keys are rejected so a typo never silently falls back to a default.
+ */
+
+const httpsOrLoopbackUrl = z
+  .string()
+  .max(2048)
+  .url()
+  .refine(
+    (value) => {
+      const url = new URL(value);
+      return url.protocol === "https:" || ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
+    },
+    { message: "must be an https URL (http is allowed only for 127.0.0.1, localhost and [::1])" },
+  );
+
+/** A scope token per RFC 6749 §3.3: printable ASCII without space, quote or backslash. */
+export const scopeToken = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, "must be a scope token (RFC 6749 §3.3)");
+
+/** Rate and burst limit: a token bucket refilled at `per_second`, holding at most `burst`. */
+export const rateLimitSchema = z
+  .object({
+    /** Sustained rate, in requests per second. Must be positive. */
+    per_second: z.number().positive().max(1_000_000),
+    /** Bucket size: how many requests may arrive at once. An integer ≥ 1. */
+    burst: z.number().int().min(1).max(1_000_000),
+  })
+  .strict();
+
+const resourceSchema = z
+  .object({
+    /** The resource indicator (RFC 8707): an absolute URI, the `aud` of tokens minted for it. */
+    id: z.string().url().max(2048),
+    /** Every scope this resource understands; approvals and exchanges may only pick from these. */
+    scopes: z.array(scopeToken).min(1).max(256),
+    /** Upper bound on the lifetime of tokens for this resource, in seconds. Default: `tokens.max_ttl_seconds`. */
+    max_ttl_seconds: z.number().int().min(1).max(86_400).optional(),
+    /** Default rate limit written into tokens for this resource (`rate_limit` claim). Optional. */
+    rate_limit: rateLimitSchema.optional(),
+  })
+  .strict();
+
+const jwkSchema = z.record(z.string(), z.unknown());
+
+const clientSchema = z
+  .object({
+    /** The OAuth client identifier of an agent. */
+    client_id: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[A-Za-z0-9._~:@-]+$/, "may contain letters, digits and . _ ~ : @ - only"),
+    /**
+     * Shared secret for `client_secret_basic` / `client_secret_post`. Security: at least 32 characters;
+     * there is no default. Prefer `private_key_jwt` in production.
+     */
+    client_secret: z.string().min(32, "must be at least 32 characters").max(512).optional(),
+    /** How the client authenticates at the token endpoint. */
+    token_endpoint_auth_method: z.enum(["client_secret_basic", "client_secret_post", "private_key_jwt"]),
+    /** Public keys for `private_key_jwt` (RFC 7523). Public parts only. */
+    jwks: z
+      .object({ keys: z.array(jwkSchema).max(16) })
+      .strict()
+      .optional(),
+    /** Optional display name used in the approval console and logs. */
+    client_name: z.string().max(200).optional(),
+  })
+  .strict()
+  .superRefine((client, ctx) => {
+    const needsSecret = client.token_endpoint_auth_method !== "private_key_jwt";
+    if (needsSecret && client.client_secret === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["client_secret"],
+        message: `is required for ${client.token_endpoint_auth_method}`,
+      });
+    }
+    if (!needsSecret && (client.jwks === undefined || client.jwks.keys.length === 0)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["jwks"],
+        message: "must hold at least one key for private_key_jwt",
+      });
+    }
+    if (client.jwks) {
+      client.jwks.keys.forEach((key, i) => {
+        if (["d", "p", "q", "dp", "dq", "qi", "k"].some((member) => member in key)) {
+          ctx.addIssue({ code: "custom", path: ["jwks", "keys", i], message: "must be a public key" });
+        }
+      });
+    }
+  });
+
+const trustedIssuerSchema = z
+  .object({
+    /** The `iss` value of the issuer's JWTs. */
+    issuer: z.string().min(1).max(2048),
+    /** Where its public keys are fetched (cached, refetched on unknown `kid`). One of `jwks_uri` / `jwks`. */
+    jwks_uri: httpsOrLoopbackUrl.optional(),
+    /** Static public keys instead of `jwks_uri`. */
+    jwks: z
+      .object({ keys: z.array(jwkSchema).max(32) })
+      .strict()
+      .optional(),
+    /** The `aud` its tokens must carry to be accepted here. */
+    audience: z.string().min(1).max(2048),
+    /** What its tokens may be used as: subject tokens, actor tokens, approver (human) credentials. */
+    usage: z
+      .array(z.enum(["subject", "actor", "approver"]))
+      .min(1)
+      .max(3),
+    /** For `approver` usage: a claim that must contain (or equal) a value, e.g. roles ∋ approver. */
+    approver_claim: z
+      .object({ name: z.string().min(1).max(128), value: z.string().min(1).max(256) })
+      .strict()
+      .optional(),
+    /** Accepted signature algorithms. Never `none` or HMAC. Default: ES256, RS256, PS256, EdDSA. */
+    algorithms: z
+      .array(
+        z.enum(["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"]),
+      )
+      .min(1)
+      .optional(),
+  })
+  .strict()
+  .refine((issuer) => (issuer.jwks_uri === undefined) !== (issuer.jwks === undefined), {
+    message: "exactly one of jwks_uri and jwks is required",
+    path: ["jwks_uri"],
+  });
+
+/** The JSON config file. */
+export const configFileSchema = z
+  .object({
+    /** The issuer identifier (`iss`) and public base URL. Default: `http://<HOST>:<PORT>`. */
+    issuer: z.string().url().max(2048).optional(),
+    tokens: z
+      .object({
+        /** Lifetime of minted access tokens when nothing narrower applies, in seconds. Default 300. */
+        default_ttl_seconds: z.number().int().min(1).max(86_400).default(300),
+        /** Hard cap on any minted access token's lifetime, in seconds. Default 900. */
+        max_ttl_seconds: z.number().int().min(1).max(86_400).default(900),
+        /** JWS algorithm of minted tokens. Default ES256. */
+        signing_alg: z.enum(["ES256", "ES384", "PS256", "EdDSA"]).default("ES256"),
+      })
+      .strict()
+      .default({ default_ttl_seconds: 300, max_ttl_seconds: 900, signing_alg: "ES256" })
+      .refine((t) => t.default_ttl_seconds <= t.max_ttl_seconds, {
+        message: "default_ttl_seconds must not exceed max_ttl_seconds",
+        path: ["default_ttl_seconds"],
+      }),
+    /** The APIs tokens may be minted for (RFC 8707 resource indicators). */
+    resources: z.array(resourceSchema).max(1000).default([]),
+    /** The agents (OAuth clients). */
+    clients: z.array(clientSchema).max(10_000).default([]),
+    /** Identity federation: issuers of subject, actor and approver JWTs. */
+    trusted_issuers: z.array(trustedIssuerSchema).max(64).default([]),
+    /** Cedar policy files, relative to the config file. */
+    policies: z.array(z.string().min(1).max(4096)).max(64).default([]),
+    /**
+     * Development mode: trusts the local development issuer (`countersign dev-token`). Security: never
+     * in production. Default false in a config file, true for the built-in development default.
+     */
+    dev_mode: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>();
+    config.clients.forEach((client, i) => {
+      if (seen.has(client.client_id)) {
+        ctx.addIssue({ code: "custom", path: ["clients", i, "client_id"], message: "is a duplicate" });
+      }
+      seen.add(client.client_id);
+    });
+    const resources = new Set<string>();
+    config.resources.forEach((resource, i) => {
+      if (resources.has(resource.id)) {
+        ctx.addIssue({ code: "custom", path: ["resources", i, "id"], message: "is a duplicate" });
+      }
+      resources.add(resource.id);
+    });
+  });
+
+/** The environment (CONTRACT §1). */
+export const envSchema = z.object({
+  /** TCP port. Default 8080. */
+  PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+  /** Listen address. Default 127.0.0.1 (loopback only). */
+  HOST: z.string().min(1).max(255).default("127.0.0.1"),
+  /** Path of the JSON config file; without it the development default is used. */
+  COUNTERSIGN_CONFIG: z.string().min(1).optional(),
+  /** `postgres://…`: use that Postgres. Without it: embedded PGlite in `COUNTERSIGN_DATA_DIR`. */
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+    .optional(),
+  /** Data directory of the embedded database and of a generated key-encryption key. Default `./.countersign`. */
+  COUNTERSIGN_DATA_DIR: z.string().min(1).default("./.countersign"),
+  /**
+   * Key-encryption key for signing keys at rest: 32 bytes, base64url. Required outside dev mode;
+   * in dev mode one is generated into the data directory (mode 0600) when absent.
+   */
+  COUNTERSIGN_KEK: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{43}$/, "must be 32 bytes encoded as base64url (43 characters)")
+    .optional(),
+  /** pino log level. Default info. */
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /** Size of the Postgres connection pool. Default 10. */
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+});
+
+export type ConfigFile = z.infer<typeof configFileSchema>;
+export type Env = z.infer<typeof envSchema>;
+export type ResourceConfig = z.infer<typeof resourceSchema>;
+export type ClientConfig = z.infer<typeof clientSchema>;
+export type TrustedIssuerConfig = z.infer<typeof trustedIssuerSchema>;
+export type RateLimit = z.infer<typeof rateLimitSchema>;

@@ -1,0 +1,102 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from "kysely";
+
+/** Timestamps come back as `Date`; they may be written as `Date` or ISO strings. */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+
+export type ApprovalStatus = "pending" | "approved" | "denied" | "revoked" | "expired";
+
+export interface ApprovalsTable {
+  id: string;
+  status: ApprovalStatus;
+  client_id: string;
+  resource: string;
+  scope: string;
+  requested_scope: string;
+  task: string;
+  subject: string | null;
+  max_tokens: number;
+  tokens_issued: Generated<number>;
+  rate_limit: Json<{ per_second: number; burst: number } | null>;
+  requested_by: string;
+  approved_by: string | null;
+  decided_by: string | null;
+  decision_reason: string | null;
+  created_at: Generated<Timestamp>;
+  decided_at: Timestamp | null;
+  expires_at: Timestamp;
+  revoked_at: Timestamp | null;
+}
+
+export interface IssuedTokensTable {
+  jti: string;
+  approval_id: string;
+  client_id: string;
+  sub: string;
+  aud: string;
+  scope: string;
+  jkt: string | null;
+  iat: Timestamp;
+  exp: Timestamp;
+}
+
+export interface AuditEventsTable {
+  id: Generated<string>;
+  at: Generated<Timestamp>;
+  event: string;
+  outcome: "granted" | "refused" | "info";
+  reason: string | null;
+  approval_id: string | null;
+  client_id: string | null;
+  actor: string | null;
+  detail: Json<Record<string, unknown> | null>;
+}
+
+export type SigningKeyStatus = "next" | "current" | "previous" | "retired";
+
+export interface SigningKeysTable {
+  kid: string;
+  alg: string;
+  status: SigningKeyStatus;
+  public_jwk: Json<Record<string, unknown>>;
+  private_jwk_enc: string;
+  created_at: Generated<Timestamp>;
+  activated_at: Timestamp | null;
+  retired_at: Timestamp | null;
+}
+
+export interface RevocationsTable {
+  cursor: Generated<string>;
+  approval_id: string;
+  reason: "revoked" | "expired";
+  revoked_at: Generated<Timestamp>;
+}
+
+export interface OidcPayloadsTable {
+  id: string;
+  type: string;
+  payload: Json<Record<string, unknown>>;
+  grant_id: string | null;
+  user_code: string | null;
+  uid: string | null;
+  expires_at: Timestamp | null;
+  consumed_at: Timestamp | null;
+}
+
+/** Table name → table type, for `Kysely<Database>`. */
+export interface Database {
+  approvals: ApprovalsTable;
+  issued_tokens: IssuedTokensTable;
+  audit_events: AuditEventsTable;
+  signing_keys: SigningKeysTable;
+  revocations: RevocationsTable;
+  oidc_payloads: OidcPayloadsTable;
+}
+
+export type Approval = Selectable<ApprovalsTable>;
+export type NewApproval = Insertable<ApprovalsTable>;
+export type ApprovalUpdate = Updateable<ApprovalsTable>;
+export type IssuedToken = Selectable<IssuedTokensTable>;
+export type NewIssuedToken = Insertable<IssuedTokensTable>;
+export type NewAuditEvent = Insertable<AuditEventsTable>;
+export type SigningKey = Selectable<SigningKeysTable>;

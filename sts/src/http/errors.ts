@@ -1,0 +1,58 @@
+import type { Context, Next } from "koa";
+import type { Logger } from "../ops/logger.js";
+
+/**
+ * An HTTP error with an OAuth-style body: `{"error", "error_description"}` (CONTRACT §3). Every refusal
+ * has a stable `error` code; 401s carry a `WWW-Authenticate` challenge (RFC 6750 §3).
+ */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: string,
+    readonly description: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(description);
+    this.name = "HttpError";
+  }
+}
+
+/**
+ * Koa middleware rendering {@link HttpError}s as JSON and anything else as a 500 without internals
+ * (or a 503 `temporarily_unavailable` when the database is unreachable): no stack traces on the wire.
+ */
+export function errorHandler(logger: Logger, isDatabaseError: (error: unknown) => boolean) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    try {
+      await next();
+    } catch (error) {
+      if (error instanceof HttpError) {
+        ctx.status = error.status;
+        ctx.set(error.headers);
+        ctx.body = { error: error.error, error_description: error.description };
+        return;
+      }
+      const expose = (error as { expose?: boolean; status?: number }).expose === true;
+      const status = (error as { status?: number }).status;
+      if (expose && typeof status === "number" && status >= 400 && status < 500) {
+        // Koa/body-parser client errors (e.g. malformed JSON, body too large).
+        ctx.status = status;
+        ctx.body = { error: "invalid_request", error_description: (error as Error).message };
+        return;
+      }
+      if (isDatabaseError(error)) {
+        logger.warn({ err: { message: (error as Error).message } }, "database unavailable");
+        ctx.status = 503;
+        ctx.set("Retry-After", "1");
+        ctx.body = {
+          error: "temporarily_unavailable",
+          error_description: "the service is temporarily unavailable",
+        };
+        return;
+      }
+      logger.error({ err: error }, "unhandled error");
+      ctx.status = 500;
+      ctx.body = { error: "server_error", error_description: "an unexpected error occurred" };
+    }
+  };
+}

@@ -1,0 +1,92 @@
+import type { Kysely } from "kysely";
+import type { Adapter, AdapterPayload } from "oidc-provider";
+import type { Database } from "../db/schema.js";
+
+/**
+ * oidc-provider's storage contract, kept in Postgres (`oidc_payloads`). One row per (model, id); expired
+ * rows read as absent and are swept by {@link sweepExpiredPayloads}. Used for everything oidc-provider
+ * persists (e.g. DPoP and client-assertion `jti` replay detection), so nothing lives only in memory.
+ */
+export class PostgresAdapter implements Adapter {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly model: string,
+  ) {}
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+    const expiresAt = typeof expiresIn === "number" ? new Date(Date.now() + expiresIn * 1000) : null;
+    const row = {
+      id,
+      type: this.model,
+      payload: JSON.stringify(payload),
+      grant_id: payload.grantId ?? null,
+      user_code: payload.userCode ?? null,
+      uid: payload.uid ?? null,
+      expires_at: expiresAt,
+    };
+    await this.db
+      .insertInto("oidc_payloads")
+      .values(row)
+      .onConflict((oc) =>
+        oc.columns(["id", "type"]).doUpdateSet({
+          payload: row.payload,
+          grant_id: row.grant_id,
+          user_code: row.user_code,
+          uid: row.uid,
+          expires_at: row.expires_at,
+          consumed_at: null,
+        }),
+      )
+      .execute();
+  }
+
+  private async findBy(
+    column: "id" | "user_code" | "uid",
+    value: string,
+  ): Promise<AdapterPayload | undefined> {
+    const row = await this.db
+      .selectFrom("oidc_payloads")
+      .select(["payload", "consumed_at", "expires_at"])
+      .where("type", "=", this.model)
+      .where(column, "=", value)
+      .executeTakeFirst();
+    if (!row || (row.expires_at && row.expires_at.getTime() <= Date.now())) return undefined;
+    const payload = row.payload as AdapterPayload;
+    return row.consumed_at ? { ...payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) } : payload;
+  }
+
+  find(id: string): Promise<AdapterPayload | undefined> {
+    return this.findBy("id", id);
+  }
+
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return this.findBy("user_code", userCode);
+  }
+
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return this.findBy("uid", uid);
+  }
+
+  async consume(id: string): Promise<void> {
+    await this.db
+      .updateTable("oidc_payloads")
+      .set({ consumed_at: new Date() })
+      .where("type", "=", this.model)
+      .where("id", "=", id)
+      .execute();
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.db.deleteFrom("oidc_payloads").where("type", "=", this.model).where("id", "=", id).execute();
+  }
+
+  async revokeByGrantId(grantId: string): Promise<void> {
+    await this.db.deleteFrom("oidc_payloads").where("grant_id", "=", grantId).execute();
+  }
+}
+
+/** Deletes expired oidc-provider rows. Returns how many were removed. */
+export async function sweepExpiredPayloads(db: Kysely<Database>): Promise<number> {
+  const result = await db.deleteFrom("oidc_payloads").where("expires_at", "<", new Date()).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}

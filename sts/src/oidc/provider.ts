@@ -1,0 +1,102 @@
+import type { Kysely } from "kysely";
+import Provider, {
+  type Configuration,
+  errors,
+  type KoaContextWithOIDC,
+  type ResourceServer,
+} from "oidc-provider";
+import type { Config } from "../config/load.js";
+import type { Database } from "../db/schema.js";
+import type { SigningKeyMaterial } from "../keys/signing_keys.js";
+import type { Logger } from "../ops/logger.js";
+import { PostgresAdapter } from "./adapter.js";
+import { toClientMetadata } from "./clients.js";
+
+/** The scope of the approval API's own credential. */
+export const APPROVALS_SCOPE = "approvals:request";
+
+/** The approval API's resource indicator: `<issuer>/approvals`. */
+export function approvalsResource(issuer: string): string {
+  return `${issuer}/approvals`;
+}
+
+/** What {@link createProvider} needs. */
+export interface ProviderDependencies {
+  config: Config;
+  db: Kysely<Database>;
+  keys: readonly SigningKeyMaterial[];
+  logger: Logger;
+  /** Key for oidc-provider's cookie signing (derived from the key-encryption key). */
+  cookieSecret: Buffer;
+}
+
+/**
+ * Builds panva's oidc-provider for Countersign: clients from the config file, a Postgres adapter,
+ * the signing keys from the database, and the `client_credentials` grant issuing RFC 9068 JWT access
+ * tokens for the approval API only. Other grants are registered on the returned provider.
+ */
+export function createProvider({ config, db, keys, logger, cookieSecret }: ProviderDependencies): Provider {
+  const current = keys.find((key) => key.status === "current" && key.alg === config.tokens.signing_alg);
+  if (!current) throw new Error(`no current ${config.tokens.signing_alg} signing key`);
+  const approvals = approvalsResource(config.issuer);
+
+  const approvalsServer: ResourceServer = {
+    audience: approvals,
+    scope: APPROVALS_SCOPE,
+    accessTokenTTL: config.tokens.default_ttl_seconds,
+    accessTokenFormat: "jwt",
+    jwt: { sign: { alg: current.alg as "ES256", kid: current.kid } },
+  };
+
+  const configuration: Configuration = {
+    adapter: (model: string) => new PostgresAdapter(db, model),
+    clients: config.clients.map(toClientMetadata),
+    jwks: { keys: keys.map((key) => key.privateJwk) } as Configuration["jwks"],
+    clientAuthMethods: ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+    responseTypes: [],
+    scopes: [APPROVALS_SCOPE],
+    claims: {},
+    cookies: {
+      keys: [cookieSecret.toString("base64url")],
+    },
+    features: {
+      devInteractions: { enabled: false },
+      pushedAuthorizationRequests: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: false },
+      revocation: { enabled: false },
+      userinfo: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        // RFC 8707: client_credentials without `resource` targets the approval API (CONTRACT §3).
+        defaultResource: (ctx: KoaContextWithOIDC) =>
+          ctx.oidc.params?.grant_type === "client_credentials" ? approvals : undefined,
+        useGrantedResource: () => false,
+        getResourceServerInfo: (ctx: KoaContextWithOIDC, resourceIndicator: string) => {
+          // Agents never obtain tokens for an API by client_credentials: only through an approval.
+          if (resourceIndicator === approvals && ctx.oidc.params?.grant_type === "client_credentials") {
+            return approvalsServer;
+          }
+          throw new errors.InvalidTarget("the resource is not available through this grant");
+        },
+      },
+    },
+    enabledJWA: {
+      clientAuthSigningAlgValues: ["ES256", "ES384", "PS256", "RS256", "EdDSA"],
+    },
+    ttl: {
+      ClientCredentials: config.tokens.default_ttl_seconds,
+    },
+    renderError: (ctx, out) => {
+      ctx.type = "json";
+      ctx.body = out;
+    },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  provider.on("server_error", (_ctx, error) => {
+    logger.error({ err: { name: error.name, message: error.message } }, "oidc-provider server error");
+  });
+  return provider;
+}

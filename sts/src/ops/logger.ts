@@ -1,0 +1,43 @@
+import pino, { type DestinationStream, type Logger } from "pino";
+
+export type { Logger };
+
+/**
+ * Keys that may hold secrets or whole tokens, wherever they appear in a log object. Censored rather
+ * than dropped so a reader sees that a value was there.
+ */
+const REDACTED_PATHS = [
+  "authorization",
+  "*.authorization",
+  "headers.authorization",
+  "req.headers.authorization",
+  "req.headers.dpop",
+  "req.headers.cookie",
+  "client_secret",
+  "*.client_secret",
+  "access_token",
+  "*.access_token",
+  "subject_token",
+  "*.subject_token",
+  "actor_token",
+  "*.actor_token",
+  "client_assertion",
+  "*.client_assertion",
+  "token",
+  "*.token",
+  "privateJwk",
+  "*.privateJwk",
+];
+
+/** Creates the JSON logger. Secrets and tokens are censored by key (see `REDACTED_PATHS`). */
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: "countersign" },
+      redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination,
+  );
+}

@@ -1,0 +1,40 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+
+/** The STS's Prometheus metrics, in a registry of its own (one per app, so tests can build many). */
+export interface Metrics {
+  readonly registry: Registry;
+  /** HTTP requests by route group, method and status. */
+  readonly httpRequests: Counter<"route" | "method" | "status">;
+  /** HTTP request duration in seconds. */
+  readonly httpDuration: Histogram<"route" | "method">;
+  /** Token endpoint outcomes by grant type and OAuth error (`none` on success). */
+  readonly tokenRequests: Counter<"grant_type" | "error">;
+}
+
+/** Creates the metrics registry, with Node's default process metrics. */
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "countersign_" });
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: "countersign_http_requests_total",
+      help: "HTTP requests by route group, method and status",
+      labelNames: ["route", "method", "status"],
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: "countersign_http_request_duration_seconds",
+      help: "HTTP request duration in seconds",
+      labelNames: ["route", "method"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    tokenRequests: new Counter({
+      name: "countersign_token_requests_total",
+      help: "Token endpoint outcomes by grant type and OAuth error (none on success)",
+      labelNames: ["grant_type", "error"],
+      registers: [registry],
+    }),
+  };
+}
