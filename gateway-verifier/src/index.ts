@@ -1,0 +1,37 @@
+/**
+ * Countersign gateway verifier: `import { createVerifier } from "countersign/gateway-verifier"`.
+ * Depends on `jose` alone; the Redis rate-limit store loads `rate-limiter-flexible` only when created.
+ */
+export { type ConnectMiddlewareOptions, connectVerifier } from "./connect.js";
+export { jwkThumbprint, normalizeHtu } from "./dpop.js";
+export {
+  createExtAuthzHandler,
+  type ExtAuthzOptions,
+  startExtAuthzServer,
+} from "./envoy_ext_authz.js";
+export { type KoaMiddlewareOptions, koaVerifier } from "./koa.js";
+export { createMemoryRateLimitStore, type MemoryRateLimitStoreOptions } from "./rate_limit.js";
+export { REASONS, type Reason, type VerifyErrorCode, type VerifyErrorStatus } from "./reasons.js";
+export {
+  createRedisRateLimitStore,
+  type RedisRateLimitStoreOptions,
+} from "./redis_rate_limit_store.js";
+export type { RevocationEntry } from "./revocation.js";
+export type {
+  AccessTokenClaims,
+  ActorClaim,
+  DpopOptions,
+  JwksOptions,
+  JwsAlgorithm,
+  RateDecision,
+  RateLimit,
+  RateLimitStore,
+  RevocationOptions,
+  Verifier,
+  VerifierOptions,
+  VerifyFailure,
+  VerifyRequest,
+  VerifyResult,
+  VerifySuccess,
+} from "./types.js";
+export { createVerifier } from "./verifier.js";

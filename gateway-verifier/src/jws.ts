@@ -1,0 +1,125 @@
+import { constants, createPublicKey, verify as cryptoVerify, type KeyObject } from "node:crypto";
+import type { Reason } from "./reasons.js";
+import type { JwsAlgorithm } from "./types.js";
+
+interface AlgorithmSpec {
+  /** node:crypto digest, or null for EdDSA. */
+  hash: string | null;
+  kty: "EC" | "OKP" | "RSA";
+  /** EC curve / OKP subtype. */
+  crv?: string;
+  /** Exact signature length in bytes when fixed. */
+  signatureBytes?: number;
+  pss?: boolean;
+}
+
+/** RFC 7518 §3 / RFC 8037: the asymmetric algorithms we verify. HMAC and `none` are absent on purpose. */
+export const ALGORITHMS: Readonly<Record<JwsAlgorithm, AlgorithmSpec>> = {
+  ES256: { hash: "sha256", kty: "EC", crv: "P-256", signatureBytes: 64 },
+  ES384: { hash: "sha384", kty: "EC", crv: "P-384", signatureBytes: 96 },
+  ES512: { hash: "sha512", kty: "EC", crv: "P-521", signatureBytes: 132 },
+  EdDSA: { hash: null, kty: "OKP", crv: "Ed25519", signatureBytes: 64 },
+  Ed25519: { hash: null, kty: "OKP", crv: "Ed25519", signatureBytes: 64 },
+  RS256: { hash: "sha256", kty: "RSA" },
+  RS384: { hash: "sha384", kty: "RSA" },
+  RS512: { hash: "sha512", kty: "RSA" },
+  PS256: { hash: "sha256", kty: "RSA", pss: true },
+  PS384: { hash: "sha384", kty: "RSA", pss: true },
+  PS512: { hash: "sha512", kty: "RSA", pss: true },
+};
+
+export function isSupportedAlgorithm(alg: unknown): alg is JwsAlgorithm {
+  return typeof alg === "string" && Object.hasOwn(ALGORITHMS, alg);
+}
+
+/** Verifies a signature over `data` (the JWS signing input bytes). */
+export type SignatureCheck = (data: Buffer, signature: Buffer) => boolean;
+
+const RSA_MIN_MODULUS_BITS = 2048;
+
+/**
+ * Builds a signature check for `key` under `alg`, or returns undefined when the key cannot be used
+ * with that algorithm (wrong type or curve, RSA below 2048 bits).
+ */
+export function signatureCheck(key: KeyObject, alg: JwsAlgorithm): SignatureCheck | undefined {
+  const spec = ALGORITHMS[alg];
+  if (key.type !== "public") return undefined;
+  const kind = key.asymmetricKeyType;
+  const details = key.asymmetricKeyDetails;
+  if (spec.kty === "EC") {
+    const curve = { "P-256": "prime256v1", "P-384": "secp384r1", "P-521": "secp521r1" }[spec.crv as string];
+    if (kind !== "ec" || details?.namedCurve !== curve) return undefined;
+    const hash = spec.hash as string;
+    const length = spec.signatureBytes as number;
+    const options = { key, dsaEncoding: "ieee-p1363" as const };
+    return (data, signature) => signature.length === length && cryptoVerify(hash, data, options, signature);
+  }
+  if (spec.kty === "OKP") {
+    if (kind !== "ed25519") return undefined;
+    return (data, signature) => signature.length === 64 && cryptoVerify(null, data, key, signature);
+  }
+  if (kind !== "rsa" || (details?.modulusLength ?? 0) < RSA_MIN_MODULUS_BITS) return undefined;
+  const hash = spec.hash as string;
+  const options = spec.pss
+    ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }
+    : { key, padding: constants.RSA_PKCS1_PADDING };
+  return (data, signature) => cryptoVerify(hash, data, options, signature);
+}
+
+/** Imports a public JWK with node:crypto; undefined if it is not a usable public key. */
+export function importPublicJwk(jwk: Record<string, unknown>): KeyObject | undefined {
+  if ("d" in jwk || "p" in jwk || "k" in jwk) return undefined;
+  try {
+    const key = createPublicKey({ key: jwk as import("node:crypto").JsonWebKey, format: "jwk" });
+    return key.type === "public" ? key : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** base64url alphabet only, three segments; the signature may be empty (so `alg: none` reaches the alg check). */
+export const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/** Header parameters that embed or point at keys: keys come only from the configured JWKS. */
+const KEY_HEADERS = ["jwk", "jku", "x5u", "x5c"] as const;
+
+export interface ParsedHeader {
+  alg: JwsAlgorithm;
+  kid: string | undefined;
+}
+
+/** Decodes a base64url segment into a JSON object, or undefined. */
+export function decodeJsonObject(segment: string): Record<string, unknown> | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(segment, "base64url").toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  return value as Record<string, unknown>;
+}
+
+/**
+ * Header checks in the contract's order: shape, alg allow-list, key-bearing headers, `b64`, `crit`,
+ * `typ`, `kid`. Returns the parsed header or the refusal reason.
+ */
+export function checkAccessTokenHeader(
+  header: Record<string, unknown>,
+  allowed: ReadonlySet<string>,
+): ParsedHeader | Reason {
+  const alg = header.alg;
+  if (typeof alg !== "string" || !allowed.has(alg) || !isSupportedAlgorithm(alg)) return "alg_not_allowed";
+  for (const name of KEY_HEADERS) if (name in header) return "forbidden_header";
+  if ("b64" in header && header.b64 !== true) return "unencoded_payload";
+  if ("crit" in header) return "unsupported_crit";
+  const typ = header.typ;
+  if (typeof typ !== "string") return "invalid_typ";
+  const lower = typ.toLowerCase();
+  if (lower !== "at+jwt" && lower !== "application/at+jwt") return "invalid_typ";
+  const kid = header.kid;
+  if (kid !== undefined && (typeof kid !== "string" || kid.length === 0 || kid.length > 256)) {
+    return "invalid_kid";
+  }
+  return { alg, kid };
+}

@@ -1,0 +1,181 @@
+import { fetchJson, toError } from "./http_fetch.js";
+import type { RevocationOptions } from "./types.js";
+
+/** One entry of the feed (CONTRACT §5). */
+export interface RevocationEntry {
+  approval_id: string;
+  revoked_at: string;
+  cursor: string;
+}
+
+/**
+ * The set of revoked approval ids, fed by one or more sources (the polled feed now; an SSE stream can
+ * call the same `add`/`markSynced`). Bounded: an entry is dropped once no token tied to it can be
+ * valid any more, and past `maxEntries` the oldest go first.
+ */
+export class RevocationList {
+  readonly #revoked = new Map<string, number>();
+  #syncedAt = Number.NEGATIVE_INFINITY;
+  #attempted = false;
+  readonly #retainMs: number;
+  readonly #maxEntries: number;
+
+  /**
+   * @param retainMs how long after `revoked_at` an entry is kept, in milliseconds (the longest a token
+   *   may live: maxTokenAgeSeconds + clock tolerance).
+   */
+  constructor(retainMs: number, maxEntries: number) {
+    this.#retainMs = retainMs;
+    this.#maxEntries = maxEntries;
+  }
+
+  has(approvalId: string): boolean {
+    return this.#revoked.has(approvalId);
+  }
+
+  get size(): number {
+    return this.#revoked.size;
+  }
+
+  /** Milliseconds-since-epoch of the last successful sync (−∞ before the first). */
+  get syncedAt(): number {
+    return this.#syncedAt;
+  }
+
+  /** Whether a sync has been attempted (successfully or not). */
+  get attempted(): boolean {
+    return this.#attempted;
+  }
+
+  add(entry: RevocationEntry, nowMs: number): void {
+    const parsed = Date.parse(entry.revoked_at);
+    // An unparseable time is kept as if revoked now: longer, never shorter.
+    const revokedAt = Number.isFinite(parsed) ? parsed : nowMs;
+    if (revokedAt + this.#retainMs < nowMs) return;
+    this.#revoked.delete(entry.approval_id);
+    this.#revoked.set(entry.approval_id, revokedAt);
+    if (this.#revoked.size > this.#maxEntries) {
+      const oldest = this.#revoked.keys().next();
+      if (oldest.done !== true) this.#revoked.delete(oldest.value);
+    }
+  }
+
+  markSynced(nowMs: number): void {
+    this.#syncedAt = nowMs;
+    this.#attempted = true;
+  }
+
+  markFailed(): void {
+    this.#attempted = true;
+  }
+
+  prune(nowMs: number): void {
+    for (const [id, revokedAt] of this.#revoked) {
+      if (revokedAt + this.#retainMs < nowMs) this.#revoked.delete(id);
+    }
+  }
+}
+
+const MAX_ID_LENGTH = 512;
+
+function parseEntry(value: unknown): RevocationEntry | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { approval_id, revoked_at, cursor } = value as Record<string, unknown>;
+  if (typeof approval_id !== "string" || approval_id.length === 0 || approval_id.length > MAX_ID_LENGTH) {
+    return undefined;
+  }
+  const at = typeof revoked_at === "string" ? revoked_at : "";
+  const position = typeof cursor === "string" || typeof cursor === "number" ? String(cursor) : "";
+  return { approval_id, revoked_at: at, cursor: position };
+}
+
+/** Parses one feed page; throws when it does not have the contract's shape. */
+export function parseFeedPage(body: unknown): { entries: RevocationEntry[]; cursor: string | undefined } {
+  if (typeof body !== "object" || body === null) throw new Error("revocation feed: not an object");
+  const { revocations, cursor } = body as Record<string, unknown>;
+  if (!Array.isArray(revocations)) throw new Error("revocation feed: no revocations array");
+  const entries: RevocationEntry[] = [];
+  for (const item of revocations) {
+    const entry = parseEntry(item);
+    if (entry === undefined) throw new Error("revocation feed: malformed entry");
+    entries.push(entry);
+  }
+  const next =
+    typeof cursor === "string" || typeof cursor === "number" ? String(cursor) : entries.at(-1)?.cursor;
+  return { entries, cursor: next };
+}
+
+/** A feed consumer. Polling is the one built in; an SSE consumer implements the same interface. */
+export interface RevocationSource {
+  /** Resolves after the first sync attempt (success or failure). */
+  readonly initial: Promise<void>;
+  close(): void;
+}
+
+/**
+ * Polls `GET <url>?after=<cursor>` (CONTRACT §5) every `intervalMs`, following pages until one is
+ * empty, into `list`.
+ */
+export function pollRevocationFeed(
+  list: RevocationList,
+  options: RevocationOptions,
+  now: () => number,
+  onError: (error: Error) => void,
+): RevocationSource {
+  const intervalMs = options.intervalMs ?? 5_000;
+  const timeoutMs = options.timeoutMs ?? 5_000;
+  const maxBytes = options.maxResponseBytes ?? 4 * 1024 * 1024;
+  const maxPages = options.maxPagesPerPoll ?? 100;
+  let cursor: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  /** Resolves true when more pages remain. */
+  async function pollOnce(): Promise<boolean> {
+    try {
+      for (let page = 0; page < maxPages; page++) {
+        const url = new URL(options.url);
+        if (cursor !== undefined) url.searchParams.set("after", cursor);
+        const { entries, cursor: latest } = parseFeedPage(await fetchJson(url.href, timeoutMs, maxBytes));
+        const at = now();
+        for (const entry of entries) list.add(entry, at);
+        // Continue after the last entry seen; the page's cursor when the page is empty.
+        const next = entries.length > 0 ? (entries.at(-1)?.cursor ?? latest) : latest;
+        const advanced = next !== undefined && next !== "" && next !== cursor;
+        if (advanced) cursor = next;
+        if (entries.length === 0 || !advanced) {
+          list.prune(at);
+          list.markSynced(at);
+          return false;
+        }
+      }
+      // More pages remain: the list is behind, so it is not marked synced; the next poll continues.
+      list.markFailed();
+      return true;
+    } catch (error) {
+      list.markFailed();
+      onError(toError(error));
+      return false;
+    }
+  }
+
+  function schedule(more: boolean): void {
+    if (closed) return;
+    timer = setTimeout(
+      () => {
+        void pollOnce().then(schedule);
+      },
+      more ? 0 : intervalMs,
+    );
+    timer.unref();
+  }
+
+  const initial = pollOnce().then(schedule);
+  return {
+    initial,
+    close() {
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
+}

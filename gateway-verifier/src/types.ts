@@ -1,0 +1,223 @@
+import type { JSONWebKeySet } from "jose";
+import type { Reason, VerifyErrorCode, VerifyErrorStatus } from "./reasons.js";
+
+/** Asymmetric JWS algorithms the verifier can check. `none` and HMAC (`HS*`) are deliberately absent. */
+export type JwsAlgorithm =
+  | "ES256"
+  | "ES384"
+  | "ES512"
+  | "EdDSA"
+  | "Ed25519"
+  | "RS256"
+  | "RS384"
+  | "RS512"
+  | "PS256"
+  | "PS384"
+  | "PS512";
+
+/** A rate and burst limit, as a token bucket. */
+export interface RateLimit {
+  /** Sustained rate, in requests per second (may be fractional, must be > 0). */
+  perSecond: number;
+  /** Bucket capacity: requests allowed at once after an idle period (integer ≥ 1). */
+  burst: number;
+}
+
+/** The outcome of one rate-limit consumption. */
+export interface RateDecision {
+  /** Whether the request may proceed. */
+  allowed: boolean;
+  /** When refused: seconds (integer ≥ 1) until a request would be allowed again. */
+  retryAfterSeconds: number;
+}
+
+/**
+ * Where token buckets live. The in-memory store is the default; `createRedisRateLimitStore` shares
+ * limits across gateway instances. A store that throws or rejects makes the verifier fail closed
+ * (503 `rate_limit_unavailable`).
+ */
+export interface RateLimitStore {
+  /**
+   * Take one request from the bucket `key` (a (client_id, approval_id) pair) under `limit`.
+   * Must be atomic per key: concurrent calls never allow more than the limit.
+   * @param nowMs the verifier's clock, in milliseconds since the epoch.
+   */
+  consume(key: string, limit: RateLimit, nowMs: number): RateDecision | Promise<RateDecision>;
+  /** Release timers or connections the store owns (not the caller's Redis client). */
+  close?(): void;
+}
+
+/** Revocation feed options (CONTRACT §5). */
+export interface RevocationOptions {
+  /** The feed, e.g. `http://127.0.0.1:8080/revocations`; polled with `?after=<cursor>`. */
+  url: string;
+  /** Poll interval in milliseconds. Default 5000. A revoked approval is refused from the next poll on. */
+  intervalMs?: number;
+  /**
+   * Fail closed when the feed has not been read successfully for this long, in milliseconds:
+   * every token is then refused with 503 `revocation_unavailable`. Default max(30000, 6 × intervalMs).
+   */
+  maxStalenessMs?: number;
+  /** Per-request HTTP timeout in milliseconds. Default 5000. */
+  timeoutMs?: number;
+  /** Largest accepted response body, in bytes. Default 4 MiB. */
+  maxResponseBytes?: number;
+  /** Pages fetched per poll at most (the feed is paged). Default 100. */
+  maxPagesPerPoll?: number;
+  /**
+   * Most revoked approval ids kept. Entries are dropped once no token tied to them can still be
+   * valid (revoked_at + maxTokenAgeSeconds + tolerance); past this cap the oldest go first. Default 1,000,000.
+   */
+  maxEntries?: number;
+}
+
+/** DPoP (RFC 9449) proof checks for tokens carrying `cnf.jkt`. */
+export interface DpopOptions {
+  /** Algorithms accepted for proofs. Default `["ES256", "ES384", "EdDSA", "Ed25519", "PS256", "RS256"]`. */
+  algorithms?: readonly JwsAlgorithm[];
+  /** How old a proof's `iat` may be, in seconds (future skew uses `clockToleranceSeconds`). Default 60. */
+  maxProofAgeSeconds?: number;
+  /**
+   * Capacity of the `jti` replay cache (entries live for the proof window). Size it above the peak
+   * DPoP request rate × (maxProofAgeSeconds + clockToleranceSeconds); past it the oldest are evicted.
+   * The cache is per verifier instance. Default 100,000.
+   */
+  replayCacheSize?: number;
+}
+
+/** Options of the remote JWKS cache. */
+export interface JwksOptions {
+  /** How long a fetched JWKS is used before a background refresh, in milliseconds. Default 300000 (5 min). */
+  cacheMaxAgeMs?: number;
+  /**
+   * Minimum time between two fetches, in milliseconds. A token with an unknown `kid` waits for the
+   * next allowed fetch (at most this long) and is refused if the key is still unknown. Default 1000.
+   */
+  cooldownMs?: number;
+  /** HTTP timeout in milliseconds. Default 5000. */
+  timeoutMs?: number;
+  /** Largest accepted JWKS body, in bytes. Default 512 KiB. */
+  maxResponseBytes?: number;
+}
+
+/** Options of {@link createVerifier}. Only `issuer` and `audience` are required. */
+export interface VerifierOptions {
+  /** Expected `iss`, compared exactly. Security: the one issuer (the STS) this gateway trusts. */
+  issuer: string;
+  /** This gateway's resource id(s); the token's `aud` must contain one of them. */
+  audience: string | readonly string[];
+  /** The STS's JWKS URL. Default `<issuer>/jwks` when neither `jwksUri` nor `jwks` is given. */
+  jwksUri?: string;
+  /** A static JWKS instead of `jwksUri` (no network, no rotation). */
+  jwks?: JSONWebKeySet;
+  /** Options of the remote JWKS cache (ignored with a static `jwks`). */
+  jwksOptions?: JwksOptions;
+  /** Accepted access-token algorithms. Default `["ES256"]`. HMAC and `none` are rejected at construction. */
+  algorithms?: readonly JwsAlgorithm[];
+  /** Allowed clock skew for `exp`, `nbf`, `iat`, in seconds. Default 5. */
+  clockToleranceSeconds?: number;
+  /** A token whose `iat` is older than this, in seconds, is stale whatever `exp` says. Default 300. */
+  maxTokenAgeSeconds?: number;
+  /** Largest accepted token, in bytes (characters). Default 8192. */
+  maxTokenBytes?: number;
+  /** Deepest accepted `act` nesting (RFC 8693 §4.1), 0 forbids `act`. Default 5. */
+  maxActDepth?: number;
+  /**
+   * The gateway's own limit per (client_id, approval_id); the tighter of it and the token's
+   * `rate_limit` applies (each field separately). Unset: only the token's `rate_limit` applies.
+   * `false`: no rate limiting at all, not even the token's.
+   */
+  rateLimit?: RateLimit | false;
+  /** Where buckets live. Default: in memory (per instance). */
+  rateLimitStore?: RateLimitStore;
+  /** Revocation feed to poll (CONTRACT §5). Unset: revocations are not checked. */
+  revocation?: RevocationOptions;
+  /** DPoP proof options. */
+  dpop?: DpopOptions;
+  /**
+   * Verified-token cache: most entries kept (LRU, keyed by SHA-256 of the token, each dying at
+   * min(exp, iat + maxTokenAgeSeconds)). `false` disables it. Default `{ maxEntries: 10000 }`.
+   */
+  cache?: { maxEntries?: number } | false;
+  /** `realm` put in `WWW-Authenticate` challenges (RFC 6750 §3). Default: none. */
+  realm?: string;
+  /** Clock, in milliseconds since the epoch. Default `Date.now` (tests freeze it). */
+  now?: () => number;
+  /** Called with background failures (JWKS refresh, revocation poll). Never receives tokens. */
+  onBackgroundError?: (error: Error, source: "jwks" | "revocation") => void;
+}
+
+/** One request to authorize. */
+export interface VerifyRequest {
+  /** The `Authorization` header value: `Bearer <token>` or `DPoP <token>`. */
+  authorization?: string | undefined;
+  /** The HTTP method (needed for DPoP `htm`). Default `GET`. */
+  method?: string | undefined;
+  /** The absolute request URL as the client addressed it (needed for DPoP `htu`). */
+  url?: string | undefined;
+  /** Scopes this route requires; all must be in the token's `scope`. */
+  requiredScopes?: readonly string[] | undefined;
+  /** The `DPoP` header value, for DPoP-bound tokens. */
+  dpop?: string | undefined;
+}
+
+/** An actor (RFC 8693 §4.1), possibly nested. */
+export interface ActorClaim {
+  sub: string;
+  act?: ActorClaim;
+  [claim: string]: unknown;
+}
+
+/** The claims of a Countersign access token (RFC 9068 plus Countersign's). */
+export interface AccessTokenClaims {
+  iss: string;
+  sub: string;
+  aud: string | string[];
+  client_id: string;
+  scope?: string;
+  iat: number;
+  exp: number;
+  nbf?: number;
+  jti?: string;
+  approval_id: string;
+  authorization_details?: unknown;
+  act?: ActorClaim;
+  rate_limit?: { per_second: number; burst: number };
+  cnf?: { jkt?: string };
+  [claim: string]: unknown;
+}
+
+/** A request the token authorizes. Objects are frozen. */
+export interface VerifySuccess {
+  ok: true;
+  claims: Readonly<AccessTokenClaims>;
+  clientId: string;
+  approvalId: string;
+  subject: string;
+  /** The token's scopes. */
+  scopes: readonly string[];
+}
+
+/** A refusal: send `status` with `headers` and `{ error, error_description: description }`. */
+export interface VerifyFailure {
+  ok: false;
+  status: VerifyErrorStatus;
+  error: VerifyErrorCode;
+  /** Stable machine code (see `REASONS`). */
+  reason: Reason;
+  /** Fixed human-readable text, safe to return to the client. */
+  description: string;
+  headers: { "WWW-Authenticate"?: string; "Retry-After"?: string };
+}
+
+export type VerifyResult = VerifySuccess | VerifyFailure;
+
+/** The verifier. */
+export interface Verifier {
+  /** Authorize one request. Never throws; every failure is a {@link VerifyFailure}. */
+  verify(request: VerifyRequest): Promise<VerifyResult>;
+  /** Resolves after the first JWKS fetch and revocation poll have been attempted. */
+  ready(): Promise<void>;
+  /** Stop background polling; the verifier keeps working with what it has. */
+  close(): void;
+}
