@@ -77,6 +77,9 @@ export function importPublicJwk(jwk: Record<string, unknown>): KeyObject | undef
   }
 }
 
+/** The base64url alphabet, possibly empty. */
+export const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
 /** base64url alphabet only, three segments; the signature may be empty (so `alg: none` reaches the alg check). */
 export const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 

@@ -187,7 +187,7 @@ export interface AccessTokenClaims {
   [claim: string]: unknown;
 }
 
-/** A request the token authorizes. Objects are frozen. */
+/** A request the token authorizes. Treat it as read-only: results served from the cache are shared and deeply frozen. */
 export interface VerifySuccess {
   ok: true;
   claims: Readonly<AccessTokenClaims>;

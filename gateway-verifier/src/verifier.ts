@@ -2,7 +2,7 @@ import { hash } from "node:crypto";
 import { DpopChecker } from "./dpop.js";
 import { type KeySource, remoteKeySource, staticKeySource } from "./jwks.js";
 import {
-  COMPACT_JWS,
+  BASE64URL,
   checkAccessTokenHeader,
   decodeJsonObject,
   isSupportedAlgorithm,
@@ -33,7 +33,7 @@ interface VerifiedToken {
   /** Milliseconds since the epoch: min(exp, iat + maxTokenAge) + tolerance. */
   deadlineMs: number;
   success: VerifySuccess;
-  scopes: ReadonlySet<string>;
+  scopes: readonly string[];
   approvalId: string;
   jkt: string | undefined;
   rateKey: string;
@@ -231,7 +231,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
     }
     const scope = claims.scope;
     if (scope !== undefined && typeof scope !== "string") return "invalid_claim";
-    const scopes = scope === undefined ? [] : scope.split(" ").filter((s) => s !== "");
+    let scopes = scope === undefined || scope === "" ? [] : scope.split(" ");
+    if (scopes.includes("")) scopes = scopes.filter((s) => s !== "");
     let rateLimit: RateLimit | undefined;
     const tokenLimit = claims.rate_limit;
     if (tokenLimit !== undefined) {
@@ -242,13 +243,17 @@ export function createVerifier(options: VerifierOptions): Verifier {
     }
     if (gatewayLimit === false) rateLimit = undefined;
     else if (gatewayLimit !== undefined) {
-      rateLimit =
-        rateLimit === undefined
-          ? gatewayLimit
-          : {
-              perSecond: Math.min(rateLimit.perSecond, gatewayLimit.perSecond),
-              burst: Math.min(rateLimit.burst, gatewayLimit.burst),
-            };
+      if (
+        rateLimit === undefined ||
+        (rateLimit.perSecond >= gatewayLimit.perSecond && rateLimit.burst >= gatewayLimit.burst)
+      ) {
+        rateLimit = gatewayLimit;
+      } else if (rateLimit.perSecond > gatewayLimit.perSecond || rateLimit.burst > gatewayLimit.burst) {
+        rateLimit = {
+          perSecond: Math.min(rateLimit.perSecond, gatewayLimit.perSecond),
+          burst: Math.min(rateLimit.burst, gatewayLimit.burst),
+        };
+      }
     }
     let jkt: string | undefined;
     const cnf = claims.cnf;
@@ -261,25 +266,29 @@ export function createVerifier(options: VerifierOptions): Verifier {
       }
       jkt = bound;
     }
-    const frozen = deepFreeze(claims) as Readonly<AccessTokenClaims>;
-    const success: VerifySuccess = Object.freeze({
+    const success: VerifySuccess = {
       ok: true,
-      claims: frozen,
+      claims: claims as Readonly<AccessTokenClaims>,
       clientId,
       approvalId,
       subject: sub,
-      scopes: Object.freeze(scopes),
-    });
+      scopes,
+    };
     return {
       deadlineMs: Math.min(exp * 1000, iat * 1000 + maxAgeMs) + toleranceMs,
       success,
-      scopes: new Set(scopes),
+      scopes,
       approvalId,
       jkt,
       rateKey: `${clientId.length}:${clientId}${approvalId}`,
       rateLimit,
     };
   }
+
+  // Scratch buffers for the signing input and signature: verification is synchronous, so one pair
+  // per verifier is reused instead of allocating two buffers per token.
+  const inputScratch = Buffer.allocUnsafe(maxTokenBytes);
+  const signatureScratch = Buffer.allocUnsafe(2048);
 
   function checkSignature(
     token: string,
@@ -288,8 +297,13 @@ export function createVerifier(options: VerifierOptions): Verifier {
     check: SignatureCheck,
     nowMs: number,
   ): VerifiedToken | Reason {
-    const signature = Buffer.from(token.slice(lastDot + 1), "base64url");
-    if (!check(Buffer.from(token.slice(0, lastDot), "latin1"), signature)) return "invalid_signature";
+    const signatureSegment = token.slice(lastDot + 1);
+    const signature =
+      signatureSegment.length <= 2700
+        ? signatureScratch.subarray(0, signatureScratch.write(signatureSegment, "base64url"))
+        : Buffer.from(signatureSegment, "base64url");
+    const input = inputScratch.subarray(0, inputScratch.write(token, 0, lastDot, "latin1"));
+    if (!check(input, signature)) return "invalid_signature";
     const claims = decodeJsonObject(token.slice(firstDot + 1, lastDot));
     if (claims === undefined) return "malformed_token";
     return checkClaims(claims, nowMs);
@@ -317,12 +331,20 @@ export function createVerifier(options: VerifierOptions): Verifier {
     token: string,
     nowMs: number,
   ): VerifiedToken | Reason | Promise<VerifiedToken | Reason> {
-    if (!COMPACT_JWS.test(token)) return "malformed_token";
     const firstDot = token.indexOf(".");
     const lastDot = token.lastIndexOf(".");
+    // The header and payload segments are covered literally by the signature; their alphabet is
+    // checked by decoding (header) and by the signature itself (payload). The signature's is checked here.
+    if (firstDot <= 0 || token.indexOf(".", firstDot + 1) !== lastDot || lastDot === firstDot + 1) {
+      return "malformed_token";
+    }
+    if (!BASE64URL.test(token.slice(lastDot + 1))) return "malformed_token";
     const headerSegment = token.slice(0, firstDot);
     let header = headers.get(headerSegment);
     if (header === undefined) {
+      if (!BASE64URL.test(headerSegment) || !BASE64URL.test(token.slice(firstDot + 1, lastDot))) {
+        return "malformed_token";
+      }
       const decoded = decodeJsonObject(headerSegment);
       if (decoded === undefined) return "malformed_token";
       const checked = checkAccessTokenHeader(decoded, allowedAlgorithms);
@@ -361,7 +383,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     const required = request.requiredScopes;
     if (required !== undefined) {
       for (const scope of required) {
-        if (!token.scopes.has(scope)) {
+        if (!token.scopes.includes(scope)) {
           const listed = required.filter((s) => SCOPE_TOKEN.test(s)).join(" ");
           return build("insufficient_scope", scheme, listed === "" ? undefined : listed);
         }
@@ -409,7 +431,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
       // Before the claims are known only the request's scheme tells which challenge to send.
       return fail(outcome, dpopScheme ? "DPoP" : "Bearer");
     }
-    if (cacheKey !== undefined) cache?.set(cacheKey, outcome);
+    if (cacheKey !== undefined && cache !== undefined) {
+      // A cached result is shared by every request presenting the token: freeze it deeply.
+      deepFreeze(outcome.success);
+      cache.set(cacheKey, outcome);
+    }
     return perRequest(outcome, request, accessToken, dpopScheme, nowMs);
   }
 
