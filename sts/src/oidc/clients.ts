@@ -5,11 +5,11 @@ import type { ClientConfig } from "../config/schema.js";
 export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /** Maps the config file's agents to oidc-provider client metadata: machine clients, no redirects. */
-export function toClientMetadata(client: ClientConfig): ClientMetadata {
+export function toClientMetadata(client: ClientConfig, grantTypes: readonly string[]): ClientMetadata {
   const metadata: ClientMetadata = {
     client_id: client.client_id,
     token_endpoint_auth_method: client.token_endpoint_auth_method,
-    grant_types: ["client_credentials", TOKEN_EXCHANGE_GRANT],
+    grant_types: [...grantTypes],
     response_types: [],
     redirect_uris: [],
   };

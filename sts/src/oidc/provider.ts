@@ -4,6 +4,7 @@ import Provider, {
   errors,
   type KoaContextWithOIDC,
   type ResourceServer,
+  type TokenEndpointGrantContext,
 } from "oidc-provider";
 import type { Config } from "../config/load.js";
 import type { Database } from "../db/schema.js";
@@ -28,6 +29,17 @@ export interface ProviderDependencies {
   logger: Logger;
   /** Key for oidc-provider's cookie signing (derived from the key-encryption key). */
   cookieSecret: Buffer;
+  /** Extension grants to register (e.g. RFC 8693 token exchange). */
+  grants?: readonly GrantRegistration[];
+}
+
+/** An extension grant: one file per grant exports these (STYLE §1). */
+export interface GrantRegistration {
+  readonly grantType: string;
+  readonly handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
+  readonly parameters: readonly string[];
+  /** Parameters that may repeat (RFC 8693 allows several `resource`/`audience`; we then refuse them). */
+  readonly allowedDuplicateParameters?: readonly string[];
 }
 
 /**
@@ -35,7 +47,14 @@ export interface ProviderDependencies {
  * the signing keys from the database, and the `client_credentials` grant issuing RFC 9068 JWT access
  * tokens for the approval API only. Other grants are registered on the returned provider.
  */
-export function createProvider({ config, db, keys, logger, cookieSecret }: ProviderDependencies): Provider {
+export function createProvider({
+  config,
+  db,
+  keys,
+  logger,
+  cookieSecret,
+  grants = [],
+}: ProviderDependencies): Provider {
   const current = keys.find((key) => key.status === "current" && key.alg === config.tokens.signing_alg);
   if (!current) throw new Error(`no current ${config.tokens.signing_alg} signing key`);
   const approvals = approvalsResource(config.issuer);
@@ -50,10 +69,17 @@ export function createProvider({ config, db, keys, logger, cookieSecret }: Provi
 
   const configuration: Configuration = {
     adapter: (model: string) => new PostgresAdapter(db, model),
-    clients: config.clients.map(toClientMetadata),
+    clients: config.clients.map((client) =>
+      toClientMetadata(client, ["client_credentials", ...grants.map((grant) => grant.grantType)]),
+    ),
     jwks: { keys: keys.map((key) => key.privateJwk) } as Configuration["jwks"],
     clientAuthMethods: ["client_secret_basic", "client_secret_post", "private_key_jwt"],
     responseTypes: [],
+    clientDefaults: {
+      id_token_signed_response_alg: current.alg,
+      grant_types: ["client_credentials"],
+      response_types: [],
+    },
     scopes: [APPROVALS_SCOPE],
     claims: {},
     cookies: {
@@ -95,6 +121,14 @@ export function createProvider({ config, db, keys, logger, cookieSecret }: Provi
   };
 
   const provider = new Provider(config.issuer, configuration);
+  for (const grant of grants) {
+    provider.registerGrantType(
+      grant.grantType,
+      grant.handler,
+      [...grant.parameters],
+      grant.allowedDuplicateParameters ? [...grant.allowedDuplicateParameters] : undefined,
+    );
+  }
   provider.on("server_error", (_ctx, error) => {
     logger.error({ err: { name: error.name, message: error.message } }, "oidc-provider server error");
   });
