@@ -1,17 +1,23 @@
 import Router from "@koa/router";
 import Koa from "koa";
 import type Provider from "oidc-provider";
+import { approvalRoutes } from "./approvals/routes.js";
 import type { Config } from "./config/load.js";
 import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
+import { tokenExchangeGrant } from "./exchange/grant.js";
 import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
+import { loadDevIssuer } from "./identity/dev_issuer.js";
+import { createTrustedIssuers } from "./identity/trusted_issuers.js";
 import { resolveKeyEncryptionKey } from "./keys/kek.js";
+import { createOwnTokenVerifier } from "./keys/own_tokens.js";
 import { ensureSigningKey, loadSigningKeys } from "./keys/signing_keys.js";
 import { createProvider } from "./oidc/provider.js";
 import { createLogger, type Logger } from "./ops/logger.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
+import type { StsServices } from "./services.js";
 
 /** A composed STS: everything wired, not yet listening. */
 export interface App {
@@ -21,6 +27,7 @@ export interface App {
   readonly provider: Provider;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  readonly services: StsServices;
   /** Marks the app as draining: `/readyz` answers 503 so load balancers stop sending traffic. */
   drain(): void;
   /** Releases everything the app holds (database pool or PGlite). */
@@ -67,12 +74,25 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const keys = await loadSigningKeys(database.db, kek);
 
     const metrics = createMetrics();
+    const devIssuer = config.dev_mode
+      ? await loadDevIssuer({ issuer: config.issuer, dataDir: config.database.dataDir })
+      : undefined;
+    const services: StsServices = {
+      config,
+      db: database.db,
+      logger,
+      metrics,
+      trustedIssuers: createTrustedIssuers(config.trusted_issuers, devIssuer),
+      ownTokens: createOwnTokenVerifier(config.issuer, keys),
+      devIssuer,
+    };
     const provider = createProvider({
       config,
       db: database.db,
       keys,
       logger,
       cookieSecret: kek.derive("countersign oidc-provider cookies"),
+      grants: [tokenExchangeGrant(services)],
     });
     const providerCallback = provider.callback();
 
@@ -106,6 +126,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
     koa.use(discovery.routes());
 
+    const approvals = approvalRoutes(services);
+    koa.use(approvals.routes());
+    koa.use(approvals.allowedMethods());
+
     // Everything else is oidc-provider's: /token, /jwks, discovery.
     koa.use(async (ctx) => {
       ctx.respond = false;
@@ -119,6 +143,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       provider,
       logger,
       metrics,
+      services,
       drain: () => {
         draining = true;
       },

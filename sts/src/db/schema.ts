@@ -2,7 +2,12 @@ import type { ColumnType, Generated, Insertable, Selectable, Updateable } from "
 
 /** Timestamps come back as `Date`; they may be written as `Date` or ISO strings. */
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
+/** A timestamp with a database default. */
+type GeneratedTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null, Date | string | null>;
+/** JSON columns come back parsed; they are written as JSON text. */
 type Json<T> = ColumnType<T, string, string>;
+type NullableJson<T> = ColumnType<T | null, string | null, string | null>;
 
 export type ApprovalStatus = "pending" | "approved" | "denied" | "revoked" | "expired";
 
@@ -17,15 +22,15 @@ export interface ApprovalsTable {
   subject: string | null;
   max_tokens: number;
   tokens_issued: Generated<number>;
-  rate_limit: Json<{ per_second: number; burst: number } | null>;
+  rate_limit: NullableJson<{ per_second: number; burst: number }>;
   requested_by: string;
   approved_by: string | null;
   decided_by: string | null;
   decision_reason: string | null;
-  created_at: Generated<Timestamp>;
-  decided_at: Timestamp | null;
+  created_at: GeneratedTimestamp;
+  decided_at: NullableTimestamp;
   expires_at: Timestamp;
-  revoked_at: Timestamp | null;
+  revoked_at: NullableTimestamp;
 }
 
 export interface IssuedTokensTable {
@@ -42,14 +47,14 @@ export interface IssuedTokensTable {
 
 export interface AuditEventsTable {
   id: Generated<string>;
-  at: Generated<Timestamp>;
+  at: GeneratedTimestamp;
   event: string;
   outcome: "granted" | "refused" | "info";
   reason: string | null;
   approval_id: string | null;
   client_id: string | null;
   actor: string | null;
-  detail: Json<Record<string, unknown> | null>;
+  detail: NullableJson<Record<string, unknown>>;
 }
 
 export type SigningKeyStatus = "next" | "current" | "previous" | "retired";
@@ -60,16 +65,16 @@ export interface SigningKeysTable {
   status: SigningKeyStatus;
   public_jwk: Json<Record<string, unknown>>;
   private_jwk_enc: string;
-  created_at: Generated<Timestamp>;
-  activated_at: Timestamp | null;
-  retired_at: Timestamp | null;
+  created_at: GeneratedTimestamp;
+  activated_at: NullableTimestamp;
+  retired_at: NullableTimestamp;
 }
 
 export interface RevocationsTable {
   cursor: Generated<string>;
   approval_id: string;
   reason: "revoked" | "expired";
-  revoked_at: Generated<Timestamp>;
+  revoked_at: GeneratedTimestamp;
 }
 
 export interface OidcPayloadsTable {
@@ -79,8 +84,8 @@ export interface OidcPayloadsTable {
   grant_id: string | null;
   user_code: string | null;
   uid: string | null;
-  expires_at: Timestamp | null;
-  consumed_at: Timestamp | null;
+  expires_at: NullableTimestamp;
+  consumed_at: NullableTimestamp;
 }
 
 /** Table name → table type, for `Kysely<Database>`. */

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
-import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { readOrCreatePrivateFile } from "../ops/files.js";
 
 /** A 256-bit key-encryption key that seals signing keys at rest with AES-256-GCM. */
 export interface KeyEncryptionKey {
@@ -57,22 +57,8 @@ export function resolveKeyEncryptionKey(options: {
   dataDir: string;
 }): KeyEncryptionKey {
   if (options.kek) return createKeyEncryptionKey(Buffer.from(options.kek, "base64url"));
-  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   const file = path.join(options.dataDir, "kek");
-  if (!existsSync(file)) {
-    // Write a complete file under a private name, then link it into place: link() fails if another
-    // instance won the race, and nobody ever reads a half-written key.
-    const draft = `${file}.${process.pid}.${randomBytes(4).toString("hex")}`;
-    writeFileSync(draft, `${randomBytes(32).toString("base64url")}\n`, { flag: "wx", mode: 0o600 });
-    try {
-      linkSync(draft, file);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-    } finally {
-      unlinkSync(draft);
-    }
-  }
-  const encoded = readFileSync(file, "utf8").trim();
+  const encoded = readOrCreatePrivateFile(file, () => `${randomBytes(32).toString("base64url")}\n`).trim();
   if (!/^[A-Za-z0-9_-]{43}$/.test(encoded)) throw new Error(`${file} does not hold a 32-byte base64url key`);
   return createKeyEncryptionKey(Buffer.from(encoded, "base64url"));
 }

@@ -76,7 +76,7 @@ export function createProvider({
     clientAuthMethods: ["client_secret_basic", "client_secret_post", "private_key_jwt"],
     responseTypes: [],
     clientDefaults: {
-      id_token_signed_response_alg: current.alg,
+      id_token_signed_response_alg: current.alg as "ES256",
       grant_types: ["client_credentials"],
       response_types: [],
     },
