@@ -137,6 +137,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
       ? undefined
       : new LruCache<string, VerifiedToken>(options.cache?.maxEntries ?? 10_000);
   const headers = new Map<string, ParsedHeader>();
+  let lastHeaderSegment = "";
+  let lastHeader: ParsedHeader | undefined;
 
   const keys: KeySource =
     options.jwks !== undefined
@@ -304,9 +306,21 @@ export function createVerifier(options: VerifierOptions): Verifier {
         : Buffer.from(signatureSegment, "base64url");
     const input = inputScratch.subarray(0, inputScratch.write(token, 0, lastDot, "latin1"));
     if (!check(input, signature)) return "invalid_signature";
-    const claims = decodeJsonObject(token.slice(firstDot + 1, lastDot));
+    const claims = parsePayload(token.slice(firstDot + 1, lastDot));
     if (claims === undefined) return "malformed_token";
     return checkClaims(claims, nowMs);
+  }
+
+  function parsePayload(segment: string): Record<string, unknown> | undefined {
+    if (segment.length > maxTokenBytes) return undefined;
+    let value: unknown;
+    try {
+      value = JSON.parse(inputScratch.toString("utf8", 0, inputScratch.write(segment, "base64url")));
+    } catch {
+      return undefined;
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+    return value as Record<string, unknown>;
   }
 
   async function checkWithFreshKeys(
@@ -339,8 +353,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
       return "malformed_token";
     }
     if (!BASE64URL.test(token.slice(lastDot + 1))) return "malformed_token";
-    const headerSegment = token.slice(0, firstDot);
-    let header = headers.get(headerSegment);
+    // Tokens from one STS key share one header: compare with the last one before hashing a slice.
+    let header: ParsedHeader | undefined;
+    if (firstDot === lastHeaderSegment.length && token.startsWith(lastHeaderSegment)) header = lastHeader;
+    const headerSegment = header === undefined ? token.slice(0, firstDot) : lastHeaderSegment;
+    header ??= headers.get(headerSegment);
     if (header === undefined) {
       if (!BASE64URL.test(headerSegment) || !BASE64URL.test(token.slice(firstDot + 1, lastDot))) {
         return "malformed_token";
@@ -353,6 +370,8 @@ export function createVerifier(options: VerifierOptions): Verifier {
       if (headers.size >= HEADER_CACHE_SIZE) headers.clear();
       headers.set(headerSegment, header);
     }
+    lastHeaderSegment = headerSegment;
+    lastHeader = header;
     const check = keys.lookup(header.kid, header.alg);
     if (check === undefined) return checkWithFreshKeys(token, firstDot, lastDot, header, nowMs);
     return checkSignature(token, firstDot, lastDot, check, nowMs);
