@@ -1,4 +1,4 @@
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { ConfigError, loadConfig } from "./config/load.js";
 import { openDatabase } from "./db/connect.js";
 import { migrateToLatest } from "./db/migrate.js";
@@ -64,6 +64,65 @@ async function migrate(): Promise<void> {
   }
 }
 
+/** Options of `countersign dev-token`. */
+interface DevTokenOptions {
+  sub: string;
+  usage: "approver" | "subject" | "actor";
+  ttl: number;
+  json?: boolean;
+}
+
+/** Longest dev-token lifetime, in seconds (one day). */
+const MAX_DEV_TOKEN_TTL_SECONDS = 86_400;
+
+function parseTtl(value: string): number {
+  const ttl = /^[0-9]{1,6}$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_DEV_TOKEN_TTL_SECONDS) {
+    throw new InvalidArgumentError(`must be an integer from 1 to ${MAX_DEV_TOKEN_TTL_SECONDS} (seconds)`);
+  }
+  return ttl;
+}
+
+function parseSub(value: string): string {
+  if (value.length === 0 || value.length > 255) throw new InvalidArgumentError("must be 1 to 255 characters");
+  return value;
+}
+
+/**
+ * Prints a token from the local development issuer (CONTRACT §1). Refused unless `dev_mode` is true:
+ * a production STS never trusts these tokens, and the command says so instead of printing one.
+ */
+async function devToken(options: DevTokenOptions): Promise<void> {
+  const config = loadConfigOrExit();
+  if (!config.dev_mode) {
+    process.stderr.write(
+      `countersign: dev-token is refused: dev_mode is false in ${config.source}; ` +
+        "this STS does not trust development tokens\n",
+    );
+    process.exit(1);
+  }
+  const { loadDevIssuer } = await import("./identity/dev_issuer.js");
+  const devIssuer = await loadDevIssuer({ issuer: config.issuer, dataDir: config.database.dataDir });
+  const token = await devIssuer.mint({ sub: options.sub, usage: options.usage, ttlSeconds: options.ttl });
+  if (options.json) {
+    const expiresAt = new Date(Date.now() + options.ttl * 1000).toISOString();
+    process.stdout.write(
+      `${JSON.stringify({
+        token,
+        token_type: "Bearer",
+        issuer: devIssuer.issuer,
+        audience: devIssuer.audience,
+        sub: options.sub,
+        usage: options.usage,
+        expires_in: options.ttl,
+        expires_at: expiresAt,
+      })}\n`,
+    );
+  } else {
+    process.stdout.write(`${token}\n`);
+  }
+}
+
 /** Builds the `countersign` command line. Exported for tests. */
 export function buildCli(): Command {
   const program = new Command("countersign")
@@ -71,6 +130,18 @@ export function buildCli(): Command {
     .showHelpAfterError();
   program.command("serve").description("run the STS (migrations applied on start)").action(serve);
   program.command("migrate").description("apply database migrations and exit").action(migrate);
+  program
+    .command("dev-token")
+    .description("print a token from the local development issuer (dev_mode only)")
+    .requiredOption("--sub <sub>", "the token's subject (`sub`)", parseSub)
+    .addOption(
+      new Option("--usage <usage>", "what the token is for")
+        .choices(["approver", "subject", "actor"])
+        .makeOptionMandatory(),
+    )
+    .option("--ttl <seconds>", "lifetime in seconds", parseTtl, 3600)
+    .option("--json", "print JSON with the token and its details")
+    .action(devToken);
   return program;
 }
 

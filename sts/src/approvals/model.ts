@@ -18,7 +18,15 @@ export interface ApprovalJson {
   created_at: string;
   decided_at: string | null;
   expires_at: string;
+  /** The scope the agent asked for (`scope` is what was approved; equal while pending). */
+  requested_scope: string;
+  /** The deny or revoke reason, when one was given. */
+  decision_reason: string | null;
+  revoked_at: string | null;
 }
+
+/** The shape of an id {@link newApprovalId} makes; anything else cannot name an approval. */
+export const APPROVAL_ID_PATTERN = /^apr_[A-Za-z0-9_-]{22}$/;
 
 /** Approval ids: `apr_` and 128 random bits, base64url. */
 export function newApprovalId(): string {
@@ -57,6 +65,9 @@ export function toApprovalJson(approval: Approval, now = Date.now()): ApprovalJs
     created_at: approval.created_at.toISOString(),
     decided_at: approval.decided_at?.toISOString() ?? null,
     expires_at: approval.expires_at.toISOString(),
+    requested_scope: approval.requested_scope,
+    decision_reason: approval.decision_reason,
+    revoked_at: approval.revoked_at?.toISOString() ?? null,
   };
 }
 

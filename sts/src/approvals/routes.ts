@@ -1,8 +1,442 @@
 import Router from "@koa/router";
+import type { Context } from "koa";
+import type { AuditEvent } from "../audit/audit_log.js";
+import { recordAudit } from "../audit/audit_log.js";
+import type { Approval } from "../db/schema.js";
 import type { StsServices } from "../services.js";
+import { createAuthenticator, type Principal, wrongRole } from "./authenticate.js";
+import { readJsonBody } from "./body.js";
+import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
+import { APPROVAL_ID_PATTERN, effectiveStatus, newApprovalId, parseScope, toApprovalJson } from "./model.js";
+import { type ApproverPolicy, allowAllApprovers } from "./policy.js";
+import {
+  approveApproval,
+  type Decider,
+  denyApproval,
+  findApproval,
+  insertApproval,
+  type ListPosition,
+  listApprovals,
+  revokeApproval,
+} from "./repository.js";
+import { approveBody, createApprovalBody, decisionBody, describeIssues, listQuery } from "./schemas.js";
 
-/** The approval API (CONTRACT §3). */
-export function approvalRoutes(_services: StsServices): Router {
+/** Options for {@link approvalRoutes}. */
+export interface ApprovalRoutesOptions {
+  /** Decides whether an approver may approve (e.g. Cedar). Default: {@link allowAllApprovers}. */
+  readonly policy?: ApproverPolicy;
+}
+
+/** What a call does, for audit event names (`approval.<action>`). */
+type Action = "request" | "read" | "list" | "approve" | "deny" | "revoke";
+
+interface CallState {
+  principal?: Principal;
+}
+
+function actorOf(principal: Principal | undefined): string | null {
+  if (!principal) return null;
+  return principal.kind === "agent" ? principal.clientId : principal.subject;
+}
+
+function decider(principal: Principal & { kind: "approver" }): Decider {
+  return { subject: principal.subject, issuer: principal.identity.issuer };
+}
+
+/** 409 explaining why a decision did not apply to `approval` as it now stands. */
+function stateConflict(approval: Approval, action: "approve" | "deny" | "revoke"): ApprovalError {
+  const status = effectiveStatus(approval);
+  const options = { approvalId: approval.id };
+  if (status === "expired") {
+    return new ApprovalError(409, INVALID_STATE, "the approval has expired", "already_expired", options);
+  }
+  const needed = action === "revoke" ? "approved" : "pending";
+  const hint = action === "revoke" && status === "pending" ? "; deny a pending approval instead" : "";
+  return new ApprovalError(
+    409,
+    INVALID_STATE,
+    `the approval is ${status}; only a${needed === "approved" ? "n" : ""} ${needed} approval can be ${action === "deny" ? "denie" : action}d${hint}`,
+    "state_conflict",
+    options,
+  );
+}
+
+function encodeCursor(approval: Approval): string {
+  return Buffer.from(JSON.stringify([approval.created_at.toISOString(), approval.id])).toString("base64url");
+}
+
+function decodeCursor(cursor: string): ListPosition {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+    if (Array.isArray(value) && value.length === 2) {
+      const [createdAt, id] = value as unknown[];
+      if (typeof createdAt === "string" && typeof id === "string" && APPROVAL_ID_PATTERN.test(id)) {
+        const date = new Date(createdAt);
+        if (!Number.isNaN(date.getTime())) return { createdAt: date, id };
+      }
+    }
+  } catch {
+    // fall through
+  }
+  throw invalidRequest("cursor: is not a cursor this API returned");
+}
+
+/**
+ * The approval API (CONTRACT §3): agents ask (`POST /approvals`), approvers decide (approve, deny,
+ * revoke), both read. Every decision and every refusal is an audit event with a stable reason code;
+ * decisions commit with their audit event in one transaction, as compare-and-set updates.
+ */
+export function approvalRoutes(services: StsServices, options: ApprovalRoutesOptions = {}): Router {
+  const { config, db, logger } = services;
+  const policy = options.policy ?? allowAllApprovers;
+  const authenticate = createAuthenticator(services);
   const router = new Router();
+
+  /** Runs a handler; on a refusal, records the audit event and a log line, then lets it render. */
+  function handle(action: Action, handler: (ctx: Context, state: CallState) => Promise<void>) {
+    return async (ctx: Context) => {
+      const state: CallState = {};
+      try {
+        await handler(ctx, state);
+      } catch (error) {
+        if (!(error instanceof ApprovalError)) throw error;
+        const event: AuditEvent = {
+          event: `approval.${action}`,
+          outcome: "refused",
+          reason: error.reason,
+          approval_id: error.approvalId ?? null,
+          client_id: state.principal?.kind === "agent" ? state.principal.clientId : null,
+          actor: actorOf(state.principal),
+          detail: { status: error.status, error: error.error },
+        };
+        logger.info(
+          { event: event.event, reason: event.reason, approval_id: event.approval_id, actor: event.actor },
+          "approval api refusal",
+        );
+        try {
+          await recordAudit(db, event);
+        } catch (auditError) {
+          logger.warn({ err: { message: (auditError as Error).message } }, "audit of a refusal failed");
+        }
+        throw error;
+      }
+    };
+  }
+
+  async function principalOf(ctx: Context, state: CallState): Promise<Principal> {
+    state.principal = await authenticate(ctx.get("Authorization") || undefined);
+    return state.principal;
+  }
+
+  async function agent(ctx: Context, state: CallState) {
+    const principal = await principalOf(ctx, state);
+    if (principal.kind !== "agent") throw wrongRole("agent");
+    return principal;
+  }
+
+  async function approver(ctx: Context, state: CallState) {
+    const principal = await principalOf(ctx, state);
+    if (principal.kind !== "approver") throw wrongRole("approver");
+    return principal;
+  }
+
+  async function load(id: string | undefined): Promise<Approval> {
+    if (id === undefined || !APPROVAL_ID_PATTERN.test(id)) throw approvalNotFound();
+    const approval = await findApproval(db, id);
+    if (!approval) throw approvalNotFound();
+    return approval;
+  }
+
+  function respond(ctx: Context, status: number, body: unknown) {
+    ctx.status = status;
+    ctx.set("Cache-Control", "no-store");
+    ctx.body = body;
+  }
+
+  router.post(
+    "/approvals",
+    handle("request", async (ctx, state) => {
+      const { clientId } = await agent(ctx, state);
+      const body = await readJsonBody(ctx, createApprovalBody);
+      const resource = config.resources.find((candidate) => candidate.id === body.resource);
+      if (!resource) {
+        throw new ApprovalError(
+          400,
+          "invalid_target",
+          "resource: is not a configured resource",
+          "resource_unknown",
+        );
+      }
+      const scopes = parseScope(body.scope);
+      if (scopes.length === 0) {
+        throw new ApprovalError(400, "invalid_scope", "scope: names no scope", "scope_invalid");
+      }
+      const unknown = scopes.filter((scope) => !resource.scopes.includes(scope));
+      if (unknown.length > 0) {
+        throw new ApprovalError(
+          400,
+          "invalid_scope",
+          `scope: ${unknown.map((s) => JSON.stringify(s)).join(", ")} ${unknown.length > 1 ? "are not scopes" : "is not a scope"} of ${resource.id}`,
+          "scope_invalid",
+        );
+      }
+      const id = newApprovalId();
+      const approval = await insertApproval(
+        db,
+        {
+          id,
+          clientId,
+          resource: resource.id,
+          scope: scopes.join(" "),
+          task: body.task,
+          subject: body.subject ?? null,
+          maxTokens: body.max_tokens,
+          ttlSeconds: body.ttl_seconds,
+          rateLimit: body.rate_limit ?? null,
+        },
+        {
+          event: "approval.requested",
+          outcome: "granted",
+          client_id: clientId,
+          actor: clientId,
+          detail: {
+            resource: resource.id,
+            scope: scopes.join(" "),
+            max_tokens: body.max_tokens,
+            ttl_seconds: body.ttl_seconds,
+          },
+        },
+      );
+      logger.info(
+        { event: "approval.requested", approval_id: id, client_id: clientId },
+        "approval requested",
+      );
+      ctx.set("Location", `/approvals/${id}`);
+      respond(ctx, 201, toApprovalJson(approval));
+    }),
+  );
+
+  router.get(
+    "/approvals",
+    handle("list", async (ctx, state) => {
+      await approver(ctx, state);
+      const parsed = listQuery.safeParse(ctx.query);
+      if (!parsed.success) {
+        throw invalidRequest(describeIssues(parsed.error));
+      }
+      const { status, limit, cursor } = parsed.data;
+      const rows = await listApprovals(db, {
+        status,
+        limit: limit + 1,
+        after: cursor === undefined ? undefined : decodeCursor(cursor),
+      });
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      respond(ctx, 200, {
+        approvals: page.map((row) => toApprovalJson(row)),
+        next_cursor: rows.length > limit && last ? encodeCursor(last) : null,
+      });
+    }),
+  );
+
+  router.get(
+    "/approvals/:id",
+    handle("read", async (ctx, state) => {
+      const principal = await principalOf(ctx, state);
+      const approval = await load(ctx.params.id);
+      // Another agent's approval is answered exactly like a missing one: existence is not leaked.
+      if (principal.kind === "agent" && approval.client_id !== principal.clientId) throw approvalNotFound();
+      respond(ctx, 200, toApprovalJson(approval));
+    }),
+  );
+
+  router.post(
+    "/approvals/:id/approve",
+    handle("approve", async (ctx, state) => {
+      const principal = await approver(ctx, state);
+      const body = await readJsonBody(ctx, approveBody);
+      const approval = await load(ctx.params.id);
+      const refusal = { approvalId: approval.id };
+      if (effectiveStatus(approval) !== "pending") throw stateConflict(approval, "approve");
+
+      // Each term may only narrow what was asked (CONTRACT §3).
+      const requestedScopes = parseScope(approval.scope);
+      let scope = approval.scope;
+      if (body.scope !== undefined) {
+        const scopes = parseScope(body.scope);
+        if (scopes.length === 0) {
+          throw new ApprovalError(400, "invalid_scope", "scope: names no scope", "scope_invalid", refusal);
+        }
+        const extra = scopes.filter((s) => !requestedScopes.includes(s));
+        if (extra.length > 0) {
+          throw new ApprovalError(
+            400,
+            "invalid_scope",
+            `scope: may only narrow the requested scope "${approval.scope}"; ${extra.map((s) => JSON.stringify(s)).join(", ")} ${extra.length > 1 ? "were" : "was"} not requested`,
+            "not_narrowing",
+            refusal,
+          );
+        }
+        scope = scopes.join(" ");
+      }
+      const maxTokens = body.max_tokens ?? approval.max_tokens;
+      if (maxTokens > approval.max_tokens) {
+        throw new ApprovalError(
+          400,
+          "invalid_request",
+          `max_tokens: may only narrow the requested ${approval.max_tokens}`,
+          "not_narrowing",
+          refusal,
+        );
+      }
+      let expiresAt = approval.expires_at;
+      if (body.ttl_seconds !== undefined) {
+        expiresAt = new Date(approval.created_at.getTime() + body.ttl_seconds * 1000);
+        if (expiresAt.getTime() > approval.expires_at.getTime()) {
+          const requested = Math.round(
+            (approval.expires_at.getTime() - approval.created_at.getTime()) / 1000,
+          );
+          throw new ApprovalError(
+            400,
+            "invalid_request",
+            `ttl_seconds: may only shorten the requested ${requested} seconds (measured from creation)`,
+            "not_narrowing",
+            refusal,
+          );
+        }
+        if (expiresAt.getTime() <= Date.now()) {
+          throw new ApprovalError(
+            400,
+            "invalid_request",
+            "ttl_seconds: ends before now (it is measured from the approval's creation)",
+            "ttl_elapsed",
+            refusal,
+          );
+        }
+      }
+      const requestedLimit = approval.rate_limit;
+      const rateLimit = body.rate_limit ?? requestedLimit;
+      if (
+        rateLimit &&
+        requestedLimit &&
+        (rateLimit.per_second > requestedLimit.per_second || rateLimit.burst > requestedLimit.burst)
+      ) {
+        throw new ApprovalError(
+          400,
+          "invalid_request",
+          `rate_limit: may only narrow the requested per_second ${requestedLimit.per_second} and burst ${requestedLimit.burst}`,
+          "not_narrowing",
+          refusal,
+        );
+      }
+
+      const terms = {
+        scope,
+        max_tokens: maxTokens,
+        expires_at: expiresAt.toISOString(),
+        rate_limit: rateLimit,
+      };
+      let verdict: Awaited<ReturnType<ApproverPolicy["authorizeDecision"]>>;
+      try {
+        verdict = await policy.authorizeDecision({
+          action: "approve",
+          approver: principal.identity,
+          approval: toApprovalJson(approval),
+          terms,
+        });
+      } catch (error) {
+        logger.error(
+          { err: { message: (error as Error).message }, approval_id: approval.id },
+          "approver policy failed",
+        );
+        throw new ApprovalError(
+          403,
+          "access_denied",
+          "the approver policy could not be evaluated",
+          "policy_error",
+          refusal,
+        );
+      }
+      if (!verdict.allowed) {
+        throw new ApprovalError(
+          403,
+          "access_denied",
+          `policy ${verdict.policyId} forbids this approval: ${verdict.reason}`,
+          "policy_denied",
+          refusal,
+        );
+      }
+
+      const approved = await approveApproval(
+        db,
+        approval.id,
+        { scope, maxTokens, expiresAt, rateLimit },
+        decider(principal),
+        {
+          event: "approval.approved",
+          outcome: "granted",
+          approval_id: approval.id,
+          client_id: approval.client_id,
+          actor: principal.subject,
+          detail: { issuer: principal.identity.issuer, ...terms },
+        },
+      );
+      if (!approved) throw stateConflict((await findApproval(db, approval.id)) ?? approval, "approve");
+      logger.info(
+        { event: "approval.approved", approval_id: approval.id, actor: principal.subject },
+        "approval approved",
+      );
+      respond(ctx, 200, toApprovalJson(approved));
+    }),
+  );
+
+  router.post(
+    "/approvals/:id/deny",
+    handle("deny", async (ctx, state) => {
+      const principal = await approver(ctx, state);
+      const body = await readJsonBody(ctx, decisionBody);
+      const approval = await load(ctx.params.id);
+      if (effectiveStatus(approval) !== "pending") throw stateConflict(approval, "deny");
+      const denied = await denyApproval(db, approval.id, body.reason ?? null, decider(principal), {
+        event: "approval.denied",
+        outcome: "granted",
+        approval_id: approval.id,
+        client_id: approval.client_id,
+        actor: principal.subject,
+        detail: { issuer: principal.identity.issuer, reason: body.reason ?? null },
+      });
+      if (!denied) throw stateConflict((await findApproval(db, approval.id)) ?? approval, "deny");
+      logger.info(
+        { event: "approval.denied", approval_id: approval.id, actor: principal.subject },
+        "approval denied",
+      );
+      respond(ctx, 200, toApprovalJson(denied));
+    }),
+  );
+
+  router.post(
+    "/approvals/:id/revoke",
+    handle("revoke", async (ctx, state) => {
+      const principal = await approver(ctx, state);
+      const body = await readJsonBody(ctx, decisionBody);
+      const approval = await load(ctx.params.id);
+      if (effectiveStatus(approval) !== "approved") throw stateConflict(approval, "revoke");
+      const revoked = await revokeApproval(db, approval.id, body.reason ?? null, {
+        event: "approval.revoked",
+        outcome: "granted",
+        approval_id: approval.id,
+        client_id: approval.client_id,
+        actor: principal.subject,
+        detail: { issuer: principal.identity.issuer, reason: body.reason ?? null },
+      });
+      if (!revoked) throw stateConflict((await findApproval(db, approval.id)) ?? approval, "revoke");
+      logger.info(
+        { event: "approval.revoked", approval_id: approval.id, actor: principal.subject },
+        "approval revoked",
+      );
+      respond(ctx, 200, toApprovalJson(revoked));
+    }),
+  );
+
   return router;
 }

@@ -1,0 +1,65 @@
+import { HttpError } from "../http/errors.js";
+
+/**
+ * Stable reason codes for approval API refusals, written to the audit log (`audit_events.reason`).
+ * The wire `error` is the OAuth-style code; the reason is the finer machine code behind it.
+ */
+export type ApprovalRefusalReason =
+  | "credentials_missing"
+  | "credentials_invalid"
+  | "credentials_expired"
+  | "credentials_wrong_audience"
+  | "credentials_missing_scope"
+  | "client_unknown"
+  | "approver_not_allowed"
+  | "role_agent_required"
+  | "role_approver_required"
+  | "issuer_keys_unavailable"
+  | "body_invalid"
+  | "body_too_large"
+  | "content_type_unsupported"
+  | "resource_unknown"
+  | "scope_invalid"
+  | "not_found"
+  | "not_narrowing"
+  | "already_expired"
+  | "ttl_elapsed"
+  | "state_conflict"
+  | "policy_denied"
+  | "policy_error";
+
+/**
+ * An approval API refusal: an {@link HttpError} (rendered as `{"error", "error_description"}`) that also
+ * carries a stable audit `reason` and, when known, the approval it concerns.
+ */
+export class ApprovalError extends HttpError {
+  /** The approval the refusal concerns, when the request named one that exists. */
+  readonly approvalId: string | undefined;
+  constructor(
+    status: number,
+    error: string,
+    description: string,
+    readonly reason: ApprovalRefusalReason,
+    options: { headers?: Record<string, string>; approvalId?: string } = {},
+  ) {
+    super(status, error, description, options.headers ?? {});
+    this.name = "ApprovalError";
+    this.approvalId = options.approvalId;
+  }
+}
+
+/**
+ * The `error` code of a 409: the approval is not in a state that allows the call (e.g. approving a
+ * denied approval). Not an RFC code; the API's own, stable.
+ */
+export const INVALID_STATE = "invalid_state";
+
+/** 400 `invalid_request` with a stable reason. */
+export function invalidRequest(description: string, reason: ApprovalRefusalReason = "body_invalid") {
+  return new ApprovalError(400, "invalid_request", description, reason);
+}
+
+/** 404 `not_found`: also answered when the caller may not know the approval exists. */
+export function approvalNotFound(): ApprovalError {
+  return new ApprovalError(404, "not_found", "no such approval", "not_found");
+}

@@ -1,0 +1,37 @@
+import type { VerifiedIdentity } from "../identity/trusted_issuers.js";
+import type { ApprovalJson } from "./model.js";
+
+/** What an approver is about to decide: the approval as requested, and the terms being approved. */
+export interface ApprovalDecisionInput {
+  readonly action: "approve";
+  /** The human deciding (a verified approver token). */
+  readonly approver: VerifiedIdentity;
+  /** The approval as it stands (pending). */
+  readonly approval: ApprovalJson;
+  /** The terms the approval will carry once approved (each within what was requested). */
+  readonly terms: {
+    readonly scope: string;
+    readonly max_tokens: number;
+    readonly expires_at: string;
+    readonly rate_limit: { per_second: number; burst: number } | null;
+  };
+}
+
+/** The answer of an {@link ApproverPolicy}: allowed, or forbidden by a named policy with a reason. */
+export type ApprovalDecisionResult =
+  | { readonly allowed: true }
+  | { readonly allowed: false; readonly policyId: string; readonly reason: string };
+
+/**
+ * Decides whether an approver may approve an approval (e.g. Cedar policies: who may approve what, for
+ * which resource and scope). Called after the request is validated and before the compare-and-set.
+ * An exception is a refusal (fail closed).
+ */
+export interface ApproverPolicy {
+  authorizeDecision(input: ApprovalDecisionInput): Promise<ApprovalDecisionResult>;
+}
+
+/** The default policy: any authenticated approver may approve anything within what was requested. */
+export const allowAllApprovers: ApproverPolicy = {
+  authorizeDecision: async () => ({ allowed: true }),
+};
