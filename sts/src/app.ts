@@ -7,10 +7,12 @@ import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { tokenExchangeGrant } from "./exchange/grant.js";
+import type { ExchangeGuards } from "./exchange/guards.js";
 import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
 import { loadDevIssuer } from "./identity/dev_issuer.js";
 import { createTrustedIssuers } from "./identity/trusted_issuers.js";
+import { createAccessTokenSigner } from "./keys/access_token_signer.js";
 import { resolveKeyEncryptionKey } from "./keys/kek.js";
 import { createOwnTokenVerifier } from "./keys/own_tokens.js";
 import { ensureSigningKey, loadSigningKeys } from "./keys/signing_keys.js";
@@ -39,6 +41,8 @@ export interface AppOptions {
   logger?: Logger;
   /** An already open database; the app does not close it. */
   database?: DatabaseHandle;
+  /** Runtime controls for the token exchange (policy, issuance limits). */
+  exchangeGuards?: ExchangeGuards;
 }
 
 /** Route groups for metrics labels, so label cardinality stays bounded. */
@@ -86,13 +90,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       ownTokens: createOwnTokenVerifier(config.issuer, keys),
       devIssuer,
     };
+    const signer = await createAccessTokenSigner(keys, config.tokens.signing_alg);
     const provider = createProvider({
       config,
       db: database.db,
       keys,
       logger,
       cookieSecret: kek.derive("countersign oidc-provider cookies"),
-      grants: [tokenExchangeGrant(services)],
+      grants: [tokenExchangeGrant(services, () => signer, options.exchangeGuards)],
     });
     const providerCallback = provider.callback();
 

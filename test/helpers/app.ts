@@ -3,7 +3,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
-import { type App, createApp } from "../../sts/src/app.js";
+import { type App, type AppOptions, createApp } from "../../sts/src/app.js";
 import { type Config, loadConfig } from "../../sts/src/config/load.js";
 import type { DatabaseHandle } from "../../sts/src/db/connect.js";
 import { createLogger } from "../../sts/src/ops/logger.js";
@@ -41,6 +41,8 @@ export interface TestAppOptions {
   /** Reuse a data directory (for a restart); otherwise a fresh temporary one. */
   dataDir?: string;
   env?: Record<string, string>;
+  /** Overrides passed to createApp (e.g. exchange guards). */
+  appOptions?: Omit<AppOptions, "logger" | "database">;
 }
 
 /** A whole STS listening on 127.0.0.1, on its own database. */
@@ -107,7 +109,11 @@ export async function startTestApp(options: TestAppOptions): Promise<TestApp> {
   );
   const logs = new LogCapture();
   const handle = await database.open();
-  const app = await createApp(config, { logger: createLogger("info", logs), database: handle });
+  const app = await createApp(config, {
+    ...options.appOptions,
+    logger: createLogger("info", logs),
+    database: handle,
+  });
   const running = await listen(app, "127.0.0.1", port);
   return {
     url: running.url,

@@ -1,12 +1,253 @@
+import { randomBytes } from "node:crypto";
+import { errors, type TokenEndpointGrantContext } from "oidc-provider";
+import { parseScope } from "../approvals/model.js";
+import { recordAudit } from "../audit/audit_log.js";
+import type { ResourceConfig } from "../config/schema.js";
+import { isDatabaseUnavailable } from "../db/errors.js";
+import type { AccessTokenSigner } from "../keys/access_token_signer.js";
 import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
 import type { GrantRegistration } from "../oidc/provider.js";
 import type { StsServices } from "../services.js";
+import { assertApprovalUsable } from "./approval_checks.js";
+import type { ExchangeGuards } from "./guards.js";
+import { consumeBudgetAndRecord, findApproval } from "./issuance_store.js";
+import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS, TOKEN_TYPE } from "./parameters.js";
+import { isRefusal, refusal, unavailable } from "./refusal.js";
+import { type ActClaim, validateActorToken, validateSubjectToken } from "./token_validators.js";
 
-/** The RFC 8693 token exchange grant (CONTRACT §4). */
-export function tokenExchangeGrant(_services: StsServices): GrantRegistration {
+/** Tighter of two optional rate limits, member by member. */
+function tighterRateLimit(
+  a: { per_second: number; burst: number } | null | undefined,
+  b: { per_second: number; burst: number } | null | undefined,
+): { per_second: number; burst: number } | undefined {
+  if (!a) return b ?? undefined;
+  if (!b) return a;
+  return { per_second: Math.min(a.per_second, b.per_second), burst: Math.min(a.burst, b.burst) };
+}
+
+/**
+ * The RFC 8693 token exchange grant (CONTRACT §4). It orchestrates and holds no crypto: validate the
+ * request, the subject and actor tokens, the approval, scope and policy, then take the budget and the
+ * issued-token row in one transaction, and answer with an RFC 9068 JWT access token.
+ */
+export function tokenExchangeGrant(
+  services: StsServices,
+  signer: () => AccessTokenSigner,
+  guards: ExchangeGuards = {},
+): GrantRegistration {
+  const { config, db, logger, metrics } = services;
+  const resources = new Map<string, ResourceConfig>(
+    config.resources.map((resource) => [resource.id, resource]),
+  );
+
+  async function exchange(ctx: TokenEndpointGrantContext): Promise<void> {
+    const clientId = ctx.oidc.client.clientId;
+    const request = parseTokenExchangeRequest(ctx.oidc.params as Record<string, unknown>);
+    const resource = resources.get(request.target);
+    if (!resource)
+      throw refusal(errors.InvalidTarget, "resource_unknown", "the requested resource is not configured");
+
+    const subject = await validateSubjectToken(services, request.subjectToken, request.subjectTokenType);
+    const actor = request.actorToken ? await validateActorToken(services, request.actorToken) : undefined;
+
+    const approval = assertApprovalUsable(await findApproval(db, request.approvalId), clientId);
+    if (approval.resource !== resource.id) {
+      throw refusal(errors.InvalidTarget, "resource_not_approved", "the approval is for another resource");
+    }
+    if (approval.subject !== null && approval.subject !== subject.sub) {
+      throw refusal(
+        errors.InvalidGrant,
+        "subject_mismatch",
+        "the subject token's subject is not the approval's subject",
+      );
+    }
+
+    // A token this STS issued may only be exchanged for something narrower (same approval, client, resource).
+    const bounds = subject.bounds;
+    if (bounds) {
+      if (bounds.approvalId !== approval.id || bounds.clientId !== clientId) {
+        throw refusal(
+          errors.InvalidGrant,
+          "subject_token_other_approval",
+          "the subject token belongs to another approval",
+        );
+      }
+      if (bounds.audience !== resource.id) {
+        throw refusal(
+          errors.InvalidTarget,
+          "subject_token_other_resource",
+          "the subject token is for another resource",
+        );
+      }
+    }
+
+    const allowed = new Set(parseScope(approval.scope).filter((scope) => resource.scopes.includes(scope)));
+    if (bounds) for (const scope of [...allowed]) if (!bounds.scopes.includes(scope)) allowed.delete(scope);
+    const scopes = request.scopes.length > 0 ? request.scopes : [...allowed];
+    const outside = scopes.filter((scope) => !allowed.has(scope));
+    if (outside.length > 0 || scopes.length === 0) {
+      throw refusal(
+        errors.InvalidScope,
+        "scope_not_approved",
+        `scope not within the approval: ${outside.join(" ") || "(none)"}`,
+      );
+    }
+
+    const nowMs = Date.now();
+    const iat = Math.floor(nowMs / 1000);
+    const approvalLeft = Math.floor((approval.expires_at.getTime() - nowMs) / 1000);
+    const caps = [
+      resource.max_ttl_seconds ?? config.tokens.default_ttl_seconds,
+      config.tokens.max_ttl_seconds,
+      approvalLeft,
+    ];
+    if (bounds) caps.push(bounds.exp - iat);
+    const ttlSeconds = Math.min(...caps);
+    if (ttlSeconds < 1) throw refusal(errors.InvalidGrant, "approval_expired", "the approval has expired");
+
+    if (guards.policy) {
+      const decision = await guards.policy.authorizeExchange({
+        clientId,
+        subject,
+        actor,
+        approval,
+        resource: resource.id,
+        scopes,
+        ttlSeconds,
+        now: new Date(nowMs),
+      });
+      if (!decision.allowed) {
+        throw refusal(
+          errors.InvalidGrant,
+          "policy_forbids",
+          `forbidden by policy ${decision.policyId}: ${decision.reason}`,
+        );
+      }
+    }
+    if (guards.limiter) {
+      const limit = await guards.limiter.consume(clientId, approval.id);
+      if (!limit.allowed) {
+        ctx.set("Retry-After", String(limit.retryAfterSeconds));
+        const error = refusal(
+          errors.SlowDown,
+          "rate_limited",
+          "too many token requests; retry after the indicated delay",
+        );
+        Object.assign(error, { status: 429, statusCode: 429 });
+        throw error;
+      }
+    }
+
+    // RFC 8693 §4.1: the current actor on top, the earlier chain nested inside.
+    const act: ActClaim | undefined = actor
+      ? { ...actor, ...(subject.act ? { act: subject.act } : {}) }
+      : subject.act;
+    const rateLimit = tighterRateLimit(approval.rate_limit, resource.rate_limit);
+    const jti = randomBytes(18).toString("base64url");
+    const scope = scopes.join(" ");
+    const exp = iat + ttlSeconds;
+    const accessToken = await signer().sign({
+      iss: config.issuer,
+      sub: subject.sub,
+      aud: resource.id,
+      client_id: clientId,
+      scope,
+      iat,
+      exp,
+      jti,
+      approval_id: approval.id,
+      authorization_details: [{ type: "agent_task", approval_id: approval.id, task: approval.task }],
+      ...(act ? { act } : {}),
+      ...(rateLimit ? { rate_limit: rateLimit } : {}),
+    });
+
+    const taken = await consumeBudgetAndRecord(
+      db,
+      {
+        jti,
+        approvalId: approval.id,
+        clientId,
+        sub: subject.sub,
+        aud: resource.id,
+        scope,
+        jkt: null,
+        iat: new Date(iat * 1000),
+        exp: new Date(exp * 1000),
+      },
+      {
+        event: "token_exchange",
+        outcome: "granted",
+        approval_id: approval.id,
+        client_id: clientId,
+        actor: clientId,
+        detail: { jti, sub: subject.sub, aud: resource.id, scope, exp, ...(act ? { act: act.sub } : {}) },
+      },
+    );
+    if (!taken.ok) {
+      assertApprovalUsable(taken.approval, clientId);
+      throw refusal(errors.InvalidGrant, "approval_used_up", "the approval's token budget is used up");
+    }
+
+    ctx.body = {
+      access_token: accessToken,
+      issued_token_type: TOKEN_TYPE.accessToken,
+      token_type: "Bearer",
+      expires_in: ttlSeconds,
+      scope,
+    };
+  }
+
   return {
     grantType: TOKEN_EXCHANGE_GRANT,
-    parameters: [],
-    handler: async () => {},
+    parameters: [...TOKEN_EXCHANGE_PARAMETERS],
+    allowedDuplicateParameters: ["resource", "audience"],
+    async handler(ctx) {
+      const clientId = ctx.oidc.client.clientId;
+      try {
+        await exchange(ctx);
+        metrics.tokenRequests.inc({ grant_type: "token_exchange", error: "none" });
+      } catch (caught) {
+        const error =
+          !isRefusal(caught) && isDatabaseUnavailable(caught) ? unavailable("database_unavailable") : caught;
+        if (!isRefusal(error)) {
+          if (error instanceof errors.OIDCProviderError) {
+            metrics.tokenRequests.inc({ grant_type: "token_exchange", error: error.error });
+            throw error;
+          }
+          logger.error({ err: error }, "token exchange failed");
+          metrics.tokenRequests.inc({ grant_type: "token_exchange", error: "server_error" });
+          throw error;
+        }
+        metrics.tokenRequests.inc({ grant_type: "token_exchange", error: error.error });
+        logger.info(
+          { client_id: clientId, reason: error.reason, error: error.error },
+          "token exchange refused",
+        );
+        if (error.reason !== "database_unavailable") {
+          const approvalId = safeApprovalId(ctx.oidc.params as Record<string, unknown>);
+          await recordAudit(db, {
+            event: "token_exchange",
+            outcome: "refused",
+            reason: error.reason,
+            approval_id: approvalId,
+            client_id: clientId,
+            actor: clientId,
+            detail: { error: error.error, description: error.error_description ?? null },
+          }).catch((auditError: unknown) =>
+            logger.warn({ err: { message: (auditError as Error).message } }, "audit write failed"),
+          );
+        }
+        throw error;
+      }
+    },
   };
+}
+
+/** The approval id of a refused request, for the audit row, when it parses. */
+function safeApprovalId(params: Record<string, unknown>): string | null {
+  try {
+    return parseTokenExchangeRequest(params).approvalId;
+  } catch {
+    return null;
+  }
 }

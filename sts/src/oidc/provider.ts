@@ -11,7 +11,7 @@ import type { Database } from "../db/schema.js";
 import type { SigningKeyMaterial } from "../keys/signing_keys.js";
 import type { Logger } from "../ops/logger.js";
 import { PostgresAdapter } from "./adapter.js";
-import { toClientMetadata } from "./clients.js";
+import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
 
 /** The scope of the approval API's own credential. */
 export const APPROVALS_SCOPE = "approvals:request";
@@ -96,8 +96,16 @@ export function createProvider({
       resourceIndicators: {
         enabled: true,
         // RFC 8707: client_credentials without `resource` targets the approval API (CONTRACT §3).
-        defaultResource: (ctx: KoaContextWithOIDC) =>
-          ctx.oidc.params?.grant_type === "client_credentials" ? approvals : undefined,
+        defaultResource: (ctx: KoaContextWithOIDC) => {
+          const params = ctx.oidc.params ?? {};
+          if (params.grant_type === "client_credentials") return approvals;
+          if (params.grant_type === TOKEN_EXCHANGE_GRANT) {
+            // RFC 8693 §2.1: `audience` names the target as well as `resource` does.
+            if (typeof params.audience === "string" && params.audience) return params.audience;
+            throw new errors.InvalidTarget("exactly one resource or audience is required");
+          }
+          return undefined;
+        },
         useGrantedResource: () => false,
         getResourceServerInfo: (ctx: KoaContextWithOIDC, resourceIndicator: string) => {
           // Agents never obtain tokens for an API by client_credentials: only through an approval.

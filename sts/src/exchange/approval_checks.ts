@@ -1,0 +1,40 @@
+import { errors } from "oidc-provider";
+import { effectiveStatus } from "../approvals/model.js";
+import type { Approval } from "../db/schema.js";
+import { refusal } from "./refusal.js";
+
+/**
+ * Checks that `approval` lets `clientId` mint a token now (CONTRACT §4). Unknown approvals and other
+ * clients' approvals are refused alike, so an agent cannot probe for ids.
+ * @throws a refusal with the contract's error: `invalid_grant` or `authorization_pending`.
+ */
+export function assertApprovalUsable(
+  approval: Approval | undefined,
+  clientId: string,
+  now = Date.now(),
+): Approval {
+  if (!approval || approval.client_id !== clientId) {
+    throw refusal(errors.InvalidGrant, "approval_not_found", "no such approval for this client");
+  }
+  const status = effectiveStatus(approval, now);
+  switch (status) {
+    case "pending":
+      throw refusal(
+        errors.AuthorizationPending,
+        "approval_pending",
+        "the approval is still pending a human decision",
+      );
+    case "denied":
+      throw refusal(errors.InvalidGrant, "approval_denied", "the approval was denied");
+    case "revoked":
+      throw refusal(errors.InvalidGrant, "approval_revoked", "the approval was revoked");
+    case "expired":
+      throw refusal(errors.InvalidGrant, "approval_expired", "the approval has expired");
+    case "approved":
+      break;
+  }
+  if (approval.tokens_issued >= approval.max_tokens) {
+    throw refusal(errors.InvalidGrant, "approval_used_up", "the approval's token budget is used up");
+  }
+  return approval;
+}

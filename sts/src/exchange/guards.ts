@@ -1,0 +1,37 @@
+import type { Approval } from "../db/schema.js";
+import type { ActClaim, SubjectIdentity } from "./token_validators.js";
+
+/** What the exchange policy decides on (the Cedar context is built from this). */
+export interface ExchangeDecisionInput {
+  readonly clientId: string;
+  readonly subject: SubjectIdentity;
+  readonly actor: ActClaim | undefined;
+  readonly approval: Approval;
+  readonly resource: string;
+  readonly scopes: readonly string[];
+  /** Lifetime the token would get, in seconds. */
+  readonly ttlSeconds: number;
+  readonly now: Date;
+}
+
+/** A policy decision: allowed, or forbidden naming the policy that forbade it. */
+export type PolicyDecision = { allowed: true } | { allowed: false; policyId: string; reason: string };
+
+/** Policy-as-code at every exchange. Must fail closed: an evaluation error is a refusal. */
+export interface ExchangePolicy {
+  authorizeExchange(input: ExchangeDecisionInput): Promise<PolicyDecision>;
+}
+
+/** Issuance rate and burst limits (per agent and per approval), shared across instances. */
+export interface IssuanceLimiter {
+  consume(
+    clientId: string,
+    approvalId: string,
+  ): Promise<{ allowed: true } | { allowed: false; retryAfterSeconds: number }>;
+}
+
+/** Optional runtime controls plugged into the token exchange grant. */
+export interface ExchangeGuards {
+  policy?: ExchangePolicy;
+  limiter?: IssuanceLimiter;
+}

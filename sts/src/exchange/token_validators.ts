@@ -1,0 +1,164 @@
+import { type JWTPayload, errors as joseErrors } from "jose";
+import { errors } from "oidc-provider";
+import { parseScope } from "../approvals/model.js";
+import { IdentityTokenError, type TokenUsage } from "../identity/trusted_issuers.js";
+import type { StsServices } from "../services.js";
+import { TOKEN_TYPE } from "./parameters.js";
+import { type Refusal, refusal, unavailable } from "./refusal.js";
+
+/** The RFC 8693 §4.1 `act` claim: the acting party, with prior actors nested inside. */
+export interface ActClaim {
+  sub: string;
+  iss?: string;
+  act?: ActClaim;
+  [claim: string]: unknown;
+}
+
+/** Bounds of a subject token this STS issued: an exchange may only narrow them. */
+export interface IssuedTokenBounds {
+  readonly audience: string;
+  readonly scopes: readonly string[];
+  readonly approvalId: string;
+  readonly clientId: string;
+  /** Expiry, seconds since the epoch. */
+  readonly exp: number;
+}
+
+/** Who the new token is about. */
+export interface SubjectIdentity {
+  readonly sub: string;
+  readonly issuer: string;
+  /** Delegation chain the subject token already carried (RFC 8693 §4.1). */
+  readonly act: ActClaim | undefined;
+  /** Set when the subject token was issued by this STS. */
+  readonly bounds: IssuedTokenBounds | undefined;
+  /** The subject token's `iat` (seconds), when it has one. */
+  readonly issuedAt: number | undefined;
+}
+
+/** Largest `act` nesting accepted from a presented token. */
+export const MAX_ACT_DEPTH = 8;
+
+function actDepth(act: unknown): number {
+  let depth = 0;
+  let node = act;
+  while (node && typeof node === "object") {
+    depth += 1;
+    if (depth > MAX_ACT_DEPTH) return depth;
+    node = (node as { act?: unknown }).act;
+  }
+  return depth;
+}
+
+function readAct(claims: JWTPayload, label: string): ActClaim | undefined {
+  const act = claims.act;
+  if (act === undefined) return undefined;
+  if (typeof act !== "object" || act === null || typeof (act as ActClaim).sub !== "string") {
+    throw refusal(errors.InvalidGrant, `${label}_act_invalid`, `the ${label} token's act claim is malformed`);
+  }
+  if (actDepth(act) > MAX_ACT_DEPTH) {
+    throw refusal(
+      errors.InvalidGrant,
+      `${label}_act_too_deep`,
+      `the ${label} token's delegation chain is too long`,
+    );
+  }
+  return act as ActClaim;
+}
+
+function fromIdentityError(error: unknown, label: "subject" | "actor"): Refusal {
+  if (error instanceof IdentityTokenError) {
+    if (error.reason === "jwks_unavailable")
+      return unavailable(`${label}_token_${error.reason}`, error.message);
+    return refusal(errors.InvalidGrant, `${label}_token_${error.reason}`, error.message);
+  }
+  throw error;
+}
+
+/**
+ * Validates the subject token: an access token this STS issued (verified against its own keys; the
+ * exchange may then only narrow it), or a JWT from a trusted issuer with usage `subject`.
+ */
+export async function validateSubjectToken(
+  services: StsServices,
+  token: string,
+  tokenType: string,
+): Promise<SubjectIdentity> {
+  if (peekIssuer(token) !== services.config.issuer) {
+    try {
+      const identity = await services.trustedIssuers.verify(token, "subject" satisfies TokenUsage);
+      return {
+        sub: identity.subject,
+        issuer: identity.issuer,
+        act: readAct(identity.claims, "subject"),
+        bounds: undefined,
+        issuedAt: identity.claims.iat,
+      };
+    } catch (error) {
+      throw fromIdentityError(error, "subject");
+    }
+  }
+  if (tokenType !== TOKEN_TYPE.accessToken) {
+    throw refusal(
+      errors.InvalidRequest,
+      "subject_token_type_mismatch",
+      "a token issued by this STS must be presented as an access_token",
+    );
+  }
+  let claims: JWTPayload;
+  try {
+    claims = await services.ownTokens.verify(token, {});
+  } catch (error) {
+    const reason = error instanceof joseErrors.JWTExpired ? "subject_token_expired" : "subject_token_invalid";
+    throw refusal(
+      errors.InvalidGrant,
+      reason,
+      reason === "subject_token_expired" ? "the subject token has expired" : "the subject token is invalid",
+    );
+  }
+  const approvalId = claims.approval_id;
+  if (typeof approvalId !== "string" || typeof claims.sub !== "string" || typeof claims.aud !== "string") {
+    // E.g. an approval API credential: it is not a delegation of anybody's authority.
+    throw refusal(
+      errors.InvalidGrant,
+      "subject_token_not_exchangeable",
+      "the subject token cannot be exchanged",
+    );
+  }
+  return {
+    sub: claims.sub,
+    issuer: services.config.issuer,
+    act: readAct(claims, "subject"),
+    bounds: {
+      audience: claims.aud,
+      scopes: parseScope(typeof claims.scope === "string" ? claims.scope : ""),
+      approvalId,
+      clientId: String(claims.client_id),
+      exp: claims.exp as number,
+    },
+    issuedAt: claims.iat,
+  };
+}
+
+/** Validates the actor token (a JWT from a trusted issuer with usage `actor`) and returns it as `act`. */
+export async function validateActorToken(services: StsServices, token: string): Promise<ActClaim> {
+  try {
+    const identity = await services.trustedIssuers.verify(token, "actor");
+    const prior = readAct(identity.claims, "actor");
+    return { sub: identity.subject, iss: identity.issuer, ...(prior ? { act: prior } : {}) };
+  } catch (error) {
+    throw fromIdentityError(error, "actor");
+  }
+}
+
+/** Reads `iss` without verifying anything, only to route the token to its validator. */
+function peekIssuer(token: string): string | undefined {
+  const payload = token.split(".")[1];
+  if (!payload || payload.length > 16 * 1024) return undefined;
+  try {
+    const iss = (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { iss?: unknown }).iss;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
