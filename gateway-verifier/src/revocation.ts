@@ -179,3 +179,119 @@ export function pollRevocationFeed(
     },
   };
 }
+
+const MAX_EVENT_BYTES = 64 * 1024;
+
+/**
+ * Parses a text/event-stream body (HTML Living Standard §9.2.6) into `data` payloads, calling `onEvent`
+ * with each event's data and id. Events larger than 64 KiB abort the stream.
+ */
+export async function readEventStream(
+  body: AsyncIterable<Uint8Array>,
+  onEvent: (data: string, id: string | undefined) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let data: string[] = [];
+  let dataLength = 0;
+  let id: string | undefined;
+  function drain(final: boolean): void {
+    let newline = buffer.search(/\r\n|\r|\n/);
+    // A CR at the end of a chunk may be the first half of a CRLF: wait for the next chunk.
+    while (newline >= 0 && (final || !(newline === buffer.length - 1 && buffer[newline] === "\r"))) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+      if (line === "") {
+        if (data.length > 0) onEvent(data.join("\n"), id);
+        data = [];
+        dataLength = 0;
+      } else if (!line.startsWith(":")) {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "data") {
+          dataLength += value.length + 1;
+          if (dataLength > MAX_EVENT_BYTES) throw new Error("revocation stream: event too large");
+          data.push(value);
+        } else if (field === "id") id = value;
+      }
+      newline = buffer.search(/\r\n|\r|\n/);
+    }
+  }
+  for await (const chunk of body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    if (buffer.length > MAX_EVENT_BYTES) throw new Error("revocation stream: event too large");
+    drain(false);
+  }
+  drain(true);
+}
+
+/**
+ * Listens to the push variant of the feed, `GET <url>/stream` (server-sent events whose `data` is one
+ * revocation object), and adds each revocation at once. It only speeds revocations up: the polled feed
+ * stays the source of truth for freshness (`maxStalenessMs`). Reconnects with backoff (1 s to 30 s).
+ */
+export function streamRevocations(
+  list: RevocationList,
+  url: string,
+  now: () => number,
+  onError: (error: Error) => void,
+): { close(): void } {
+  const streamUrl = `${url.replace(/\/+$/, "")}/stream`;
+  let controller: AbortController | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  let lastId: string | undefined;
+  let backoffMs = 1_000;
+
+  async function connect(): Promise<void> {
+    controller = new AbortController();
+    const headers: Record<string, string> = { accept: "text/event-stream" };
+    if (lastId !== undefined) headers["last-event-id"] = lastId;
+    const response = await fetch(streamUrl, { headers, redirect: "error", signal: controller.signal });
+    if (!response.ok || response.body === null) {
+      await response.body?.cancel();
+      throw new Error(`GET ${streamUrl} answered ${response.status}`);
+    }
+    backoffMs = 1_000;
+    await readEventStream(response.body, (data, id) => {
+      if (id !== undefined) lastId = id;
+      let entry: RevocationEntry | undefined;
+      try {
+        entry = parseEntry(JSON.parse(data));
+      } catch {
+        entry = undefined;
+      }
+      if (entry === undefined) onError(new Error("revocation stream: malformed event"));
+      else list.add(entry, now());
+    });
+  }
+
+  function run(): void {
+    if (closed) return;
+    connect().then(
+      () => schedule(),
+      (error: unknown) => {
+        if (!closed) onError(toError(error));
+        schedule();
+      },
+    );
+  }
+
+  function schedule(): void {
+    if (closed) return;
+    timer = setTimeout(run, backoffMs);
+    timer.unref();
+    backoffMs = Math.min(30_000, backoffMs * 2);
+  }
+
+  run();
+  return {
+    close() {
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      controller?.abort();
+    },
+  };
+}

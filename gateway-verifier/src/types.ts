@@ -54,6 +54,12 @@ export interface RevocationOptions {
   /** Poll interval in milliseconds. Default 5000. A revoked approval is refused from the next poll on. */
   intervalMs?: number;
   /**
+   * Also listen to the push variant, `<url>/stream` (server-sent events carrying the same revocation
+   * objects), so revocations apply within milliseconds; polling still runs and decides freshness.
+   * Default false.
+   */
+  stream?: boolean;
+  /**
    * Fail closed when the feed has not been read successfully for this long, in milliseconds:
    * every token is then refused with 503 `revocation_unavailable`. Default max(30000, 6 × intervalMs).
    */

@@ -12,7 +12,12 @@ import {
 import { LruCache } from "./lru.js";
 import { createMemoryRateLimitStore } from "./rate_limit.js";
 import { REASONS, type Reason } from "./reasons.js";
-import { pollRevocationFeed, RevocationList, type RevocationSource } from "./revocation.js";
+import {
+  pollRevocationFeed,
+  RevocationList,
+  type RevocationSource,
+  streamRevocations,
+} from "./revocation.js";
 import type {
   AccessTokenClaims,
   JwsAlgorithm,
@@ -153,6 +158,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
   let revocations: RevocationList | undefined;
   let revocationSource: RevocationSource | undefined;
+  let revocationStream: { close(): void } | undefined;
   let maxStalenessMs = Number.POSITIVE_INFINITY;
   if (options.revocation !== undefined) {
     const intervalMs = options.revocation.intervalMs ?? 5_000;
@@ -161,6 +167,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
     revocationSource = pollRevocationFeed(revocations, options.revocation, now, (error) =>
       onBackgroundError(error, "revocation"),
     );
+    if (options.revocation.stream === true) {
+      revocationStream = streamRevocations(revocations, options.revocation.url, now, (error) =>
+        onBackgroundError(error, "revocation"),
+      );
+    }
   }
 
   const ownsRateStore = options.rateLimitStore === undefined;
@@ -514,6 +525,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     close() {
       keys.close();
       revocationSource?.close();
+      revocationStream?.close();
       if (ownsRateStore) rateStore.close?.();
     },
   };
