@@ -50,8 +50,9 @@ const MAX_ID_LENGTH = 512;
 const HEADER_CACHE_SIZE = 64;
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 
+/** An RFC 7230 quoted-string of `value` without the characters that would need escaping or break a header. */
 function quoted(value: string): string {
-  return `"${value.replace(/[\\"]/g, "")}"`;
+  return `"${value.replace(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, "")}"`;
 }
 
 function deepFreeze<T>(value: T): T {
