@@ -106,11 +106,13 @@ export function createAuthenticator({
       throw unauthorized("invalid_token", "the access token is invalid", "credentials_invalid");
     }
     if (typeof claims.scope !== "string" || !parseScope(claims.scope).includes(APPROVALS_SCOPE)) {
-      throw unauthorized(
-        "invalid_token",
-        `the access token lacks the ${APPROVALS_SCOPE} scope`,
-        "credentials_missing_scope",
-      );
+      // RFC 6750 §3.1: a valid token without the needed scope is 403 insufficient_scope.
+      const description = `the access token lacks the ${APPROVALS_SCOPE} scope`;
+      throw new ApprovalError(403, "insufficient_scope", description, "credentials_missing_scope", {
+        headers: {
+          "WWW-Authenticate": `Bearer realm="${REALM}", error="insufficient_scope", error_description="${description}", scope="${APPROVALS_SCOPE}"`,
+        },
+      });
     }
     const clientId = claims.client_id;
     if (typeof clientId !== "string" || !clients.has(clientId)) {
