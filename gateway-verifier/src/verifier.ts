@@ -303,6 +303,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
   // per verifier is reused instead of allocating two buffers per token.
   const inputScratch = Buffer.allocUnsafe(maxTokenBytes);
   const signatureScratch = Buffer.allocUnsafe(2048);
+  const payloadScratch = Buffer.allocUnsafe(maxTokenBytes);
 
   function checkSignature(
     token: string,
@@ -316,9 +317,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
       signatureSegment.length <= 2700
         ? signatureScratch.subarray(0, signatureScratch.write(signatureSegment, "base64url"))
         : Buffer.from(signatureSegment, "base64url");
+    // The payload is decoded before the signature check (it is faster while the token is in cache) but
+    // nothing acts on it, nor reports a problem with it, until the signature has verified.
+    const claims = parsePayload(token.slice(firstDot + 1, lastDot));
     const input = inputScratch.subarray(0, inputScratch.write(token, 0, lastDot, "latin1"));
     if (!check(input, signature)) return "invalid_signature";
-    const claims = parsePayload(token.slice(firstDot + 1, lastDot));
     if (claims === undefined) return "malformed_token";
     return checkClaims(claims, nowMs);
   }
@@ -327,7 +330,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (segment.length > maxTokenBytes) return undefined;
     let value: unknown;
     try {
-      value = JSON.parse(inputScratch.toString("utf8", 0, inputScratch.write(segment, "base64url")));
+      value = JSON.parse(payloadScratch.toString("utf8", 0, payloadScratch.write(segment, "base64url")));
     } catch {
       return undefined;
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createHmac, createPublicKey } from "node:crypto";
+import { createHmac, createPublicKey, sign } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { createVerifier, type Verifier, type VerifyResult } from "../../gateway-verifier/src/index.js";
 import {
@@ -338,7 +338,18 @@ describe("gateway verifier: every rejection has its exact status, error and reas
     assertRefused(await verify(`${b64url("[1]")}.${b64url({})}.AA`), invalidToken("malformed_token"));
     const badPayload = `${b64url({ alg: "ES256", typ: "at+jwt", kid: key.kid })}.${b64url("not json")}`;
     const signed = rawToken({ alg: "ES256", typ: "at+jwt", kid: key.kid }, {}, key);
-    assert.equal((await verify(signed)).ok, false);
+    assertRefused(await verify(signed), invalidToken("invalid_issuer"));
+    for (const payload of ["not json", "[1,2]", "null"]) {
+      const input = `${b64url({ alg: "ES256", typ: "at+jwt", kid: key.kid })}.${b64url(payload)}`;
+      const signature = sign("sha256", Buffer.from(input), {
+        key: key.privateKeyObject,
+        dsaEncoding: "ieee-p1363",
+      });
+      assertRefused(
+        await verify(`${input}.${signature.toString("base64url")}`),
+        invalidToken("malformed_token"),
+      );
+    }
     assertRefused(await verify(`${badPayload}.${"A".repeat(86)}`), invalidToken("invalid_signature"));
     assertRefused(
       await verifier.verify({ authorization: "Bearer" }),
