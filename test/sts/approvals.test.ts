@@ -15,7 +15,7 @@ import type { ApprovalJson } from "../../sts/src/approvals/model.js";
 import type { ApprovalDecisionInput, ApproverPolicy } from "../../sts/src/approvals/policy.js";
 import { approvalRoutes } from "../../sts/src/approvals/routes.js";
 import { errorHandler } from "../../sts/src/http/errors.js";
-import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { basicAuth, freePort, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
 
 const run = promisify(execFile);
@@ -395,6 +395,13 @@ for (const engine of testEngines()) {
         }
         const other = await api("GET", `/approvals/${approval.id}`, post);
         assertError(other, 404, "not_found", "no such approval");
+        assert.deepEqual((await auditFor(approval.id)).at(-1), {
+          event: "approval.read",
+          outcome: "refused",
+          reason: "not_owner",
+          actor: "post-agent",
+          client_id: "post-agent",
+        });
         assertError(
           await api("GET", "/approvals/apr_AAAAAAAAAAAAAAAAAAAAAA", alice),
           404,
@@ -952,6 +959,12 @@ for (const engine of testEngines()) {
           ],
           trusted_issuers: [
             {
+              issuer: "https://down.example.test",
+              jwks_uri: `http://127.0.0.1:${await freePort()}/jwks`,
+              audience: "countersign",
+              usage: ["approver"],
+            },
+            {
               issuer: "https://idp.example.test",
               jwks: { keys: [jwk] },
               audience: "countersign",
@@ -985,6 +998,21 @@ for (const engine of testEngines()) {
           "invalid_token",
           "the token's roles claim does not include approver",
         );
+        const down = await new SignJWT({})
+          .setProtectedHeader({ alg: "ES256", kid: "idp-1" })
+          .setIssuer("https://down.example.test")
+          .setSubject("erin@example.test")
+          .setAudience("countersign")
+          .setExpirationTime("5m")
+          .sign(privateKey);
+        const unavailable = await call(other.url, "GET", "/approvals", down);
+        assertError(
+          unavailable,
+          503,
+          "temporarily_unavailable",
+          "the approver token's issuer keys could not be fetched",
+        );
+        assert.equal(unavailable.headers.get("retry-after"), "5");
         const dev = await sts.app.services.devIssuer!.mint({ sub: "alice", usage: "approver" });
         assertError(
           await call(other.url, "GET", "/approvals", dev),

@@ -21,6 +21,7 @@ export type ApprovalRefusalReason =
   | "resource_unknown"
   | "scope_invalid"
   | "not_found"
+  | "not_owner"
   | "not_narrowing"
   | "already_expired"
   | "ttl_elapsed"

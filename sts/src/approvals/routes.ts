@@ -245,7 +245,12 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       const principal = await principalOf(ctx, state);
       const approval = await load(ctx.params.id);
       // Another agent's approval is answered exactly like a missing one: existence is not leaked.
-      if (principal.kind === "agent" && approval.client_id !== principal.clientId) throw approvalNotFound();
+      // (The audit row still says what happened.)
+      if (principal.kind === "agent" && approval.client_id !== principal.clientId) {
+        throw new ApprovalError(404, "not_found", "no such approval", "not_owner", {
+          approvalId: approval.id,
+        });
+      }
       respond(ctx, 200, toApprovalJson(approval));
     }),
   );
