@@ -74,10 +74,18 @@ export function createExtAuthzHandler(
   };
 }
 
+/** Options of {@link startExtAuthzServer}. */
+export interface ExtAuthzServerOptions extends ExtAuthzOptions {
+  /** TCP port to listen on; 0 picks a free one. Default 0. */
+  port?: number;
+  /** Address to bind. Default `127.0.0.1` (Envoy usually runs beside the service). */
+  host?: string;
+}
+
 /** Starts the `ext_authz` service. Resolves with the listening server and its port. */
 export async function startExtAuthzServer(
   verifier: Verifier,
-  options: ExtAuthzOptions & { port?: number; host?: string } = {},
+  options: ExtAuthzServerOptions = {},
 ): Promise<{ server: Server; port: number }> {
   const server = createServer(createExtAuthzHandler(verifier, options));
   await new Promise<void>((resolve, reject) => {

@@ -2,13 +2,15 @@
  * Countersign gateway verifier: `import { createVerifier } from "countersign/gateway-verifier"`.
  * Depends on `jose` alone; the Redis rate-limit store loads `rate-limiter-flexible` only when created.
  */
-export { type ConnectMiddlewareOptions, connectVerifier } from "./connect.js";
+export { type ConnectMiddlewareOptions, connectVerifier, type VerifiedRequest } from "./connect.js";
 export { jwkThumbprint, normalizeHtu } from "./dpop.js";
 export {
   createExtAuthzHandler,
   type ExtAuthzOptions,
+  type ExtAuthzServerOptions,
   startExtAuthzServer,
 } from "./envoy_ext_authz.js";
+export type { RequiredScopes } from "./http_adapter.js";
 export { type KoaMiddlewareOptions, koaVerifier } from "./koa.js";
 export { createMemoryRateLimitStore, type MemoryRateLimitStoreOptions } from "./rate_limit.js";
 export { REASONS, type Reason, type VerifyErrorCode, type VerifyErrorStatus } from "./reasons.js";
