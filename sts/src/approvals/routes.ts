@@ -8,6 +8,7 @@ import { createAuthenticator, type Principal, wrongRole } from "./authenticate.j
 import { readJsonBody } from "./body.js";
 import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
 import { APPROVAL_ID_PATTERN, effectiveStatus, newApprovalId, parseScope, toApprovalJson } from "./model.js";
+import { narrowTerms } from "./narrow.js";
 import { type ApproverPolicy, allowAllApprovers } from "./policy.js";
 import {
   approveApproval,
@@ -264,77 +265,8 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       const refusal = { approvalId: approval.id };
       if (effectiveStatus(approval) !== "pending") throw stateConflict(approval, "approve");
 
-      // Each term may only narrow what was asked (CONTRACT §3).
-      const requestedScopes = parseScope(approval.scope);
-      let scope = approval.scope;
-      if (body.scope !== undefined) {
-        const scopes = parseScope(body.scope);
-        if (scopes.length === 0) {
-          throw new ApprovalError(400, "invalid_scope", "scope: names no scope", "scope_invalid", refusal);
-        }
-        const extra = scopes.filter((s) => !requestedScopes.includes(s));
-        if (extra.length > 0) {
-          throw new ApprovalError(
-            400,
-            "invalid_scope",
-            `scope: may only narrow the requested scope "${approval.scope}"; ${extra.map((s) => JSON.stringify(s)).join(", ")} ${extra.length > 1 ? "were" : "was"} not requested`,
-            "not_narrowing",
-            refusal,
-          );
-        }
-        scope = scopes.join(" ");
-      }
-      const maxTokens = body.max_tokens ?? approval.max_tokens;
-      if (maxTokens > approval.max_tokens) {
-        throw new ApprovalError(
-          400,
-          "invalid_request",
-          `max_tokens: may only narrow the requested ${approval.max_tokens}`,
-          "not_narrowing",
-          refusal,
-        );
-      }
-      let expiresAt = approval.expires_at;
-      if (body.ttl_seconds !== undefined) {
-        expiresAt = new Date(approval.created_at.getTime() + body.ttl_seconds * 1000);
-        if (expiresAt.getTime() > approval.expires_at.getTime()) {
-          const requested = Math.round(
-            (approval.expires_at.getTime() - approval.created_at.getTime()) / 1000,
-          );
-          throw new ApprovalError(
-            400,
-            "invalid_request",
-            `ttl_seconds: may only shorten the requested ${requested} seconds (measured from creation)`,
-            "not_narrowing",
-            refusal,
-          );
-        }
-        if (expiresAt.getTime() <= Date.now()) {
-          throw new ApprovalError(
-            400,
-            "invalid_request",
-            "ttl_seconds: ends before now (it is measured from the approval's creation)",
-            "ttl_elapsed",
-            refusal,
-          );
-        }
-      }
-      const requestedLimit = approval.rate_limit;
-      const rateLimit = body.rate_limit ?? requestedLimit;
-      if (
-        rateLimit &&
-        requestedLimit &&
-        (rateLimit.per_second > requestedLimit.per_second || rateLimit.burst > requestedLimit.burst)
-      ) {
-        throw new ApprovalError(
-          400,
-          "invalid_request",
-          `rate_limit: may only narrow the requested per_second ${requestedLimit.per_second} and burst ${requestedLimit.burst}`,
-          "not_narrowing",
-          refusal,
-        );
-      }
-
+      const narrowed = narrowTerms(approval, body);
+      const { scope, maxTokens, expiresAt, rateLimit } = narrowed;
       const terms = {
         scope,
         max_tokens: maxTokens,
@@ -372,20 +304,14 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         );
       }
 
-      const approved = await approveApproval(
-        db,
-        approval.id,
-        { scope, maxTokens, expiresAt, rateLimit },
-        decider(principal),
-        {
-          event: "approval.approved",
-          outcome: "granted",
-          approval_id: approval.id,
-          client_id: approval.client_id,
-          actor: principal.subject,
-          detail: { issuer: principal.identity.issuer, ...terms },
-        },
-      );
+      const approved = await approveApproval(db, approval.id, narrowed, decider(principal), {
+        event: "approval.approved",
+        outcome: "granted",
+        approval_id: approval.id,
+        client_id: approval.client_id,
+        actor: principal.subject,
+        detail: { issuer: principal.identity.issuer, ...terms },
+      });
       if (!approved) throw stateConflict((await findApproval(db, approval.id)) ?? approval, "approve");
       logger.info(
         { event: "approval.approved", approval_id: approval.id, actor: principal.subject },

@@ -1,0 +1,85 @@
+import type { Approval } from "../db/schema.js";
+import { ApprovalError } from "./errors.js";
+import { parseScope } from "./model.js";
+import type { ApprovalTerms } from "./repository.js";
+import type { ApproveBody } from "./schemas.js";
+
+/**
+ * The terms an approver grants: the approval as requested, narrowed by `body` (CONTRACT §3). Each term
+ * may only narrow: `scope` ⊆ the requested scope, `max_tokens` ≤ the requested budget, `ttl_seconds`
+ * (measured from creation) ending no later than the requested expiry and after `now`, and `rate_limit`
+ * per_second and burst ≤ the requested ones (any limit narrows a request without one).
+ * @param now - the current time in milliseconds since the epoch.
+ * @throws {ApprovalError} 400 `invalid_scope` or `invalid_request` naming the term that widens.
+ */
+export function narrowTerms(approval: Approval, body: ApproveBody, now = Date.now()): ApprovalTerms {
+  const refusal = { approvalId: approval.id };
+  const requestedScopes = parseScope(approval.scope);
+  let scope = approval.scope;
+  if (body.scope !== undefined) {
+    const scopes = parseScope(body.scope);
+    if (scopes.length === 0) {
+      throw new ApprovalError(400, "invalid_scope", "scope: names no scope", "scope_invalid", refusal);
+    }
+    const extra = scopes.filter((s) => !requestedScopes.includes(s));
+    if (extra.length > 0) {
+      throw new ApprovalError(
+        400,
+        "invalid_scope",
+        `scope: may only narrow the requested scope "${approval.scope}"; ${extra.map((s) => JSON.stringify(s)).join(", ")} ${extra.length > 1 ? "were" : "was"} not requested`,
+        "not_narrowing",
+        refusal,
+      );
+    }
+    scope = scopes.join(" ");
+  }
+  const maxTokens = body.max_tokens ?? approval.max_tokens;
+  if (maxTokens > approval.max_tokens) {
+    throw new ApprovalError(
+      400,
+      "invalid_request",
+      `max_tokens: may only narrow the requested ${approval.max_tokens}`,
+      "not_narrowing",
+      refusal,
+    );
+  }
+  let expiresAt = approval.expires_at;
+  if (body.ttl_seconds !== undefined) {
+    expiresAt = new Date(approval.created_at.getTime() + body.ttl_seconds * 1000);
+    if (expiresAt.getTime() > approval.expires_at.getTime()) {
+      const requested = Math.round((approval.expires_at.getTime() - approval.created_at.getTime()) / 1000);
+      throw new ApprovalError(
+        400,
+        "invalid_request",
+        `ttl_seconds: may only shorten the requested ${requested} seconds (measured from creation)`,
+        "not_narrowing",
+        refusal,
+      );
+    }
+    if (expiresAt.getTime() <= now) {
+      throw new ApprovalError(
+        400,
+        "invalid_request",
+        "ttl_seconds: ends before now (it is measured from the approval's creation)",
+        "ttl_elapsed",
+        refusal,
+      );
+    }
+  }
+  const requestedLimit = approval.rate_limit;
+  const rateLimit = body.rate_limit ?? requestedLimit;
+  if (
+    rateLimit &&
+    requestedLimit &&
+    (rateLimit.per_second > requestedLimit.per_second || rateLimit.burst > requestedLimit.burst)
+  ) {
+    throw new ApprovalError(
+      400,
+      "invalid_request",
+      `rate_limit: may only narrow the requested per_second ${requestedLimit.per_second} and burst ${requestedLimit.burst}`,
+      "not_narrowing",
+      refusal,
+    );
+  }
+  return { scope, maxTokens, expiresAt, rateLimit };
+}
