@@ -63,6 +63,7 @@ export function exchange(
   url: string,
   params: Record<string, string>,
   client: { id: string; secret: string } = { id: "billing-agent", secret: TEST_SECRET },
+  headers: Record<string, string> = {},
 ) {
   return postForm(
     `${url}/token`,
@@ -72,6 +73,6 @@ export function exchange(
       resource: "https://crm.example.test",
       ...params,
     },
-    { authorization: basicAuth(client.id, client.secret) },
+    { authorization: basicAuth(client.id, client.secret), ...headers },
   );
 }

@@ -45,6 +45,17 @@ const resourceSchema = z
     max_ttl_seconds: z.number().int().min(1).max(86_400).optional(),
     /** Default rate limit written into tokens for this resource (`rate_limit` claim). Optional. */
     rate_limit: rateLimitSchema.optional(),
+    /**
+     * Labels Cedar policies can read as the resource's tags (`resource.hasTag("department")`,
+     * `resource.getTag("department")`), e.g. `{"department": "finance"}`. Optional; at most 32.
+     */
+    tags: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "tag names: 1 to 64 of A-Z a-z 0-9 _ . : -"),
+        z.string().max(256),
+      )
+      .refine((tags) => Object.keys(tags).length <= 32, { message: "at most 32 tags" })
+      .optional(),
   })
   .strict();
 
@@ -136,6 +147,41 @@ const trustedIssuerSchema = z
     path: ["jwks_uri"],
   });
 
+/**
+ * Issuance rate and burst limits at the token endpoint (token exchange), per agent and per approval.
+ * Each is a window of `burst / per_second` seconds admitting `burst` issuances: at most `burst` at once,
+ * `per_second` sustained. Shared across STS instances through Postgres (PGlite: in-process only).
+ * Security: these bound how fast a compromised agent can mint tokens; keep them close to real needs.
+ */
+const issuanceLimitsSchema = z
+  .object({
+    /** Per agent (`client_id`), over all its approvals. Default 50 per second, burst 100. */
+    per_client: rateLimitSchema.default({ per_second: 50, burst: 100 }),
+    /** Per approval. Default 20 per second, burst 40. */
+    per_approval: rateLimitSchema.default({ per_second: 20, burst: 40 }),
+  })
+  .strict();
+
+/** The revocation feed (CONTRACT §5) and its server-sent-events push variant. */
+const revocationsSchema = z
+  .object({
+    /**
+     * How often approval expiry is swept into the feed (reason `expired`), in seconds. Default 5. Every
+     * instance sweeps; the sweep is idempotent. An expiry reaches gateways at most this late.
+     */
+    sweep_interval_seconds: z.number().min(0.05).max(3600).default(5),
+    /**
+     * How often each instance re-reads the feed even without a NOTIFY (a safety net for a lost LISTEN
+     * connection), in seconds. Default 2.
+     */
+    poll_interval_seconds: z.number().min(0.05).max(3600).default(2),
+    /** Interval of comment heartbeats on open streams (keeps proxies from timing them out), in seconds. Default 15. */
+    stream_heartbeat_seconds: z.number().min(0.05).max(3600).default(15),
+    /** Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503. Default 1000. */
+    max_stream_subscribers: z.number().int().min(1).max(100_000).default(1000),
+  })
+  .strict();
+
 /** The JSON config file. */
 export const configFileSchema = z
   .object({
@@ -149,9 +195,19 @@ export const configFileSchema = z
         max_ttl_seconds: z.number().int().min(1).max(86_400).default(900),
         /** JWS algorithm of minted tokens. Default ES256. */
         signing_alg: z.enum(["ES256", "ES384", "PS256", "EdDSA"]).default("ES256"),
+        /**
+         * Longest delegation chain (nested `act`, RFC 8693 §4.1) a minted token may carry: how many
+         * sub-agent hops are allowed. Default 4.
+         */
+        max_delegation_depth: z.number().int().min(1).max(8).default(4),
       })
       .strict()
-      .default({ default_ttl_seconds: 300, max_ttl_seconds: 900, signing_alg: "ES256" })
+      .default({
+        default_ttl_seconds: 300,
+        max_ttl_seconds: 900,
+        signing_alg: "ES256",
+        max_delegation_depth: 4,
+      })
       .refine((t) => t.default_ttl_seconds <= t.max_ttl_seconds, {
         message: "default_ttl_seconds must not exceed max_ttl_seconds",
         path: ["default_ttl_seconds"],
@@ -164,6 +220,18 @@ export const configFileSchema = z
     trusted_issuers: z.array(trustedIssuerSchema).max(64).default([]),
     /** Cedar policy files, relative to the config file. */
     policies: z.array(z.string().min(1).max(4096)).max(64).default([]),
+    /** Issuance rate and burst limits (token exchange). Defaults: see each key. */
+    issuance_limits: issuanceLimitsSchema.default({
+      per_client: { per_second: 50, burst: 100 },
+      per_approval: { per_second: 20, burst: 40 },
+    }),
+    /** Revocation feed and stream settings. Defaults: see each key. */
+    revocations: revocationsSchema.default({
+      sweep_interval_seconds: 5,
+      poll_interval_seconds: 2,
+      stream_heartbeat_seconds: 15,
+      max_stream_subscribers: 1000,
+    }),
     /**
      * Development mode: trusts the local development issuer (`countersign dev-token`). Security: never
      * in production. Default false in a config file, true for the built-in development default.
@@ -223,3 +291,5 @@ export type ResourceConfig = z.infer<typeof resourceSchema>;
 export type ClientConfig = z.infer<typeof clientSchema>;
 export type TrustedIssuerConfig = z.infer<typeof trustedIssuerSchema>;
 export type RateLimit = z.infer<typeof rateLimitSchema>;
+export type IssuanceLimitsConfig = z.infer<typeof issuanceLimitsSchema>;
+export type RevocationsConfig = z.infer<typeof revocationsSchema>;

@@ -6,6 +6,7 @@ import type { ResourceConfig } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { AccessTokenSigner } from "../keys/access_token_signer.js";
 import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
+import { assertDpopNotReplayed, validateDpopProof } from "../oidc/dpop.js";
 import type { GrantRegistration } from "../oidc/provider.js";
 import type { StsServices } from "../services.js";
 import { assertApprovalUsable } from "./approval_checks.js";
@@ -13,7 +14,7 @@ import type { ExchangeGuards } from "./guards.js";
 import { consumeBudgetAndRecord, findApproval } from "./issuance_store.js";
 import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS, TOKEN_TYPE } from "./parameters.js";
 import { isRefusal, refusal, unavailable } from "./refusal.js";
-import { type ActClaim, validateActorToken, validateSubjectToken } from "./token_validators.js";
+import { type ActClaim, actDepth, validateActorToken, validateSubjectToken } from "./token_validators.js";
 
 /** Tighter of two optional rate limits, member by member. */
 function tighterRateLimit(
@@ -47,6 +48,8 @@ export function tokenExchangeGrant(
     if (!resource)
       throw refusal(errors.InvalidTarget, "resource_unknown", "the requested resource is not configured");
 
+    // RFC 9449 §5: a DPoP proof at the token endpoint binds the new token to the proof's key.
+    const dPoP = await validateDpopProof(ctx.oidc.provider, ctx);
     const subject = await validateSubjectToken(services, request.subjectToken, request.subjectTokenType);
     const actor = request.actorToken ? await validateActorToken(services, request.actorToken) : undefined;
 
@@ -77,6 +80,13 @@ export function tokenExchangeGrant(
           errors.InvalidTarget,
           "subject_token_other_resource",
           "the subject token is for another resource",
+        );
+      }
+      if (bounds.jkt !== undefined && dPoP?.thumbprint !== bounds.jkt) {
+        throw refusal(
+          errors.InvalidGrant,
+          "subject_token_dpop_key_mismatch",
+          "the subject token is DPoP-bound: send a DPoP proof signed with its key",
         );
       }
     }
@@ -142,6 +152,13 @@ export function tokenExchangeGrant(
     const act: ActClaim | undefined = actor
       ? { ...actor, ...(subject.act ? { act: subject.act } : {}) }
       : subject.act;
+    if (actDepth(act) > config.tokens.max_delegation_depth) {
+      throw refusal(
+        errors.InvalidGrant,
+        "delegation_too_deep",
+        `the delegation chain would exceed ${config.tokens.max_delegation_depth} actors`,
+      );
+    }
     const rateLimit = tighterRateLimit(approval.rate_limit, resource.rate_limit);
     const jti = randomBytes(18).toString("base64url");
     const scope = scopes.join(" ");
@@ -159,7 +176,16 @@ export function tokenExchangeGrant(
       authorization_details: [{ type: "agent_task", approval_id: approval.id, task: approval.task }],
       ...(act ? { act } : {}),
       ...(rateLimit ? { rate_limit: rateLimit } : {}),
+      ...(dPoP ? { cnf: { jkt: dPoP.thumbprint } } : {}),
     });
+    if (dPoP) {
+      try {
+        await assertDpopNotReplayed(ctx.oidc.provider, ctx, dPoP, clientId);
+      } catch (error) {
+        if (!(error instanceof errors.InvalidGrant)) throw error;
+        throw refusal(errors.InvalidGrant, "dpop_proof_replayed", "the DPoP proof was already used");
+      }
+    }
 
     const taken = await consumeBudgetAndRecord(
       db,
@@ -170,7 +196,7 @@ export function tokenExchangeGrant(
         sub: subject.sub,
         aud: resource.id,
         scope,
-        jkt: null,
+        jkt: dPoP?.thumbprint ?? null,
         iat: new Date(iat * 1000),
         exp: new Date(exp * 1000),
       },
@@ -191,7 +217,7 @@ export function tokenExchangeGrant(
     ctx.body = {
       access_token: accessToken,
       issued_token_type: TOKEN_TYPE.accessToken,
-      token_type: "Bearer",
+      token_type: dPoP ? "DPoP" : "Bearer",
       expires_in: ttlSeconds,
       scope,
     };
@@ -209,26 +235,21 @@ export function tokenExchangeGrant(
       } catch (caught) {
         const error =
           !isRefusal(caught) && isDatabaseUnavailable(caught) ? unavailable("database_unavailable") : caught;
-        if (!isRefusal(error)) {
-          if (error instanceof errors.OIDCProviderError) {
-            metrics.tokenRequests.inc({ grant_type: "token_exchange", error: error.error });
-            throw error;
-          }
+        if (!(error instanceof errors.OIDCProviderError)) {
           logger.error({ err: error }, "token exchange failed");
           metrics.tokenRequests.inc({ grant_type: "token_exchange", error: "server_error" });
           throw error;
         }
+        // Refusals from oidc-provider's own checks (e.g. DPoP) carry no reason: their error code is it.
+        const reason = isRefusal(error) ? error.reason : error.error;
         metrics.tokenRequests.inc({ grant_type: "token_exchange", error: error.error });
-        logger.info(
-          { client_id: clientId, reason: error.reason, error: error.error },
-          "token exchange refused",
-        );
-        if (error.reason !== "database_unavailable") {
+        logger.info({ client_id: clientId, reason, error: error.error }, "token exchange refused");
+        if (reason !== "database_unavailable") {
           const approvalId = safeApprovalId(ctx.oidc.params as Record<string, unknown>);
           await recordAudit(db, {
             event: "token_exchange",
             outcome: "refused",
-            reason: error.reason,
+            reason,
             approval_id: approvalId,
             client_id: clientId,
             actor: clientId,

@@ -22,6 +22,8 @@ export interface IssuedTokenBounds {
   readonly clientId: string;
   /** Expiry, seconds since the epoch. */
   readonly exp: number;
+  /** DPoP key thumbprint the subject token is bound to (`cnf.jkt`), if any. */
+  readonly jkt: string | undefined;
 }
 
 /** Who the new token is about. */
@@ -39,7 +41,8 @@ export interface SubjectIdentity {
 /** Largest `act` nesting accepted from a presented token. */
 export const MAX_ACT_DEPTH = 8;
 
-function actDepth(act: unknown): number {
+/** How many actors a (possibly nested) `act` claim holds. */
+export function actDepth(act: unknown): number {
   let depth = 0;
   let node = act;
   while (node && typeof node === "object") {
@@ -135,6 +138,10 @@ export async function validateSubjectToken(
       approvalId,
       clientId: String(claims.client_id),
       exp: claims.exp as number,
+      jkt:
+        typeof (claims.cnf as { jkt?: unknown } | undefined)?.jkt === "string"
+          ? (claims.cnf as { jkt: string }).jkt
+          : undefined,
     },
     issuedAt: claims.iat,
   };
