@@ -211,6 +211,24 @@ describe("verified-token cache", () => {
     );
   });
 
+  test("the cache is bounded: past maxEntries the least recently used token is verified again", async () => {
+    const context = await setup({ cache: { maxEntries: 2 } });
+    const [a, b, c] = await Promise.all([
+      mintToken(context.key),
+      mintToken(context.key),
+      mintToken(context.key),
+    ]);
+    const verify = (token: string) => context.verifier.verify({ authorization: `Bearer ${token}` });
+    const firstA = await verify(a);
+    await verify(b);
+    assert.equal(await verify(a), firstA, "a is still cached (and now most recent)");
+    await verify(c);
+    const firstB = await verify(b);
+    assert.equal(firstB.ok, true);
+    assert.equal(await verify(b), firstB);
+    assert.notEqual(await verify(a), firstA, "a was evicted when b came back");
+  });
+
   test("a cache hit returns the same frozen result", async () => {
     const context = await setup();
     const token = await mintToken(context.key);
