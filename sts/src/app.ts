@@ -19,6 +19,8 @@ import { ensureSigningKey, loadSigningKeys } from "./keys/signing_keys.js";
 import { createProvider } from "./oidc/provider.js";
 import { createLogger, type Logger } from "./ops/logger.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
+import { createCedarPolicy, policyFilesOf } from "./policy/cedar_policy.js";
+import { loadPolicySet } from "./policy/load.js";
 import type { StsServices } from "./services.js";
 
 /** A composed STS: everything wired, not yet listening. */
@@ -41,8 +43,13 @@ export interface AppOptions {
   logger?: Logger;
   /** An already open database; the app does not close it. */
   database?: DatabaseHandle;
-  /** Runtime controls for the token exchange (policy, issuance limits). */
+  /**
+   * Runtime controls for the token exchange (policy, issuance limits). Without `policy`, the Cedar
+   * policies from `config.policies` (or `policies/default.cedar`) decide.
+   */
   exchangeGuards?: ExchangeGuards;
+  /** The clock of the Cedar policies' time-of-day context (tests freeze it). Default: real time. */
+  policyClock?: () => Date;
 }
 
 /** Route groups for metrics labels, so label cardinality stays bounded. */
@@ -60,6 +67,8 @@ function routeGroup(path: string): string {
  */
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel);
+  // A bad policy stops the start before anything else (PolicyLoadError names file, line and column).
+  const policySet = loadPolicySet(policyFilesOf(config));
   const database =
     options.database ??
     (await openDatabase({
@@ -90,6 +99,17 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       ownTokens: createOwnTokenVerifier(config.issuer, keys),
       devIssuer,
     };
+    const cedarPolicy = createCedarPolicy({
+      policySet,
+      db: database.db,
+      resources: config.resources,
+      logger,
+      ...(options.policyClock ? { clock: options.policyClock } : {}),
+    });
+    const exchangeGuards: ExchangeGuards = {
+      ...options.exchangeGuards,
+      policy: options.exchangeGuards?.policy ?? cedarPolicy,
+    };
     const signer = await createAccessTokenSigner(keys, config.tokens.signing_alg);
     const provider = createProvider({
       config,
@@ -97,7 +117,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       keys,
       logger,
       cookieSecret: kek.derive("countersign oidc-provider cookies"),
-      grants: [tokenExchangeGrant(services, () => signer, options.exchangeGuards)],
+      grants: [tokenExchangeGrant(services, () => signer, exchangeGuards)],
     });
     const providerCallback = provider.callback();
 
@@ -131,7 +151,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
     koa.use(discovery.routes());
 
-    const approvals = approvalRoutes(services);
+    const approvals = approvalRoutes(services, { policy: cedarPolicy });
     koa.use(approvals.routes());
     koa.use(approvals.allowedMethods());
 

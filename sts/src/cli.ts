@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { ConfigError, loadConfig } from "./config/load.js";
 import { openDatabase } from "./db/connect.js";
 import { migrateToLatest } from "./db/migrate.js";
+import { registerKeyCommands } from "./keys/cli_commands.js";
 
 /** Prints a config error naming every bad key and exits non-zero (before anything listens). */
 function loadConfigOrExit() {
@@ -123,6 +124,24 @@ async function devToken(options: DevTokenOptions): Promise<void> {
   }
 }
 
+/**
+ * Validates Cedar policy files, together, against the shipped schema (as the STS does at start):
+ * prints `ok` and exits 0, or prints each problem as `file:line:column: message` and exits 1.
+ */
+async function policyCheck(files: string[]): Promise<void> {
+  const path = await import("node:path");
+  const { checkPolicyFiles, formatIssue } = await import("./policy/load.js");
+  const result = checkPolicyFiles(files.map((file) => path.resolve(file)));
+  if (result.ok) {
+    process.stdout.write(
+      `ok (${result.policySet.policies.size} policies: ${[...result.policySet.policies.keys()].join(", ")})\n`,
+    );
+    return;
+  }
+  for (const issue of result.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+  process.exitCode = 1;
+}
+
 /** Builds the `countersign` command line. Exported for tests. */
 export function buildCli(): Command {
   const program = new Command("countersign")
@@ -130,6 +149,7 @@ export function buildCli(): Command {
     .showHelpAfterError();
   program.command("serve").description("run the STS (migrations applied on start)").action(serve);
   program.command("migrate").description("apply database migrations and exit").action(migrate);
+  registerKeyCommands(program, loadConfigOrExit);
   program
     .command("dev-token")
     .description("print a token from the local development issuer (dev_mode only)")
@@ -142,6 +162,13 @@ export function buildCli(): Command {
     .option("--ttl <seconds>", "lifetime in seconds", parseTtl, 3600)
     .option("--json", "print JSON with the token and its details")
     .action(devToken);
+  program
+    .command("policy")
+    .description("Cedar policies")
+    .command("check")
+    .description("validate Cedar policy files against the schema (exit 0 when valid, 1 otherwise)")
+    .argument("<files...>", "policy files, checked together (ids must be unique across them)")
+    .action(policyCheck);
   return program;
 }
 
