@@ -16,11 +16,13 @@ import { createAccessTokenSigner } from "./keys/access_token_signer.js";
 import { resolveKeyEncryptionKey } from "./keys/kek.js";
 import { createOwnTokenVerifier } from "./keys/own_tokens.js";
 import { ensureSigningKey, loadSigningKeys } from "./keys/signing_keys.js";
+import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
 import { createProvider } from "./oidc/provider.js";
 import { createLogger, type Logger } from "./ops/logger.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
 import { createCedarPolicy, policyFilesOf } from "./policy/cedar_policy.js";
 import { loadPolicySet } from "./policy/load.js";
+import { type RevocationService, startRevocationService } from "./revocations/service.js";
 import type { StsServices } from "./services.js";
 
 /** A composed STS: everything wired, not yet listening. */
@@ -32,6 +34,8 @@ export interface App {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly services: StsServices;
+  /** The revocation feed, its stream and the expiry sweeper. */
+  readonly revocations: RevocationService;
   /** Marks the app as draining: `/readyz` answers 503 so load balancers stop sending traffic. */
   drain(): void;
   /** Releases everything the app holds (database pool or PGlite). */
@@ -77,6 +81,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       poolSize: config.database.poolSize,
     }));
   const ownsDatabase = options.database === undefined;
+  let revocations: RevocationService | undefined;
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0)
@@ -106,10 +111,17 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       ...(options.policyClock ? { clock: options.policyClock } : {}),
     });
+    const issuanceLimiter = createIssuanceLimiter({
+      perClient: config.issuance_limits.per_client,
+      perApproval: config.issuance_limits.per_approval,
+      pool: database.pool,
+    });
     const exchangeGuards: ExchangeGuards = {
       ...options.exchangeGuards,
       policy: options.exchangeGuards?.policy ?? cedarPolicy,
+      limiter: options.exchangeGuards?.limiter ?? issuanceLimiter,
     };
+    revocations = await startRevocationService(database, config.revocations, logger);
     const signer = await createAccessTokenSigner(keys, config.tokens.signing_alg);
     const provider = createProvider({
       config,
@@ -151,6 +163,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     });
     koa.use(discovery.routes());
 
+    koa.use(revocations.router.routes());
+    koa.use(revocations.router.allowedMethods());
+
     const approvals = approvalRoutes(services, { policy: cedarPolicy });
     koa.use(approvals.routes());
     koa.use(approvals.allowedMethods());
@@ -169,14 +184,19 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       metrics,
       services,
+      revocations,
       drain: () => {
         draining = true;
+        revocations?.drain();
       },
       close: async () => {
+        issuanceLimiter.close();
+        await revocations?.close();
         if (ownsDatabase) await database.close();
       },
     };
   } catch (error) {
+    await revocations?.close().catch(() => {});
     if (ownsDatabase) await database.close().catch(() => {});
     throw error;
   }

@@ -23,6 +23,10 @@ export interface Config {
   /** Absolute paths of Cedar policy files. */
   readonly policies: readonly string[];
   readonly dev_mode: boolean;
+  /** Issuance rate and burst limits at the token exchange. */
+  readonly issuance_limits: ConfigFile["issuance_limits"];
+  /** Revocation feed sweeper and stream settings. */
+  readonly revocations: ConfigFile["revocations"];
   /** Where the configuration came from: a file path or `development default`. */
   readonly source: string;
 }
@@ -131,6 +135,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     trusted_issuers: file.trusted_issuers,
     policies: file.policies.map((p) => path.resolve(baseDir, p)),
     dev_mode: file.dev_mode,
+    issuance_limits: file.issuance_limits,
+    revocations: file.revocations,
     source,
   });
 }

@@ -1,0 +1,125 @@
+import type pg from "pg";
+import {
+  type RateLimiterAbstract,
+  RateLimiterMemory,
+  RateLimiterPostgres,
+  RateLimiterRes,
+} from "rate-limiter-flexible";
+import type { RateLimit } from "../config/schema.js";
+import { isDatabaseUnavailable } from "../db/errors.js";
+import type { IssuanceLimiter } from "../exchange/guards.js";
+import { unavailable } from "../exchange/refusal.js";
+
+/** The table the migration `2026_11_25_0003` creates in rate-limiter-flexible's layout. */
+export const ISSUANCE_RATE_LIMITS_TABLE = "issuance_rate_limits";
+
+/** Options for {@link createIssuanceLimiter}. */
+export interface IssuanceLimiterOptions {
+  /** Per agent (`client_id`), across all its approvals. */
+  readonly perClient: RateLimit;
+  /** Per approval. */
+  readonly perApproval: RateLimit;
+  /**
+   * The pg pool of a real Postgres: the counters live in {@link ISSUANCE_RATE_LIMITS_TABLE}, shared by
+   * every instance. Without it (PGlite) the counters are in this process only: exact for the single
+   * process that an embedded database allows, but not shared if several processes were ever pointed at
+   * copies of the data.
+   */
+  readonly pool: pg.Pool | undefined;
+  /** How often expired counter rows are deleted, in milliseconds. Default 300 000 (5 minutes). */
+  readonly cleanupIntervalMs?: number;
+}
+
+/** An {@link IssuanceLimiter} that also says where its state lives and can stop its timers. */
+export interface StoppableIssuanceLimiter extends IssuanceLimiter {
+  /** `postgres` (shared across instances) or `memory` (this process only). */
+  readonly store: "postgres" | "memory";
+  /** Stops the cleanup timer. Idempotent. */
+  close(): void;
+}
+
+/**
+ * Maps a token bucket (`per_second`, `burst`) onto rate-limiter-flexible's fixed windows: `burst`
+ * points per window of `burst / per_second` seconds. At most `burst` issuances at once and `per_second`
+ * sustained; like any fixed window, two full bursts may meet at a window boundary.
+ */
+export function windowOf(limit: RateLimit): { points: number; duration: number } {
+  return { points: limit.burst, duration: limit.burst / limit.per_second };
+}
+
+/** Whole seconds to wait, at least 1 (RFC 9110 §10.2.3 `Retry-After` is an integer of seconds). */
+export function retryAfterSeconds(msBeforeNext: number): number {
+  return Math.max(1, Math.ceil(msBeforeNext / 1000));
+}
+
+type Outcome = { allowed: true } | { allowed: false; retryAfterSeconds: number };
+
+/**
+ * Issuance rate and burst limits per agent and per approval, on rate-limiter-flexible: an atomic
+ * `INSERT … ON CONFLICT DO UPDATE … RETURNING` per bucket on real Postgres (correct across any number of
+ * instances; windows are timed by each instance's clock, so keep clocks in sync), memory on PGlite.
+ * Both buckets must admit the request; a request the approval bucket refuses gives its point back to the
+ * agent bucket. A store failure fails closed: 503 `temporarily_unavailable`, never a token.
+ */
+export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoppableIssuanceLimiter {
+  const { pool } = options;
+  const build = (keyPrefix: string, limit: RateLimit): RateLimiterAbstract => {
+    const window = windowOf(limit);
+    if (pool === undefined) return new RateLimiterMemory({ keyPrefix, ...window });
+    return new RateLimiterPostgres({
+      storeClient: pool,
+      storeType: "pool",
+      tableName: ISSUANCE_RATE_LIMITS_TABLE,
+      tableCreated: true,
+      clearExpiredByTimeout: false,
+      keyPrefix,
+      ...window,
+    });
+  };
+  const perClient = build("client", options.perClient);
+  const perApproval = build("approval", options.perApproval);
+
+  let timer: NodeJS.Timeout | undefined;
+  if (pool !== undefined) {
+    timer = setInterval(() => {
+      // Not critical: a failed cleanup is retried at the next interval. Both prefixes share the table.
+      pool
+        .query(`delete from ${ISSUANCE_RATE_LIMITS_TABLE} where expire < $1`, [Date.now() - 60_000])
+        .catch(() => {});
+    }, options.cleanupIntervalMs ?? 300_000);
+    timer.unref();
+  }
+
+  async function take(limiter: RateLimiterAbstract, key: string): Promise<Outcome> {
+    try {
+      await limiter.consume(key, 1);
+      return { allowed: true };
+    } catch (error) {
+      if (error instanceof RateLimiterRes) {
+        return { allowed: false, retryAfterSeconds: retryAfterSeconds(error.msBeforeNext) };
+      }
+      throw unavailable(
+        isDatabaseUnavailable(error) ? "database_unavailable" : "rate_limit_store_unavailable",
+        "the issuance rate limit store is unavailable, retry shortly",
+      );
+    }
+  }
+
+  return {
+    store: pool === undefined ? "memory" : "postgres",
+    async consume(clientId, approvalId) {
+      const client = await take(perClient, clientId);
+      if (!client.allowed) return client;
+      const approval = await take(perApproval, approvalId);
+      if (!approval.allowed) {
+        await perClient.reward(clientId, 1).catch(() => {});
+        return approval;
+      }
+      return approval;
+    },
+    close() {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
