@@ -12,10 +12,11 @@ import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
 import { loadDevIssuer } from "./identity/dev_issuer.js";
 import { createTrustedIssuers } from "./identity/trusted_issuers.js";
-import { createAccessTokenSigner } from "./keys/access_token_signer.js";
 import { resolveKeyEncryptionKey } from "./keys/kek.js";
-import { createOwnTokenVerifier } from "./keys/own_tokens.js";
-import { ensureSigningKey, loadSigningKeys } from "./keys/signing_keys.js";
+import { createKeyRing, type KeyRing, type KeySnapshot } from "./keys/key_ring.js";
+import { startKeyMaintenance } from "./keys/maintenance.js";
+import type { RotationResult } from "./keys/rotation.js";
+import { ensureSigningKey } from "./keys/signing_keys.js";
 import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
 import { createProvider } from "./oidc/provider.js";
 import { createLogger, type Logger } from "./ops/logger.js";
@@ -31,6 +32,10 @@ export interface App {
   readonly koa: Koa;
   readonly database: DatabaseHandle;
   readonly provider: Provider;
+  /** The published signing keys; swapped after a rotation. */
+  readonly keyRing: KeyRing;
+  /** Rotates the signing keys now (next → current → previous) and reloads them here. */
+  rotateKeys(): Promise<RotationResult | undefined>;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly services: StsServices;
@@ -89,7 +94,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
 
     const kek = resolveKeyEncryptionKey({ kek: config.kek, dataDir: config.database.dataDir });
     await ensureSigningKey(database.db, kek, config.tokens.signing_alg);
-    const keys = await loadSigningKeys(database.db, kek);
+    const keyRing = await createKeyRing({
+      db: database.db,
+      kek,
+      issuer: config.issuer,
+      alg: config.tokens.signing_alg,
+    });
 
     const metrics = createMetrics();
     const devIssuer = config.dev_mode
@@ -101,7 +111,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       metrics,
       trustedIssuers: createTrustedIssuers(config.trusted_issuers, devIssuer),
-      ownTokens: createOwnTokenVerifier(config.issuer, keys),
+      ownTokens: { verify: (token, verifyOptions) => keyRing.current.ownTokens.verify(token, verifyOptions) },
       devIssuer,
     };
     const cedarPolicy = createCedarPolicy({
@@ -122,16 +132,26 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       limiter: options.exchangeGuards?.limiter ?? issuanceLimiter,
     };
     revocations = await startRevocationService(database, config.revocations, logger);
-    const signer = await createAccessTokenSigner(keys, config.tokens.signing_alg);
-    const provider = createProvider({
-      config,
-      db: database.db,
-      keys,
-      logger,
-      cookieSecret: kek.derive("countersign oidc-provider cookies"),
-      grants: [tokenExchangeGrant(services, () => signer, exchangeGuards)],
+    const exchangeGrant = tokenExchangeGrant(services, () => keyRing.current.signer, exchangeGuards);
+    const buildProvider = (keys: KeySnapshot["keys"]) =>
+      createProvider({
+        config,
+        db: database.db,
+        keys,
+        logger,
+        cookieSecret: kek.derive("countersign oidc-provider cookies"),
+        grants: [exchangeGrant],
+      });
+    // After a rotation (here or on another instance) oidc-provider is rebuilt with the new key set, so
+    // /jwks and client_credentials follow; requests in flight finish on the provider they started on.
+    let provider = buildProvider(keyRing.current.keys);
+    let providerCallback = provider.callback();
+    keyRing.onChange((snapshot) => {
+      provider = buildProvider(snapshot.keys);
+      providerCallback = provider.callback();
+      logger.info({ keys: snapshot.version }, "signing keys changed");
     });
-    const providerCallback = provider.callback();
+    const keyMaintenance = startKeyMaintenance({ db: database.db, kek, keyRing, config, logger });
 
     let draining = false;
     const koa = new Koa();
@@ -180,7 +200,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       config,
       koa,
       database,
-      provider,
+      get provider() {
+        return provider;
+      },
+      keyRing,
+      rotateKeys: () => keyMaintenance.rotateNow(),
       logger,
       metrics,
       services,
@@ -190,6 +214,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         revocations?.drain();
       },
       close: async () => {
+        keyMaintenance.stop();
         issuanceLimiter.close();
         await revocations?.close();
         if (ownsDatabase) await database.close();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -18,6 +18,14 @@ import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "..
 import { createTestDatabase, testEngines } from "../helpers/database.js";
 
 const run = promisify(execFile);
+
+/** The migrations shipped in migrations/, in the order they apply. */
+function migrationNames(): string[] {
+  return readdirSync(path.join(path.resolve(import.meta.dirname, "../.."), "migrations"))
+    .filter((file) => file.endsWith(".ts"))
+    .map((file) => file.replace(/\.ts$/, ""))
+    .sort();
+}
 const root = path.resolve(import.meta.dirname, "../..");
 
 for (const engine of testEngines()) {
@@ -76,17 +84,21 @@ for (const engine of testEngines()) {
       }
     });
 
-    test("/jwks serves one ES256 public key and nothing private", async () => {
+    test("/jwks serves the current ES256 key and the announced next one, nothing private", async () => {
       const response = await fetch(`${sts.url}/jwks`);
       const jwks = (await response.json()) as { keys: Record<string, unknown>[] };
-      assert.equal(jwks.keys.length, 1);
-      const [key] = jwks.keys;
-      assert.equal(key?.alg, "ES256");
-      assert.equal(key?.kty, "EC");
-      assert.equal(key?.crv, "P-256");
-      assert.equal(key?.use, "sig");
-      assert.equal(typeof key?.kid, "string");
-      assert.equal(key?.d, undefined);
+      const published = await sts.handle.db.selectFrom("signing_keys").select(["kid", "status"]).execute();
+      assert.deepEqual(published.map((k) => k.status).sort(), ["current", "next"]);
+      assert.equal(jwks.keys.length, 2);
+      const current = published.find((k) => k.status === "current")?.kid;
+      assert.equal(jwks.keys[0]?.kid, current, "the current key is listed first");
+      for (const key of jwks.keys) {
+        assert.equal(key.alg, "ES256");
+        assert.equal(key.kty, "EC");
+        assert.equal(key.crv, "P-256");
+        assert.equal(key.use, "sig");
+        assert.equal(key.d, undefined);
+      }
     });
 
     async function verifyAgainstJwks(token: string) {
@@ -218,7 +230,7 @@ for (const engine of testEngines()) {
         .selectFrom("signing_keys")
         .select(["kid", "private_jwk_enc", "status"])
         .executeTakeFirstOrThrow();
-      assert.equal(row.status, "current");
+      assert.ok(["current", "next"].includes(row.status));
       assert.match(row.private_jwk_enc, /^v1\.[\w-]+\.[\w-]+\.[\w-]+$/);
       assert.ok(!row.private_jwk_enc.includes('"d"'));
       const kek = statSync(path.join(sts.dataDir, "kek"));
@@ -231,7 +243,7 @@ for (const engine of testEngines()) {
       const rows = await sql<{ n: number }>`select count(*)::int as n from kysely_migration`.execute(
         sts.handle.db,
       );
-      assert.equal(rows.rows[0]?.n, 1);
+      assert.equal(rows.rows[0]?.n, migrationNames().length);
     });
   });
 }
@@ -276,7 +288,7 @@ describe("restarts", () => {
       ]);
       const jwksA = (await (await fetch(`${a.url}/jwks`)).json()) as { keys: { kid: string }[] };
       const jwksB = (await (await fetch(`${b.url}/jwks`)).json()) as { keys: { kid: string }[] };
-      assert.equal(jwksA.keys.length, 1);
+      assert.equal(jwksA.keys.length, 2);
       assert.deepEqual(jwksB, jwksA);
       const token = await postForm(
         `${a.url}/token`,
@@ -351,7 +363,7 @@ describe("CLI", () => {
     try {
       const env = { ...process.env, DATABASE_URL: database.url };
       const first = await run(process.execPath, [cli, "migrate"], { env, timeout: 30_000 });
-      assert.equal(first.stdout, "migrations applied: 2026_11_25_0001_initial\n");
+      assert.equal(first.stdout, `migrations applied: ${migrationNames().join(", ")}\n`);
       const second = await run(process.execPath, [cli, "migrate"], { env, timeout: 30_000 });
       assert.equal(second.stdout, "migrations: up to date\n");
     } finally {

@@ -17,6 +17,7 @@ export interface Config {
   readonly kek: string | undefined;
   readonly logLevel: Env["LOG_LEVEL"];
   readonly tokens: ConfigFile["tokens"];
+  readonly keys: ConfigFile["keys"];
   readonly resources: ConfigFile["resources"];
   readonly clients: ConfigFile["clients"];
   readonly trusted_issuers: ConfigFile["trusted_issuers"];
@@ -130,6 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     kek: e.COUNTERSIGN_KEK,
     logLevel: e.LOG_LEVEL,
     tokens: file.tokens,
+    keys: file.keys,
     resources: file.resources,
     clients: file.clients,
     trusted_issuers: file.trusted_issuers,

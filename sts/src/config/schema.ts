@@ -212,6 +212,24 @@ export const configFileSchema = z
         message: "default_ttl_seconds must not exceed max_ttl_seconds",
         path: ["default_ttl_seconds"],
       }),
+    /** Signing-key lifecycle (CONTRACT §2: `/jwks` shows next, current and previous keys). */
+    keys: z
+      .object({
+        /**
+         * Rotate the signing key automatically once it has signed for this long, in seconds (at least
+         * 60). Unset: rotate only with `countersign keys rotate`. The rotation happens once across
+         * instances.
+         */
+        rotation_interval_seconds: z.number().int().min(60).optional(),
+        /**
+         * How often each instance reloads the key set (to pick up a rotation made elsewhere) and retires
+         * old keys, in seconds. Default 10. A new key is announced in `/jwks` a full rotation before it
+         * signs, so this only bounds how long an instance keeps signing with the demoted key.
+         */
+        refresh_interval_seconds: z.number().positive().max(3600).default(10),
+      })
+      .strict()
+      .default({ refresh_interval_seconds: 10 }),
     /** The APIs tokens may be minted for (RFC 8707 resource indicators). */
     resources: z.array(resourceSchema).max(1000).default([]),
     /** The agents (OAuth clients). */

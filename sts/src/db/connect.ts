@@ -1,4 +1,5 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { Kysely, PGliteDialect, PostgresDialect } from "kysely";
 import pg from "pg";
@@ -30,6 +31,46 @@ export interface OpenDatabaseOptions {
   connectTimeoutMs?: number;
 }
 
+/** Thrown when another live process holds the embedded database. */
+export class DatabaseInUseError extends Error {
+  static readonly code = "ERR_DATABASE_IN_USE";
+  readonly code = DatabaseInUseError.code;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * PGlite is single-process: two processes on one data directory would corrupt it. A lock file holding
+ * the owner's pid guards it; a lock left by a dead process is taken over.
+ * @returns a function releasing the lock.
+ */
+function lockDataDir(dataDir: string): () => void {
+  const file = path.join(dataDir, "pglite.lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: "wx", mode: 0o600 });
+      return () => rmSync(file, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const owner = Number.parseInt(readFileSync(file, "utf8"), 10);
+      if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+        throw new DatabaseInUseError(
+          `the embedded database in ${dataDir} is in use by process ${owner}: stop it first, or use DATABASE_URL`,
+        );
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new DatabaseInUseError(`cannot lock the embedded database in ${dataDir}`);
+}
+
 /**
  * Opens the database: Kysely over `pg` when `url` is set, over PGlite otherwise. Same queries either way.
  */
@@ -56,8 +97,18 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     };
   }
   const memory = options.dataDir.startsWith("memory://");
-  if (!memory) mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-  const pglite = await PGlite.create(memory ? undefined : `${options.dataDir}/pgdata`);
+  let releaseLock = () => {};
+  if (!memory) {
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    releaseLock = lockDataDir(options.dataDir);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create(memory ? undefined : `${options.dataDir}/pgdata`);
+  } catch (error) {
+    releaseLock();
+    throw error;
+  }
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
   return {
     db,
@@ -67,6 +118,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     close: async () => {
       await db.destroy();
       if (!pglite.closed) await pglite.close();
+      releaseLock();
     },
   };
 }

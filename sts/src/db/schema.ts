@@ -67,6 +67,8 @@ export interface SigningKeysTable {
   private_jwk_enc: string;
   created_at: GeneratedTimestamp;
   activated_at: NullableTimestamp;
+  /** When it stopped signing (became `previous`). */
+  deactivated_at: NullableTimestamp;
   retired_at: NullableTimestamp;
 }
 

@@ -16,7 +16,7 @@ export interface SigningKeyMaterial {
 }
 
 /** Lock key serialising key creation and rotation across instances ("keys"). */
-const KEYS_LOCK_KEY = 0x6b657973;
+export const KEYS_LOCK_KEY = 0x6b657973;
 
 const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "k"] as const;
 
@@ -27,7 +27,7 @@ function publicPart(jwk: JWK): JWK {
 }
 
 /** Generates a new key pair for `alg` and returns it sealed for storage. */
-async function generateSealedKey(kek: KeyEncryptionKey, alg: string) {
+export async function generateSealedKey(kek: KeyEncryptionKey, alg: string) {
   const { privateKey } = await generateKeyPair(alg, { extractable: true });
   const jwk = await exportJWK(privateKey);
   const kid = `${(await calculateJwkThumbprint(jwk)).slice(0, 16)}-${randomUUID().slice(0, 8)}`;
@@ -41,8 +41,9 @@ async function generateSealedKey(kek: KeyEncryptionKey, alg: string) {
 }
 
 /**
- * Makes sure a `current` signing key exists for `alg`, creating one on first start. Serialised across
- * instances by a transaction-scoped advisory lock, so two instances starting together share one key.
+ * Makes sure a `current` signing key and an announced `next` key exist for `alg`, creating them on first
+ * start. Serialised across instances by a transaction-scoped advisory lock, so two instances starting
+ * together share one key set.
  */
 export async function ensureSigningKey(
   db: Kysely<Database>,
@@ -51,18 +52,26 @@ export async function ensureSigningKey(
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     await sql`select pg_advisory_xact_lock(${KEYS_LOCK_KEY})`.execute(trx);
-    const current = await trx
+    const present = await trx
       .selectFrom("signing_keys")
-      .select("kid")
+      .select("status")
       .where("alg", "=", alg)
-      .where("status", "=", "current")
-      .executeTakeFirst();
-    if (current) return;
-    const key = await generateSealedKey(kek, alg);
-    await trx
-      .insertInto("signing_keys")
-      .values({ ...key, status: "current", activated_at: new Date() })
+      .where("status", "in", ["current", "next"])
       .execute();
+    if (!present.some((row) => row.status === "current")) {
+      const key = await generateSealedKey(kek, alg);
+      await trx
+        .insertInto("signing_keys")
+        .values({ ...key, status: "current", activated_at: new Date() })
+        .execute();
+    }
+    if (!present.some((row) => row.status === "next")) {
+      const key = await generateSealedKey(kek, alg);
+      await trx
+        .insertInto("signing_keys")
+        .values({ ...key, status: "next" })
+        .execute();
+    }
   });
 }
 
