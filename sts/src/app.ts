@@ -3,6 +3,8 @@ import Koa from "koa";
 import type Provider from "oidc-provider";
 import { approvalRoutes } from "./approvals/routes.js";
 import type { Config } from "./config/load.js";
+import { approvalAuditRoutes } from "./console/audit_routes.js";
+import { consoleRoutes } from "./console/routes.js";
 import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
@@ -65,6 +67,7 @@ export interface AppOptions {
 function routeGroup(path: string): string {
   if (path === "/token") return "token";
   if (path.startsWith("/approvals")) return "approvals";
+  if (path.startsWith("/console")) return "console";
   if (path.startsWith("/.well-known/")) return "discovery";
   if (["/jwks", "/healthz", "/readyz", "/metrics", "/revocations"].includes(path)) return path.slice(1);
   return "other";
@@ -185,6 +188,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
 
     koa.use(revocations.router.routes());
     koa.use(revocations.router.allowedMethods());
+
+    // The approval console (static page) and the audit trail it reads, before the approval API.
+    koa.use(consoleRoutes(services).routes());
+    koa.use(approvalAuditRoutes(services).routes());
 
     const approvals = approvalRoutes(services, { policy: cedarPolicy });
     koa.use(approvals.routes());

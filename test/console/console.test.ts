@@ -1,0 +1,424 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
+import { CONSOLE_CSP } from "../../sts/src/console/routes.js";
+import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { agentTask, exchange } from "../helpers/exchange.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const SCREENSHOTS = path.join(process.cwd(), "test-results", "console");
+const CRM = "https://crm.example.test";
+/** Upper bound for any wait on the page, in milliseconds (a bound, not a timing assertion). */
+const WAIT_MS = 20_000;
+
+/** The approval API credential of `billing-agent` (client_credentials, scope approvals:request). */
+async function agentToken(url: string): Promise<string> {
+  const answer = await postForm(
+    `${url}/token`,
+    { grant_type: "client_credentials", scope: "approvals:request" },
+    { authorization: basicAuth("billing-agent", TEST_SECRET) },
+  );
+  assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  return answer.body.access_token as string;
+}
+
+async function requestApproval(url: string, token: string, body: Record<string, unknown>) {
+  const response = await fetch(`${url}/approvals`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const json = (await response.json()) as Record<string, unknown>;
+  assert.equal(response.status, 201, JSON.stringify(json));
+  return json;
+}
+
+async function getJson(url: string, token?: string) {
+  const response = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null };
+}
+
+async function shot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+/** The facts of a card as one line: "Agent billing-agent Resource https://… …". */
+async function factsOf(card: Locator): Promise<string> {
+  const parts = await card.locator("dl.facts > dt, dl.facts > dd").allTextContents();
+  return parts.join(" ").replace(/\s+/g, " ").trim();
+}
+
+/** The card of the approval `id` in one of the page's lists. */
+function card(page: Page, list: "pending" | "approved" | "closed", id: string): Locator {
+  return page.locator(`#${list}-list > li[data-approval-id="${id}"]`);
+}
+
+describe("approval console: HTTP", () => {
+  let sts: TestApp;
+  before(async () => {
+    sts = await startTestApp({ engine: "pglite" });
+  });
+  after(async () => {
+    await sts.stop();
+  });
+
+  test("GET /console serves the page and its modules with strict security headers", async () => {
+    const page = await fetch(`${sts.url}/console`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+    assert.equal(page.headers.get("content-security-policy"), CONSOLE_CSP);
+    assert.match(CONSOLE_CSP, /default-src 'self'; script-src 'self'; style-src 'self'/);
+    assert.match(CONSOLE_CSP, /frame-ancestors 'none'/);
+    assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+    assert.equal(page.headers.get("referrer-policy"), "no-referrer");
+    assert.equal(page.headers.get("x-frame-options"), "DENY");
+    const html = await page.text();
+    assert.match(html, /<meta name="countersign-dev-mode" content="true"/);
+    // No inline script or style, nothing from another origin.
+    assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/);
+    assert.doesNotMatch(html, /<style|style="/);
+    assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//);
+
+    for (const [name, type] of [
+      ["console.js", /^text\/javascript/],
+      ["api.js", /^text\/javascript/],
+      ["view.js", /^text\/javascript/],
+      ["console.css", /^text\/css/],
+    ] as const) {
+      const asset = await fetch(`${sts.url}/console/assets/${name}`);
+      assert.equal(asset.status, 200, name);
+      assert.match(asset.headers.get("content-type") ?? "", type);
+      assert.equal(asset.headers.get("content-security-policy"), CONSOLE_CSP);
+      assert.equal(asset.headers.get("x-content-type-options"), "nosniff");
+      const text = await asset.text();
+      assert.doesNotMatch(
+        text,
+        /\.innerHTML|\.outerHTML|insertAdjacentHTML|document\.write|localStorage\.|document\.cookie/,
+        name,
+      );
+    }
+    assert.equal((await fetch(`${sts.url}/console/assets/..%2Fapp.ts`)).status, 404);
+    assert.equal((await fetch(`${sts.url}/console/assets/secret.js`)).status, 404);
+    const slash = await fetch(`${sts.url}/console/`, { redirect: "manual" });
+    assert.equal(slash.status, 308);
+  });
+
+  test("POST /console/dev-token mints a short-lived approver token in dev mode, JSON only", async () => {
+    const minted = await fetch(`${sts.url}/console/dev-token`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ sub: "carol" }),
+    });
+    assert.equal(minted.status, 200);
+    assert.equal(minted.headers.get("cache-control"), "no-store");
+    const body = (await minted.json()) as { access_token: string; expires_in: number; token_type: string };
+    assert.equal(body.token_type, "Bearer");
+    assert.equal(body.expires_in, 900);
+    const listed = await getJson(`${sts.url}/approvals?status=pending`, body.access_token);
+    assert.equal(listed.status, 200);
+
+    // A cross-site form post (text/plain) is refused; so are missing and odd names.
+    const form = await fetch(`${sts.url}/console/dev-token`, {
+      method: "POST",
+      headers: { "content-type": "text/plain" },
+      body: JSON.stringify({ sub: "carol" }),
+    });
+    assert.equal(form.status, 415);
+    for (const bad of [{}, { sub: "" }, { sub: "a b" }, { sub: "carol", usage: "subject" }]) {
+      const refused = await fetch(`${sts.url}/console/dev-token`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(bad),
+      });
+      assert.equal(refused.status, 400, JSON.stringify(bad));
+      assert.equal(((await refused.json()) as { error: string }).error, "invalid_request");
+    }
+  });
+
+  test("GET /approvals/{id}/audit: approvers only, 404 for unknown ids, no details", async () => {
+    const token = await agentToken(sts.url);
+    const approval = await requestApproval(sts.url, token, {
+      resource: CRM,
+      scope: "crm:read",
+      task: "audit me",
+    });
+    const id = approval.id as string;
+    const approver = await sts.app.services.devIssuer!.mint({ sub: "carol", usage: "approver" });
+
+    const none = await getJson(`${sts.url}/approvals/${id}/audit`);
+    assert.equal(none.status, 401);
+    assert.equal(none.body.error, "invalid_request");
+    assert.match(none.headers.get("www-authenticate") ?? "", /^Bearer realm="countersign"/);
+
+    const byAgent = await getJson(`${sts.url}/approvals/${id}/audit`, token);
+    assert.equal(byAgent.status, 403);
+    assert.equal(byAgent.body.error, "insufficient_scope");
+
+    const missing = await getJson(`${sts.url}/approvals/apr_AAAAAAAAAAAAAAAAAAAAAA/audit`, approver);
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body.error, "not_found");
+    assert.equal((await getJson(`${sts.url}/approvals/nope/audit`, approver)).status, 404);
+
+    const trail = await getJson(`${sts.url}/approvals/${id}/audit`, approver);
+    assert.equal(trail.status, 200);
+    assert.equal(trail.headers.get("cache-control"), "no-store");
+    assert.equal(trail.body.truncated, false);
+    assert.equal(trail.body.events.length, 1);
+    const [event] = trail.body.events;
+    assert.deepEqual(Object.keys(event).sort(), ["actor", "at", "event", "outcome", "reason"]);
+    assert.equal(event.event, "approval.requested");
+    assert.equal(event.outcome, "granted");
+    assert.equal(event.actor, "billing-agent");
+    assert.equal(event.reason, null);
+    assert.ok(!Number.isNaN(Date.parse(event.at)));
+  });
+});
+
+describe("approval console: without dev mode", () => {
+  test("POST /console/dev-token does not exist (404) and the page offers no dev sign-in", async () => {
+    const sts = await startTestApp({ engine: "pglite", config: { ...baseConfig(), dev_mode: false } });
+    try {
+      const refused = await fetch(`${sts.url}/console/dev-token`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ sub: "carol" }),
+      });
+      assert.equal(refused.status, 404);
+      const html = await (await fetch(`${sts.url}/console`)).text();
+      assert.match(html, /<meta name="countersign-dev-mode" content="false"/);
+    } finally {
+      await sts.stop();
+    }
+  });
+});
+
+describe("approval console in headless Chromium", {
+  skip: existsSync(CHROMIUM) ? false : "chromium not installed",
+}, () => {
+  let sts: TestApp;
+  let context: BrowserContext;
+  let profile: string;
+  const consoleErrors: string[] = [];
+
+  before(async () => {
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    sts = await startTestApp({ engine: "pglite" });
+    profile = mkdtempSync(path.join(tmpdir(), "countersign-chromium-"));
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1280, height: 900 },
+    });
+    context.setDefaultTimeout(WAIT_MS);
+  });
+
+  after(async () => {
+    await context?.close();
+    if (profile) rmSync(profile, { recursive: true, force: true });
+    await sts?.stop();
+  });
+
+  test("sign in, a request appears live, narrow and approve, exchange, audit, revoke, exchange refused", async () => {
+    const page = await context.newPage();
+    page.on("console", (message) => {
+      if (message.type() === "error") consoleErrors.push(message.text());
+    });
+    page.on("pageerror", (error) => consoleErrors.push(error.message));
+
+    // 1. Sign in as a development approver.
+    await page.goto(`${sts.url}/console`);
+    await page.getByRole("heading", { name: "Sign in to approve agent tasks" }).waitFor();
+    await shot(page, "01-sign-in");
+    await page.getByLabel("Approver name").fill("carol");
+    await page.getByRole("button", { name: "Sign in as dev approver" }).click();
+    await page.getByRole("heading", { name: /Pending requests/ }).waitFor();
+    assert.equal(await page.locator("#who").textContent(), "carol");
+    await page.getByText("No pending requests.").waitFor();
+    // The token is in sessionStorage, not localStorage, not a cookie.
+    const storage = (await page.evaluate(
+      '({ session: sessionStorage.getItem("countersign.approver_token"), local: localStorage.length, cookie: document.cookie })',
+    )) as { session: string | null; local: number; cookie: string };
+    assert.match(storage.session ?? "", /^ey/);
+    assert.equal(storage.local, 0);
+    assert.equal(storage.cookie, "");
+    assert.equal((await context.cookies()).length, 0);
+    await shot(page, "02-signed-in-empty");
+
+    // 2. The agent asks; the request appears without a reload (polling).
+    const token = await agentToken(sts.url);
+    const task = 'Reconcile the <b>March</b> invoices <img src=x onerror="alert(1)">';
+    const requested = await requestApproval(sts.url, token, {
+      resource: CRM,
+      scope: "crm:read crm:write",
+      task,
+      max_tokens: 5,
+      subject: "alice",
+      rate_limit: { per_second: 5, burst: 10 },
+    });
+    const id = requested.id as string;
+    const pending = card(page, "pending", id);
+    await pending.waitFor();
+    // Rendered as text: no markup from the agent becomes an element.
+    assert.equal(await pending.getByRole("heading", { level: 3 }).textContent(), task);
+    assert.equal(await pending.locator("h3 b, h3 img").count(), 0);
+    await page.locator("#announcer", { hasText: "New request from billing-agent" }).waitFor();
+    assert.equal(await page.locator("#pending-count").textContent(), "1");
+    const facts = await factsOf(pending);
+    assert.match(facts, /Agent billing-agent/);
+    assert.match(facts, /Resource https:\/\/crm\.example\.test/);
+    assert.match(facts, /crm:read crm:write/);
+    assert.match(facts, /On behalf of alice/);
+    assert.match(facts, /0 of 5 tokens issued/);
+    assert.match(facts, /5 per second, burst 10/);
+    await shot(page, "03-pending-request");
+
+    // 3. Narrow: drop crm:write, budget 3, a tighter burst; approve.
+    await pending.getByRole("checkbox", { name: "crm:write" }).uncheck();
+    await pending.getByLabel("Token budget").fill("3");
+    await pending.getByLabel("Burst").fill("4");
+    // A widening value is caught on the page before it reaches the API.
+    await pending.getByLabel("Lifetime (seconds from the request)").fill("999999");
+    await pending.getByRole("button", { name: "Approve" }).click();
+    await pending.getByText("The lifetime must be a whole number of seconds from 1 to 3600.").waitFor();
+    assert.equal(
+      await pending.getByLabel("Lifetime (seconds from the request)").getAttribute("aria-invalid"),
+      "true",
+    );
+    await pending.getByLabel("Lifetime (seconds from the request)").fill("1800");
+    await shot(page, "04-narrowing");
+    await pending.getByRole("button", { name: "Approve" }).click();
+    const approved = card(page, "approved", id);
+    await approved.waitFor();
+    await pending.waitFor({ state: "detached" });
+    const approvedFacts = await factsOf(approved);
+    assert.match(approvedFacts, /Scopes granted crm:read asked for crm:read crm:write/);
+    assert.match(approvedFacts, /0 of 3 tokens issued/);
+    assert.match(approvedFacts, /5 per second, burst 4/);
+    assert.match(approvedFacts, /Approved by carol/);
+
+    const approverToken = await sts.app.services.devIssuer!.mint({ sub: "carol", usage: "approver" });
+    const stored = await getJson(`${sts.url}/approvals/${id}`, approverToken);
+    assert.equal(stored.body.status, "approved");
+    assert.equal(stored.body.scope, "crm:read");
+    assert.equal(stored.body.max_tokens, 3);
+    assert.deepEqual(stored.body.rate_limit, { per_second: 5, burst: 4 });
+    assert.equal(Date.parse(stored.body.expires_at) - Date.parse(stored.body.created_at), 1_800_000);
+
+    // 4. The agent's exchange succeeds, within the narrowed scope only.
+    const subjectToken = await sts.app.services.devIssuer!.mint({ sub: "alice", usage: "subject" });
+    const wide = await exchange(sts.url, {
+      subject_token: subjectToken,
+      authorization_details: agentTask(id),
+      scope: "crm:write",
+    });
+    assert.equal(wide.status, 400);
+    assert.equal(wide.body.error, "invalid_scope");
+    const granted = await exchange(sts.url, {
+      subject_token: subjectToken,
+      authorization_details: agentTask(id),
+      scope: "crm:read",
+    });
+    assert.equal(granted.status, 200, JSON.stringify(granted.body));
+    assert.equal(granted.body.scope, "crm:read");
+    await approved.getByText("1 of 3 tokens issued").waitFor();
+
+    // 5. The audit trail, on the page.
+    await approved.getByRole("button", { name: "Show audit trail" }).click();
+    const trail = approved.getByRole("table", { name: "Audit trail" });
+    await trail.getByRole("cell", { name: "token_exchange" }).first().waitFor();
+    const rows = await trail.locator("tbody tr").allInnerTexts();
+    const events = rows.map((row) => row.split("\t")[1]);
+    assert.deepEqual(events.slice(0, 2), ["approval.requested", "approval.approved"]);
+    assert.ok(events.includes("token_exchange"), events.join(","));
+    assert.ok(
+      rows.some((row) => /approval\.approved\tgranted\t—\tcarol/.test(row)),
+      rows.join("\n"),
+    );
+    assert.equal(
+      await approved.getByRole("button", { name: "Hide audit trail" }).getAttribute("aria-expanded"),
+      "true",
+    );
+    await shot(page, "05-approved-with-audit");
+
+    // 6. Revoke from the page; the card moves to the closed list.
+    await approved.getByLabel("Reason to revoke (optional)").fill("the invoices are done");
+    await approved.getByRole("button", { name: "Revoke" }).click();
+    const closed = card(page, "closed", id);
+    await closed.waitFor();
+    await closed.locator(".badge", { hasText: "revoked" }).waitFor();
+    assert.match(await factsOf(closed), /Reason the invoices are done/);
+    await page.locator("#announcer", { hasText: "Revoked" }).waitFor();
+    await shot(page, "06-revoked");
+
+    // 7. The next exchange is refused.
+    const refused = await exchange(sts.url, {
+      subject_token: subjectToken,
+      authorization_details: agentTask(id),
+      scope: "crm:read",
+    });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.error, "invalid_grant");
+    assert.equal(refused.body.error_description, "the approval was revoked");
+
+    // 8. Deny works too, and the keyboard reaches every control (focus is visible).
+    const second = await requestApproval(sts.url, token, {
+      resource: CRM,
+      scope: "crm:delete",
+      task: "Delete stale leads",
+    });
+    const secondCard = card(page, "pending", second.id as string);
+    await secondCard.waitFor();
+    await secondCard.getByLabel("Reason to deny (optional)").focus();
+    await page.keyboard.type("too broad");
+    await page.keyboard.press("Tab");
+    const focused = page.locator(":focus");
+    assert.equal(await focused.textContent(), "Deny");
+    const outline = await focused.evaluate(
+      (element) =>
+        (
+          globalThis as unknown as { getComputedStyle(node: unknown): { outlineStyle: string } }
+        ).getComputedStyle(element).outlineStyle,
+    );
+    assert.equal(outline, "solid");
+    await page.keyboard.press("Enter");
+    await card(page, "closed", second.id as string)
+      .locator(".badge", { hasText: "denied" })
+      .waitFor();
+    assert.equal(await page.locator("#pending-count").textContent(), "0");
+    await shot(page, "07-denied");
+
+    // 9. A reload keeps the session (sessionStorage); signing out forgets it.
+    await page.reload();
+    await page.getByRole("heading", { name: /Pending requests/ }).waitFor();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in to approve agent tasks" }).waitFor();
+    assert.equal(await page.evaluate("sessionStorage.length"), 0);
+
+    // 10. A bad token is refused with the server's reason.
+    await page.getByLabel("Approver token (JWT)").fill("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.");
+    await page.getByRole("button", { name: "Sign in with token" }).click();
+    await page.locator("#sign-in-error", { hasText: "Sign-in failed" }).waitFor();
+    await shot(page, "08-bad-token");
+
+    // Only the expected 401 from the bad token reached the browser console.
+    assert.deepEqual(
+      consoleErrors.filter((message) => !/401/.test(message)),
+      [],
+      consoleErrors.join("\n"),
+    );
+  });
+});
