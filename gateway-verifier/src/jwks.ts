@@ -65,6 +65,8 @@ export interface KeySource {
   lookup(kid: string | undefined, alg: JwsAlgorithm): SignatureCheck | undefined;
   /** Whether any key set has been loaded. */
   readonly loaded: boolean;
+  /** Changes whenever the key set is replaced (callers may cache lookups per version). */
+  readonly version: number;
   /** Resolves when the fetch in flight (if any) has finished. */
   settled(): Promise<void>;
   /**
@@ -82,10 +84,12 @@ export function staticKeySource(
 ): KeySource & { readonly initial: Promise<void> } {
   let table: KeyTable = new Map();
   let loaded = false;
+  let version = 0;
   const initial = importKeySet(jwks, algorithms).then(
     (imported) => {
       table = imported;
       loaded = true;
+      version++;
     },
     () => undefined,
   );
@@ -93,6 +97,9 @@ export function staticKeySource(
     lookup: (kid, alg) => lookupIn(table, kid, alg),
     get loaded() {
       return loaded;
+    },
+    get version() {
+      return version;
     },
     initial,
     settled: () => initial,
@@ -122,6 +129,7 @@ export function remoteKeySource(
   let fetchedAt = Number.NEGATIVE_INFINITY;
   let lastStart = Number.NEGATIVE_INFINITY;
   let inflight: Promise<boolean> | undefined;
+  let version = 0;
   const clock = () => performance.now();
 
   async function fetchOnce(): Promise<boolean> {
@@ -135,6 +143,7 @@ export function remoteKeySource(
       }
       table = next;
       loaded = true;
+      version++;
       fetchedAt = clock();
       if (removed) onKeysRemoved();
       return true;
@@ -160,23 +169,27 @@ export function remoteKeySource(
   }
 
   void refresh();
+  // Background refresh every cacheMaxAgeMs (a failed refresh keeps the current keys).
+  const timer = setInterval(
+    () => {
+      if (inflight === undefined && clock() - fetchedAt >= cacheMaxAgeMs) void refresh();
+    },
+    Math.max(cooldownMs, Math.min(cacheMaxAgeMs, 60_000)),
+  );
+  timer.unref();
 
   return {
-    lookup(kid, alg) {
-      if (
-        inflight === undefined &&
-        clock() - fetchedAt > cacheMaxAgeMs &&
-        clock() - lastStart >= cooldownMs
-      ) {
-        void refresh();
-      }
-      return lookupIn(table, kid, alg);
-    },
+    lookup: (kid, alg) => lookupIn(table, kid, alg),
     get loaded() {
       return loaded;
     },
+    get version() {
+      return version;
+    },
     settled: () => (inflight === undefined ? Promise.resolve() : inflight.then(() => undefined)),
     refresh,
-    close() {},
+    close() {
+      clearInterval(timer);
+    },
   };
 }

@@ -127,6 +127,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
   validateOptions(options);
   const issuer = options.issuer;
   const audiences = new Set(typeof options.audience === "string" ? [options.audience] : options.audience);
+  const soleAudience = audiences.size === 1 ? [...audiences][0] : undefined;
   const algorithms: readonly JwsAlgorithm[] = options.algorithms ?? ["ES256"];
   const allowedAlgorithms: ReadonlySet<string> = new Set(algorithms);
   const toleranceMs = (options.clockToleranceSeconds ?? 5) * 1000;
@@ -145,6 +146,9 @@ export function createVerifier(options: VerifierOptions): Verifier {
   const headers = new Map<string, ParsedHeader>();
   let lastHeaderSegment = "";
   let lastHeader: ParsedHeader | undefined;
+  // The key check for `lastHeader` under JWKS version `lastCheckVersion`.
+  let lastCheck: SignatureCheck | undefined;
+  let lastCheckVersion = -1;
 
   const keys: KeySource =
     options.jwks !== undefined
@@ -214,7 +218,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (claims.iss !== issuer) return "invalid_issuer";
     const aud = claims.aud;
     if (typeof aud === "string") {
-      if (!audiences.has(aud)) return "invalid_audience";
+      if (aud !== soleAudience && !audiences.has(aud)) return "invalid_audience";
     } else if (!Array.isArray(aud) || aud.length > MAX_AUDIENCES || !aud.some((a) => audiences.has(a))) {
       return "invalid_audience";
     }
@@ -385,9 +389,15 @@ export function createVerifier(options: VerifierOptions): Verifier {
       if (headers.size >= HEADER_CACHE_SIZE) headers.clear();
       headers.set(headerSegment, header);
     }
-    lastHeaderSegment = headerSegment;
-    lastHeader = header;
-    const check = keys.lookup(header.kid, header.alg);
+    let check: SignatureCheck | undefined;
+    if (header === lastHeader && lastCheckVersion === keys.version) check = lastCheck;
+    else {
+      check = keys.lookup(header.kid, header.alg);
+      lastHeaderSegment = headerSegment;
+      lastHeader = header;
+      lastCheck = check;
+      lastCheckVersion = keys.version;
+    }
     if (check === undefined) return checkWithFreshKeys(token, firstDot, lastDot, header, nowMs);
     return checkSignature(token, firstDot, lastDot, check, nowMs);
   }
