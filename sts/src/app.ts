@@ -21,12 +21,18 @@ import type { RotationResult } from "./keys/rotation.js";
 import { ensureSigningKey } from "./keys/signing_keys.js";
 import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
 import { createProvider } from "./oidc/provider.js";
+import { openApiRoutes } from "./openapi/routes.js";
 import { createLogger, type Logger } from "./ops/logger.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
 import { createCedarPolicy, policyFilesOf } from "./policy/cedar_policy.js";
 import { loadPolicySet } from "./policy/load.js";
 import { type RevocationService, startRevocationService } from "./revocations/service.js";
 import type { StsServices } from "./services.js";
+import {
+  createWebhookDispatcher,
+  type WebhookDeliveryTuning,
+  type WebhookDispatcher,
+} from "./webhooks/dispatcher.js";
 
 /** A composed STS: everything wired, not yet listening. */
 export interface App {
@@ -43,6 +49,8 @@ export interface App {
   readonly services: StsServices;
   /** The revocation feed, its stream and the expiry sweeper. */
   readonly revocations: RevocationService;
+  /** Sends approval events to the configured webhooks (an outbox in `webhook_deliveries`). */
+  readonly webhooks: WebhookDispatcher;
   /** Marks the app as draining: `/readyz` answers 503 so load balancers stop sending traffic. */
   drain(): void;
   /** Releases everything the app holds (database pool or PGlite). */
@@ -61,6 +69,8 @@ export interface AppOptions {
   exchangeGuards?: ExchangeGuards;
   /** The clock of the Cedar policies' time-of-day context (tests freeze it). Default: real time. */
   policyClock?: () => Date;
+  /** Webhook delivery tuning (tests shorten the retry delays). Default: `DEFAULT_WEBHOOK_TUNING`. */
+  webhookTuning?: Partial<WebhookDeliveryTuning>;
 }
 
 /** Route groups for metrics labels, so label cardinality stays bounded. */
@@ -177,6 +187,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
 
     const ops = opsRoutes(database.db, metrics, () => draining);
     koa.use(ops.routes());
+    koa.use(openApiRoutes({ issuer: config.issuer }).routes());
 
     const discovery = new Router();
     // RFC 8414 metadata: the same document oidc-provider serves for OpenID discovery.
@@ -193,7 +204,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     koa.use(consoleRoutes(services).routes());
     koa.use(approvalAuditRoutes(services).routes());
 
-    const approvals = approvalRoutes(services, { policy: cedarPolicy });
+    const webhooks = createWebhookDispatcher({
+      db: database.db,
+      webhooks: config.webhooks,
+      logger,
+      ...(options.webhookTuning ? { tuning: options.webhookTuning } : {}),
+    });
+    const approvals = approvalRoutes(services, { policy: cedarPolicy, onEvent: webhooks.emit });
     koa.use(approvals.routes());
     koa.use(approvals.allowedMethods());
 
@@ -216,6 +233,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       metrics,
       services,
       revocations,
+      webhooks,
       drain: () => {
         draining = true;
         revocations?.drain();
@@ -223,6 +241,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       close: async () => {
         keyMaintenance.stop();
         issuanceLimiter.close();
+        await webhooks.close();
         await revocations?.close();
         if (ownsDatabase) await database.close();
       },

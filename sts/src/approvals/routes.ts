@@ -7,7 +7,14 @@ import type { StsServices } from "../services.js";
 import { createAuthenticator, type Principal, wrongRole } from "./authenticate.js";
 import { readJsonBody } from "./body.js";
 import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
-import { APPROVAL_ID_PATTERN, effectiveStatus, newApprovalId, parseScope, toApprovalJson } from "./model.js";
+import {
+  APPROVAL_ID_PATTERN,
+  type ApprovalJson,
+  effectiveStatus,
+  newApprovalId,
+  parseScope,
+  toApprovalJson,
+} from "./model.js";
 import { narrowTerms } from "./narrow.js";
 import { type ApproverPolicy, allowAllApprovers } from "./policy.js";
 import {
@@ -26,7 +33,25 @@ import { approveBody, createApprovalBody, decisionBody, describeIssues, listQuer
 export interface ApprovalRoutesOptions {
   /** Decides whether an approver may approve (e.g. Cedar). Default: {@link allowAllApprovers}. */
   readonly policy?: ApproverPolicy;
+  /**
+   * Told of every granted request and decision after it commits (webhooks). Awaited but never fatal:
+   * a throwing or rejecting sink is logged and the API call answers as usual.
+   */
+  readonly onEvent?: ApprovalEventSink;
 }
+
+/** The approval events {@link ApprovalRoutesOptions.onEvent} receives. */
+export type ApprovalEventType =
+  | "approval.requested"
+  | "approval.approved"
+  | "approval.denied"
+  | "approval.revoked";
+
+/** Receives approval events after their commit. */
+export type ApprovalEventSink = (
+  type: ApprovalEventType,
+  approval: ApprovalJson,
+) => Promise<unknown> | undefined;
 
 /** What a call does, for audit event names (`approval.<action>`). */
 type Action = "request" | "read" | "list" | "approve" | "deny" | "revoke";
@@ -91,6 +116,19 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
   const { config, db, logger } = services;
   const policy = options.policy ?? allowAllApprovers;
   const authenticate = createAuthenticator(services);
+
+  /** Tells the event sink, if any; its failure never fails the call. */
+  async function emit(type: ApprovalEventType, approval: ApprovalJson): Promise<void> {
+    if (!options.onEvent) return;
+    try {
+      await options.onEvent(type, approval);
+    } catch (error) {
+      logger.warn(
+        { err: { message: (error as Error).message }, type, approval_id: approval.id },
+        "approval event sink failed",
+      );
+    }
+  }
   const router = new Router();
 
   /** Runs a handler; on a refusal, records the audit event and a log line, then lets it render. */
@@ -213,7 +251,9 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         "approval requested",
       );
       ctx.set("Location", `/approvals/${id}`);
-      respond(ctx, 201, toApprovalJson(approval));
+      const json = toApprovalJson(approval);
+      await emit("approval.requested", json);
+      respond(ctx, 201, json);
     }),
   );
 
@@ -317,7 +357,9 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         { event: "approval.approved", approval_id: approval.id, actor: principal.subject },
         "approval approved",
       );
-      respond(ctx, 200, toApprovalJson(approved));
+      const json = toApprovalJson(approved);
+      await emit("approval.approved", json);
+      respond(ctx, 200, json);
     }),
   );
 
@@ -341,7 +383,9 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         { event: "approval.denied", approval_id: approval.id, actor: principal.subject },
         "approval denied",
       );
-      respond(ctx, 200, toApprovalJson(denied));
+      const json = toApprovalJson(denied);
+      await emit("approval.denied", json);
+      respond(ctx, 200, json);
     }),
   );
 
@@ -365,7 +409,9 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         { event: "approval.revoked", approval_id: approval.id, actor: principal.subject },
         "approval revoked",
       );
-      respond(ctx, 200, toApprovalJson(revoked));
+      const json = toApprovalJson(revoked);
+      await emit("approval.revoked", json);
+      respond(ctx, 200, json);
     }),
   );
 

@@ -28,45 +28,67 @@ const ttlSeconds = z.number().int().min(1).max(MAX_TTL_SECONDS);
 export const createApprovalBody = z
   .object({
     /** A configured resource indicator (RFC 8707). */
-    resource: z.string().min(1).max(2048),
+    resource: z.string().min(1).max(2048).describe("A configured resource indicator (RFC 8707)."),
     /** Space-separated scopes, each one of the resource's. */
-    scope,
+    scope: scope.describe("Space-separated scopes, each one of the resource's (RFC 6749 §3.3)."),
     /** What the agent means to do, shown to the approver. */
     task: z
       .string()
       .max(MAX_TASK_CHARS)
-      .refine((task) => task.trim().length > 0, "must not be empty"),
+      .refine((task) => task.trim().length > 0, "must not be empty")
+      .describe("What the agent means to do, shown to the approver."),
     /** How many tokens may be minted under the approval. Default 10. */
-    max_tokens: maxTokens.default(DEFAULT_MAX_TOKENS),
+    max_tokens: maxTokens
+      .default(DEFAULT_MAX_TOKENS)
+      .describe("How many tokens may be minted under the approval."),
     /** Lifetime from creation, in seconds, pending or not. Default 3600. */
-    ttl_seconds: ttlSeconds.default(DEFAULT_TTL_SECONDS),
+    ttl_seconds: ttlSeconds
+      .default(DEFAULT_TTL_SECONDS)
+      .describe("Lifetime from creation, in seconds, pending or not."),
     /** The only `sub` tokens under the approval may carry. */
-    subject: z.string().min(1).max(255).optional(),
+    subject: z
+      .string()
+      .min(1)
+      .max(255)
+      .optional()
+      .describe("The only `sub` tokens under the approval may carry."),
     /** Rate and burst limit written into tokens minted under the approval. */
-    rate_limit: rateLimitSchema.optional(),
+    rate_limit: rateLimitSchema
+      .optional()
+      .describe("Rate and burst limit written into tokens minted under the approval."),
   })
-  .strict();
+  .strict()
+  .describe("An agent's request for a human approval.");
 export type CreateApprovalBody = z.infer<typeof createApprovalBody>;
 
 /** `POST /approvals/{id}/approve` (approver). Every field may only narrow what was requested. */
 export const approveBody = z
   .object({
-    scope: scope.optional(),
-    max_tokens: maxTokens.optional(),
+    scope: scope.optional().describe("A subset of the requested scopes."),
+    max_tokens: maxTokens.optional().describe("At most the requested max_tokens."),
     /** Lifetime measured from the approval's creation, in seconds; may only shorten it. */
-    ttl_seconds: ttlSeconds.optional(),
-    rate_limit: rateLimitSchema.optional(),
+    ttl_seconds: ttlSeconds
+      .optional()
+      .describe("Lifetime measured from the approval's creation, in seconds; may only shorten it."),
+    rate_limit: rateLimitSchema.optional().describe("At most the requested rate and burst."),
   })
-  .strict();
+  .strict()
+  .describe("An approver's decision to approve; every field may only narrow what was requested.");
 export type ApproveBody = z.infer<typeof approveBody>;
 
 /** `POST /approvals/{id}/deny` and `/revoke` (approver). */
 export const decisionBody = z
   .object({
     /** Why, for the audit log and the agent. */
-    reason: z.string().min(1).max(MAX_REASON_CHARS).optional(),
+    reason: z
+      .string()
+      .min(1)
+      .max(MAX_REASON_CHARS)
+      .optional()
+      .describe("Why, for the audit log and the agent."),
   })
-  .strict();
+  .strict()
+  .describe("A deny or revoke decision.");
 export type DecisionBody = z.infer<typeof decisionBody>;
 
 const statuses = [
@@ -91,6 +113,63 @@ export const listQuery = z
   })
   .strict();
 export type ListQuery = z.infer<typeof listQuery>;
+
+/** The statuses an approval can have (as a reader sees it). */
+export const approvalStatusSchema = z
+  .enum(statuses)
+  .describe("`expired`: a pending or approved approval past `expires_at`.");
+
+const isoTime = z.iso.datetime({ offset: true });
+const wireRateLimit = z
+  .object({ per_second: z.number(), burst: z.number().int() })
+  .strict()
+  .describe("Rate (per second) and burst limit written into tokens minted under the approval.");
+
+/**
+ * An approval as the API returns it (CONTRACT §3; `ApprovalJson` in model.ts). For the OpenAPI
+ * document and response checks; the routes serialise with `toApprovalJson`.
+ */
+export const approvalSchema = z
+  .object({
+    id: z.string().regex(/^apr_[A-Za-z0-9_-]{22}$/),
+    status: approvalStatusSchema,
+    client_id: z.string().describe("The agent that asked."),
+    resource: z.string(),
+    scope: z.string().describe("The approved scope (the requested scope while pending), space-separated."),
+    task: z.string(),
+    subject: z.string().nullable().describe("When set, the only `sub` tokens under the approval may carry."),
+    max_tokens: z.number().int(),
+    tokens_issued: z.number().int().describe("Tokens minted so far; never above max_tokens."),
+    rate_limit: wireRateLimit.nullable(),
+    requested_by: z.string().describe("The agent's client_id."),
+    approved_by: z.string().nullable().describe("The approver's `sub`."),
+    created_at: isoTime,
+    decided_at: isoTime.nullable(),
+    expires_at: isoTime,
+    requested_scope: z.string().describe("The scope the agent asked for."),
+    decision_reason: z.string().nullable().describe("The deny or revoke reason, when one was given."),
+    revoked_at: isoTime.nullable(),
+  })
+  .strict()
+  .describe("An approval: a human's decision on an agent's task.");
+
+/** `GET /approvals` answer. */
+export const approvalListSchema = z
+  .object({
+    approvals: z.array(approvalSchema),
+    next_cursor: z.string().nullable().describe("Pass as `cursor` for the next page; null on the last."),
+  })
+  .strict();
+
+/** Every refusal: `{"error", "error_description"}` (CONTRACT §3). */
+export const errorSchema = z
+  .object({
+    error: z
+      .string()
+      .describe("A stable machine code, e.g. `invalid_request`, `not_found`, `invalid_state`."),
+    error_description: z.string().describe("A human-readable explanation naming the field or state."),
+  })
+  .describe("An error.");
 
 /**
  * One line describing what is wrong with a request, naming the field: `unknown field "foo"`,

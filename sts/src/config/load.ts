@@ -28,6 +28,8 @@ export interface Config {
   readonly issuance_limits: ConfigFile["issuance_limits"];
   /** Revocation feed sweeper and stream settings. */
   readonly revocations: ConfigFile["revocations"];
+  /** Signed notifications of approval events. */
+  readonly webhooks: ConfigFile["webhooks"];
   /** Where the configuration came from: a file path or `development default`. */
   readonly source: string;
 }
@@ -139,6 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     dev_mode: file.dev_mode,
     issuance_limits: file.issuance_limits,
     revocations: file.revocations,
+    webhooks: file.webhooks,
     source,
   });
 }

@@ -182,6 +182,39 @@ const revocationsSchema = z
   })
   .strict();
 
+/** The events a webhook can subscribe to (one per approval API decision, CONTRACT §3). */
+export const WEBHOOK_EVENT_TYPES = [
+  "approval.requested",
+  "approval.approved",
+  "approval.denied",
+  "approval.revoked",
+] as const;
+
+/**
+ * A webhook: a signed JSON notification POSTed when an approval is requested or decided (so a chat bot
+ * can ping the human). Delivery is at least once, retried with exponential backoff; receivers verify
+ * `Countersign-Signature` (see `sts/src/webhooks/signature.ts`) and deduplicate by `Countersign-Event-Id`.
+ */
+const webhookSchema = z
+  .object({
+    /**
+     * Where events are POSTed. An https URL (http only for 127.0.0.1, localhost and [::1]). Redirects
+     * are not followed. Security: only the URL's origin and path are logged, never its query.
+     */
+    url: httpsOrLoopbackUrl,
+    /**
+     * The HMAC-SHA256 key of `Countersign-Signature`, shared with the receiver. Security: at least 32
+     * characters, no default, never logged; generate it randomly (e.g. `openssl rand -base64 32`).
+     */
+    secret: z.string().min(32, "must be at least 32 characters").max(512),
+    /** The events this webhook receives. Default: all of {@link WEBHOOK_EVENT_TYPES}. */
+    events: z
+      .array(z.enum(WEBHOOK_EVENT_TYPES))
+      .min(1)
+      .default([...WEBHOOK_EVENT_TYPES]),
+  })
+  .strict();
+
 /** The JSON config file. */
 export const configFileSchema = z
   .object({
@@ -250,6 +283,8 @@ export const configFileSchema = z
       stream_heartbeat_seconds: 15,
       max_stream_subscribers: 1000,
     }),
+    /** Signed notifications of approval events (requested, approved, denied, revoked). Default none. */
+    webhooks: z.array(webhookSchema).max(32).default([]),
     /**
      * Development mode: trusts the local development issuer (`countersign dev-token`). Security: never
      * in production. Default false in a config file, true for the built-in development default.
@@ -271,6 +306,13 @@ export const configFileSchema = z
         ctx.addIssue({ code: "custom", path: ["resources", i, "id"], message: "is a duplicate" });
       }
       resources.add(resource.id);
+    });
+    const webhookUrls = new Set<string>();
+    config.webhooks.forEach((webhook, i) => {
+      if (webhookUrls.has(webhook.url)) {
+        ctx.addIssue({ code: "custom", path: ["webhooks", i, "url"], message: "is a duplicate" });
+      }
+      webhookUrls.add(webhook.url);
     });
   });
 
@@ -311,3 +353,5 @@ export type TrustedIssuerConfig = z.infer<typeof trustedIssuerSchema>;
 export type RateLimit = z.infer<typeof rateLimitSchema>;
 export type IssuanceLimitsConfig = z.infer<typeof issuanceLimitsSchema>;
 export type RevocationsConfig = z.infer<typeof revocationsSchema>;
+export type WebhookConfig = z.infer<typeof webhookSchema>;
+export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

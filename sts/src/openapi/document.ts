@@ -1,0 +1,278 @@
+import { z } from "zod";
+import {
+  approvalListSchema,
+  approvalSchema,
+  approveBody,
+  createApprovalBody,
+  DEFAULT_LIST_LIMIT,
+  decisionBody,
+  errorSchema,
+  listQuery,
+  MAX_LIST_LIMIT,
+} from "../approvals/schemas.js";
+import { tokenRequestForm, tokenResponse } from "./token_form.js";
+
+/** A JSON value (the document is plain JSON). */
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+/** A JSON object. */
+export type JsonObject = { [key: string]: Json };
+
+/** Options of {@link buildOpenApiDocument}. */
+export interface OpenApiOptions {
+  /** The STS issuer: the document's server URL. */
+  readonly issuer: string;
+  /** The document's `info.version`. Default `0.1.0`. */
+  readonly version?: string;
+}
+
+/** A zod schema as an OpenAPI 3.1 Schema Object (JSON Schema 2020-12), without `$schema`. */
+function jsonSchema(schema: z.ZodType, io: "input" | "output"): JsonObject {
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, {
+    io,
+    target: "draft-2020-12",
+    unrepresentable: "any",
+  }) as JsonObject;
+  return rest;
+}
+
+const ref = (name: string): JsonObject => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: JsonObject): JsonObject => ({ "application/json": { schema } });
+
+const ERROR_TEXT: Record<number, string> = {
+  400: "Bad input (`invalid_request`, `invalid_target`, `invalid_scope`); names the field",
+  401: "No or bad credentials (`invalid_token`), with `WWW-Authenticate`",
+  403: "Not allowed (`insufficient_scope`, `access_denied`)",
+  404: "No such approval (`not_found`); also another agent's approval",
+  409: "State conflict (`invalid_state`), e.g. approving a denied approval",
+  413: "The body exceeds 64 KiB",
+  415: "The body is not application/json in UTF-8",
+  503: "The database is unavailable (`temporarily_unavailable`), with `Retry-After`",
+};
+
+function errors(...statuses: number[]): Record<string, JsonObject> {
+  const out: Record<string, JsonObject> = {};
+  for (const status of statuses) {
+    const response: JsonObject = { description: ERROR_TEXT[status] ?? "Error", content: json(ref("Error")) };
+    if (status === 401) {
+      response.headers = {
+        "WWW-Authenticate": { description: "RFC 6750 §3 challenge", schema: { type: "string" } },
+      };
+    }
+    out[String(status)] = response;
+  }
+  return out;
+}
+
+const idParameter: JsonObject = {
+  name: "id",
+  in: "path",
+  required: true,
+  description: "The approval id (`apr_…`).",
+  schema: { type: "string", pattern: "^apr_[A-Za-z0-9_-]{22}$" },
+};
+
+const agent: Json[] = [{ agentBearer: [] }];
+const approver: Json[] = [{ approverBearer: [] }];
+
+function decision(
+  action: "approve" | "deny" | "revoke",
+  summary: string,
+  description: string,
+  body: string,
+): JsonObject {
+  return {
+    post: {
+      operationId: `${action}Approval`,
+      tags: ["approvals"],
+      summary,
+      description,
+      security: approver,
+      parameters: [idParameter],
+      requestBody: { required: false, content: json(ref(body)) },
+      responses: {
+        "200": { description: "The approval after the decision", content: json(ref("Approval")) },
+        ...errors(400, 401, 403, 404, 409, 413, 415, 503),
+      },
+    },
+  };
+}
+
+/**
+ * The OpenAPI 3.1 document of the approval API (CONTRACT §3) and the token endpoint (§4), generated
+ * from the zod schemas the routes validate with (zod's `z.toJSONSchema`, JSON Schema 2020-12, which is
+ * OpenAPI 3.1's dialect). Request bodies are described as the routes accept them (`io: "input"`: fields
+ * with defaults are optional).
+ */
+export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
+  const listQuerySchema = jsonSchema(listQuery, "input");
+  const statusSchema = (listQuerySchema.properties as JsonObject).status as JsonObject;
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "Countersign approval API",
+      version: options.version ?? "0.1.0",
+      summary: "Human approvals for AI agents' tasks, and the RFC 8693 token exchange that spends them.",
+      description:
+        "Agents ask for an approval (`POST /approvals`) with a bearer token from `client_credentials` " +
+        "(`scope=approvals:request`); humans approve (possibly narrowing), deny or revoke it with a bearer " +
+        "JWT from a trusted issuer whose usage includes `approver`. Unknown JSON fields are rejected with 400. " +
+        "Every error is `{error, error_description}`.",
+      license: { name: "Proprietary", identifier: "LicenseRef-Proprietary" },
+    },
+    jsonSchemaDialect: "https://spec.openapis.org/oas/3.1/dialect/base",
+    servers: [{ url: options.issuer }],
+    tags: [
+      { name: "approvals", description: "Approval requests and decisions (CONTRACT §3)" },
+      { name: "oauth", description: "The token endpoint (CONTRACT §4)" },
+    ],
+    paths: {
+      "/approvals": {
+        post: {
+          operationId: "requestApproval",
+          tags: ["approvals"],
+          summary: "Ask for an approval (agent)",
+          description:
+            "`resource` must be a configured resource and every scope one of its scopes, else 400 " +
+            "`invalid_target` / `invalid_scope`.",
+          security: agent,
+          requestBody: { required: true, content: json(ref("ApprovalRequest")) },
+          responses: {
+            "201": {
+              description: "A pending approval",
+              headers: {
+                Location: { description: "`/approvals/{id}`", schema: { type: "string" } },
+              },
+              content: json(ref("Approval")),
+            },
+            ...errors(400, 401, 403, 413, 415, 503),
+          },
+        },
+        get: {
+          operationId: "listApprovals",
+          tags: ["approvals"],
+          summary: "List approvals by status (approver)",
+          description: "Oldest first, paged by `cursor`. Unknown query parameters are rejected with 400.",
+          security: approver,
+          parameters: [
+            { name: "status", in: "query", required: false, schema: statusSchema },
+            {
+              name: "limit",
+              in: "query",
+              required: false,
+              description: "Page size.",
+              schema: { type: "integer", minimum: 1, maximum: MAX_LIST_LIMIT, default: DEFAULT_LIST_LIMIT },
+            },
+            {
+              name: "cursor",
+              in: "query",
+              required: false,
+              description: "`next_cursor` of the previous page.",
+              schema: (listQuerySchema.properties as JsonObject).cursor as JsonObject,
+            },
+          ],
+          responses: {
+            "200": { description: "A page of approvals", content: json(ref("ApprovalList")) },
+            ...errors(400, 401, 403, 503),
+          },
+        },
+      },
+      "/approvals/{id}": {
+        get: {
+          operationId: "getApproval",
+          tags: ["approvals"],
+          summary: "Read an approval (the agent that asked, or an approver)",
+          security: [...agent, ...approver],
+          parameters: [idParameter],
+          responses: {
+            "200": { description: "The approval", content: json(ref("Approval")) },
+            ...errors(401, 403, 404, 503),
+          },
+        },
+      },
+      "/approvals/{id}/approve": decision(
+        "approve",
+        "Approve a pending approval (approver)",
+        "Each field may only narrow what was asked; 400 `invalid_request` otherwise. 409 unless pending.",
+        "ApproveRequest",
+      ),
+      "/approvals/{id}/deny": decision(
+        "deny",
+        "Deny a pending approval (approver)",
+        "409 unless pending.",
+        "DecisionRequest",
+      ),
+      "/approvals/{id}/revoke": decision(
+        "revoke",
+        "Revoke an approved approval (approver)",
+        "409 unless approved. Every gateway learns it through the revocation feed (`GET /revocations`).",
+        "DecisionRequest",
+      ),
+      "/token": {
+        post: {
+          operationId: "token",
+          tags: ["oauth"],
+          summary: "OAuth token endpoint: token exchange (RFC 8693) and client_credentials",
+          description:
+            "Client authentication: `client_secret_basic`, `client_secret_post` or `private_key_jwt`. " +
+            "Refusals are RFC 6749 §5.2 errors: `invalid_grant` (no, another client's, denied, revoked, " +
+            "expired or used-up approval; subject mismatch; policy), `authorization_pending`, " +
+            "`invalid_target`, `invalid_scope`, 429 `slow_down` with `Retry-After`, 503.",
+          security: [{ clientSecretBasic: [] }, {}],
+          requestBody: {
+            required: true,
+            content: { "application/x-www-form-urlencoded": { schema: ref("TokenRequest") } },
+          },
+          responses: {
+            "200": { description: "An access token", content: json(ref("TokenResponse")) },
+            "400": { description: "An RFC 6749 §5.2 error", content: json(ref("Error")) },
+            "401": {
+              description: "Client authentication failed (`invalid_client`)",
+              content: json(ref("Error")),
+            },
+            "429": {
+              description: "Issuance rate limit (`slow_down`)",
+              headers: { "Retry-After": { schema: { type: "integer" } } },
+              content: json(ref("Error")),
+            },
+            ...errors(503),
+          },
+        },
+      },
+    },
+    components: {
+      schemas: {
+        Approval: jsonSchema(approvalSchema, "output"),
+        ApprovalList: jsonSchema(approvalListSchema, "output"),
+        ApprovalRequest: jsonSchema(createApprovalBody, "input"),
+        ApproveRequest: jsonSchema(approveBody, "input"),
+        DecisionRequest: jsonSchema(decisionBody, "input"),
+        Error: jsonSchema(errorSchema, "output"),
+        TokenRequest: jsonSchema(tokenRequestForm, "input"),
+        TokenResponse: jsonSchema(tokenResponse, "output"),
+      },
+      securitySchemes: {
+        agentBearer: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "JWT",
+          description:
+            "An access token from this STS's `client_credentials` grant with `scope=approvals:request` " +
+            "(audience `<issuer>/approvals`).",
+        },
+        approverBearer: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "JWT",
+          description:
+            "A JWT from a trusted issuer whose `usage` includes `approver` (and whose `approver_claim` matches); " +
+            "in dev mode, `npx countersign dev-token --sub alice --usage approver`.",
+        },
+        clientSecretBasic: {
+          type: "http",
+          scheme: "basic",
+          description: "client_secret_basic (RFC 6749 §2.3.1)",
+        },
+      },
+    },
+  };
+}
