@@ -138,8 +138,8 @@ for (const engine of testEngines()) {
       const sts = await start(engine, {});
       try {
         assert.deepEqual(sts.config.issuance_limits, {
-          per_client: { per_second: 50, burst: 100 },
-          per_approval: { per_second: 20, burst: 40 },
+          per_client: { per_second: 100, burst: 200 },
+          per_approval: { per_second: 50, burst: 100 },
         });
       } finally {
         await sts.stop();

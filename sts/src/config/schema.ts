@@ -151,14 +151,15 @@ const trustedIssuerSchema = z
  * Issuance rate and burst limits at the token endpoint (token exchange), per agent and per approval.
  * Each is a window of `burst / per_second` seconds admitting `burst` issuances: at most `burst` at once,
  * `per_second` sustained. Shared across STS instances through Postgres (PGlite: in-process only).
- * Security: these bound how fast a compromised agent can mint tokens; keep them close to real needs.
+ * The defaults only stop runaway loops (an agent chaining tools may legitimately mint dozens of tokens a
+ * second). Security: these bound how fast a compromised agent can mint tokens; tighten them to real needs.
  */
 const issuanceLimitsSchema = z
   .object({
-    /** Per agent (`client_id`), over all its approvals. Default 50 per second, burst 100. */
-    per_client: rateLimitSchema.default({ per_second: 50, burst: 100 }),
-    /** Per approval. Default 20 per second, burst 40. */
-    per_approval: rateLimitSchema.default({ per_second: 20, burst: 40 }),
+    /** Per agent (`client_id`), over all its approvals. Default 100 per second, burst 200. */
+    per_client: rateLimitSchema.default({ per_second: 100, burst: 200 }),
+    /** Per approval. Default 50 per second, burst 100. */
+    per_approval: rateLimitSchema.default({ per_second: 50, burst: 100 }),
   })
   .strict();
 
@@ -273,8 +274,8 @@ export const configFileSchema = z
     policies: z.array(z.string().min(1).max(4096)).max(64).default([]),
     /** Issuance rate and burst limits (token exchange). Defaults: see each key. */
     issuance_limits: issuanceLimitsSchema.default({
-      per_client: { per_second: 50, burst: 100 },
-      per_approval: { per_second: 20, burst: 40 },
+      per_client: { per_second: 100, burst: 200 },
+      per_approval: { per_second: 50, burst: 100 },
     }),
     /** Revocation feed and stream settings. Defaults: see each key. */
     revocations: revocationsSchema.default({
