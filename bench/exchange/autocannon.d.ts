@@ -1,0 +1,36 @@
+// The part of autocannon's API the exchange benchmark uses (the package ships no types).
+declare module "autocannon" {
+  export interface AutocannonOptions {
+    url: string;
+    connections?: number;
+    duration?: number;
+    pipelining?: number;
+    method?: "GET" | "POST";
+    headers?: Record<string, string>;
+    body?: string;
+    timeout?: number;
+  }
+  export interface Histogram {
+    average: number;
+    mean: number;
+    stddev: number;
+    min: number;
+    max: number;
+    total: number;
+    p50: number;
+    p90: number;
+    p97_5: number;
+    p99: number;
+  }
+  export interface AutocannonResult {
+    requests: Histogram;
+    latency: Histogram;
+    duration: number;
+    errors: number;
+    timeouts: number;
+    non2xx: number;
+    statusCodeStats: Record<string, { count: number }>;
+  }
+  function autocannon(options: AutocannonOptions): Promise<AutocannonResult>;
+  export default autocannon;
+}

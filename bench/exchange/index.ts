@@ -1,0 +1,434 @@
+/**
+ * Token exchange benchmark: `npx tsx bench/exchange/index.ts [durationSeconds] [connections]`.
+ *
+ * A real Postgres (`DATABASE_URL`, else a throwaway Debian PostgreSQL cluster started with
+ * `.ci/start-postgres.sh`, fsync off), in which a fresh database is created for the run and dropped at
+ * the end. The STS runs as a child process (`node bin/countersign.js serve`, the project's Node 22) with
+ * a config written to a temporary directory; autocannon drives it from this process over 127.0.0.1, so
+ * the load generator never shares the STS's event loop (it does share the machine's cores).
+ *
+ * In one run, after a warm-up of each: oidc-provider's own `client_credentials` grant on the same
+ * server (the baseline), then the RFC 8693 token exchange (dev-issuer subject JWT, one resource, one
+ * approval with a budget far above what the run can use, `client_secret_basic`). Reported: requests/s,
+ * p50/p99 latency, errors and non-2xx answers, the STS's peak RSS (`VmHWM`), and the ratio
+ * exchange / client_credentials. Afterwards the run checks `tokens_issued` equals the issued-token rows.
+ *
+ * Environment: `BENCH_DURATION` (seconds per measurement, default 12), `BENCH_WARMUP` (seconds, default
+ * 4), `BENCH_CONNECTIONS` (default 32), `BENCH_CPU_PROF=<dir>` (run the STS with `--cpu-prof` into that
+ * directory), `DATABASE_POOL_SIZE` and `COUNTERSIGN_WORKERS` (passed to the STS).
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import autocannon, { type AutocannonResult } from "autocannon";
+import pg from "pg";
+import { loadDevIssuer } from "../../sts/src/identity/dev_issuer.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const NODE = path.join(ROOT, "node_modules/.bin/node");
+const RESOURCE = "https://crm.example.test";
+const CLIENT_ID = "bench-agent";
+const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt";
+const GENEROUS = { per_second: 1_000_000, burst: 1_000_000 };
+
+/** Options of {@link runExchangeBenchmark}. */
+export interface ExchangeBenchOptions {
+  /** Seconds each measurement lasts. Default 12. */
+  readonly durationSeconds?: number;
+  /** Seconds of warm-up for each grant before measuring. Default 4. */
+  readonly warmupSeconds?: number;
+  /** Concurrent HTTP connections (keep-alive, no pipelining). Default 32. */
+  readonly connections?: number;
+  /** Directory for the STS's `--cpu-prof` output; unset: no profiling. */
+  readonly cpuProfileDir?: string;
+  /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`, `COUNTERSIGN_WORKERS`). */
+  readonly stsEnv?: Readonly<Record<string, string>>;
+  /** Progress lines go here. Default: stderr. */
+  readonly log?: (line: string) => void;
+}
+
+/** One measured grant. */
+export interface GrantRow {
+  readonly name: string;
+  readonly requestsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly total: number;
+  /** Connection errors and timeouts. */
+  readonly errors: number;
+  readonly non2xx: number;
+  /** CPU time the STS used per request, ms (user + system over the measurement ÷ requests). */
+  readonly stsCpuMs: number;
+  /** CPU time Postgres used per request, ms; null when the run did not start Postgres itself. */
+  readonly pgCpuMs: number | null;
+}
+
+export interface ExchangeBenchResult {
+  readonly clientCredentials: GrantRow;
+  readonly exchange: GrantRow;
+  /** exchange requests/s ÷ client_credentials requests/s. */
+  readonly ratio: number;
+  /** Peak resident set of the STS process(es), MiB (`VmHWM`; summed over workers). */
+  readonly peakRssMiB: number;
+  /** `tokens_issued` of the approval and the count of its `issued_tokens` rows, after the run. */
+  readonly budget: { tokensIssued: number; issuedTokenRows: number };
+  /** Where Postgres came from, for the write-up. */
+  readonly database: string;
+  readonly connections: number;
+  readonly durationSeconds: number;
+  readonly markdown: string;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A Postgres server URL (no database chosen yet) and how to stop it if this run started it. */
+function startPostgres(log: (line: string) => void): {
+  url: string;
+  note: string;
+  pid: number | undefined;
+  stop: () => void;
+} {
+  if (process.env.DATABASE_URL) {
+    return {
+      url: process.env.DATABASE_URL,
+      note: "the Postgres at DATABASE_URL",
+      pid: undefined,
+      stop: () => {},
+    };
+  }
+  const dir = path.join(tmpdir(), "countersign-bench-pg");
+  const port = "55491";
+  log(`starting a throwaway PostgreSQL cluster in ${dir} on 127.0.0.1:${port}`);
+  const url = execFileSync(path.join(ROOT, ".ci/start-postgres.sh"), [port, dir], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  }).trim();
+  const version = (() => {
+    try {
+      return execFileSync("psql", ["--version"], { encoding: "utf8" }).trim();
+    } catch {
+      return "PostgreSQL";
+    }
+  })();
+  const pid = Number.parseInt(readProc(path.join(dir, "data/postmaster.pid")).split("\n")[0] ?? "", 10);
+  return {
+    url,
+    pid: Number.isInteger(pid) ? pid : undefined,
+    note: `a throwaway cluster (.ci/start-postgres.sh: Debian's ${version.replace(/^psql \(PostgreSQL\) /, "PostgreSQL ")}, fsync=off, synchronous_commit=off)`,
+    stop: () => {
+      const bindir = execFileSync("sh", ["-c", "ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1"], {
+        encoding: "utf8",
+      }).trim();
+      const args = [path.join(bindir, "pg_ctl"), "-D", path.join(dir, "data"), "-m", "fast", "stop"];
+      const asPostgres = process.getuid?.() === 0 ? ["runuser", "-u", "postgres", "--", ...args] : args;
+      try {
+        execFileSync(asPostgres[0] as string, asPostgres.slice(1), { stdio: "ignore" });
+      } catch {
+        // already stopped
+      }
+    },
+  };
+}
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+async function adminQuery(url: string, text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+async function waitReady(base: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`the STS exited with code ${child.exitCode}`);
+    try {
+      const response = await fetch(`${base}/readyz`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error("the STS did not become ready in time");
+}
+
+function readProc(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+/** A process and its descendants (cluster workers, Postgres backends). */
+function processTree(pid: number): number[] {
+  const all: number[] = [];
+  const stack = [pid];
+  while (stack.length > 0) {
+    const p = stack.pop() as number;
+    all.push(p);
+    stack.push(...readProc(`/proc/${p}/task/${p}/children`).trim().split(/\s+/).filter(Boolean).map(Number));
+  }
+  return all;
+}
+
+/** Peak RSS (VmHWM, KiB) of a process and its descendants. */
+function peakRssKiB(pid: number): number {
+  return processTree(pid).reduce(
+    (sum, p) => sum + Number(/VmHWM:\s+(\d+)/.exec(readProc(`/proc/${p}/status`))?.[1] ?? 0),
+    0,
+  );
+}
+
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * CPU time (user + system, ms) a process tree has used so far, including reaped children
+ * (`cutime`/`cstime`, so Postgres backends that exited still count).
+ */
+function cpuMs(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    const stat = readProc(`/proc/${p}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields after the command: state is index 0, so utime/stime/cutime/cstime are 11..14.
+    for (const index of [11, 12, 13, 14]) ticks += Number(fields[index] ?? 0);
+  }
+  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
+function rowOf(name: string, result: AutocannonResult, cpu: { sts: number; pg: number | null }): GrantRow {
+  return {
+    stsCpuMs: cpu.sts / result.requests.total,
+    pgCpuMs: cpu.pg === null ? null : cpu.pg / result.requests.total,
+    name,
+    requestsPerSecond: result.requests.total / result.duration,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    total: result.requests.total,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+  };
+}
+
+const fmt = (value: number, digits = 0) =>
+  value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+function markdownOf(result: Omit<ExchangeBenchResult, "markdown">): string {
+  const header =
+    "| grant | requests/s | p50 ms | p99 ms | requests | errors | non-2xx | STS CPU ms/req | Postgres CPU ms/req |\n" +
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+  const line = (row: GrantRow) =>
+    `| ${row.name} | ${fmt(row.requestsPerSecond)} | ${fmt(row.p50Ms, 1)} | ${fmt(row.p99Ms, 1)} | ${fmt(row.total)} | ${row.errors} | ${row.non2xx} | ${fmt(row.stsCpuMs, 2)} | ${row.pgCpuMs === null ? "n/a" : fmt(row.pgCpuMs, 2)} |`;
+  const { exchange } = result;
+  const targets = [
+    ["≥ 1,500 exchanges/s", exchange.requestsPerSecond >= 1500],
+    ["p99 ≤ 50 ms", exchange.p99Ms <= 50],
+    ["zero errors", exchange.errors === 0 && exchange.non2xx === 0],
+    ["≥ 0.5 × client_credentials", result.ratio >= 0.5],
+  ] as const;
+  return [
+    header,
+    line(result.clientCredentials),
+    line(exchange),
+    "",
+    `exchange / client_credentials = **${fmt(result.ratio, 2)}**; STS peak RSS (VmHWM) ${fmt(result.peakRssMiB, 0)} MiB; ` +
+      `${result.connections} connections, ${result.durationSeconds} s each after a warm-up; ` +
+      `after the run tokens_issued = ${result.budget.tokensIssued}, issued_tokens rows = ${result.budget.issuedTokenRows}.`,
+    "",
+    `Targets: ${targets.map(([name, met]) => `${name} ${met ? "met" : "**not met**"}`).join("; ")}.`,
+  ].join("\n");
+}
+
+/** Runs the benchmark once (see the file comment). Stops everything it started, whatever happens. */
+export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): Promise<ExchangeBenchResult> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const durationSeconds = options.durationSeconds ?? 12;
+  const warmupSeconds = options.warmupSeconds ?? 4;
+  const connections = options.connections ?? 32;
+
+  const postgres = startPostgres(log);
+  const databaseName = `countersign_bench_${process.pid}_${Date.now()}`;
+  await adminQuery(postgres.url, `create database ${databaseName}`);
+  const databaseUrl = withDatabase(postgres.url, databaseName);
+  const work = mkdtempSync(path.join(tmpdir(), "countersign-bench-"));
+  let child: ChildProcess | undefined;
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  try {
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const secret = randomBytes(32).toString("base64url");
+    const configFile = path.join(work, "config.json");
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        issuer: base,
+        resources: [{ id: RESOURCE, scopes: ["crm:read", "crm:write"], max_ttl_seconds: 300 }],
+        clients: [
+          { client_id: CLIENT_ID, client_secret: secret, token_endpoint_auth_method: "client_secret_basic" },
+        ],
+        issuance_limits: { per_client: GENEROUS, per_approval: GENEROUS },
+        dev_mode: true,
+      }),
+    );
+    const dataDir = path.join(work, "data");
+    const devIssuer = await loadDevIssuer({ issuer: base, dataDir });
+    const subjectToken = await devIssuer.mint({ sub: "alice", usage: "subject", ttlSeconds: 3600 });
+
+    const nodeArgs = options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
+    child = spawn(NODE, [...nodeArgs, path.join(ROOT, "bin/countersign.js"), "serve"], {
+      cwd: ROOT,
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "",
+        PORT: String(port),
+        HOST: "127.0.0.1",
+        COUNTERSIGN_CONFIG: configFile,
+        COUNTERSIGN_DATA_DIR: dataDir,
+        DATABASE_URL: databaseUrl,
+        LOG_LEVEL: "warn",
+        ...options.stsEnv,
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    await waitReady(base, child, 60_000);
+    log(`STS ready at ${base} (pid ${child.pid})`);
+
+    const approvalId = `bench-${randomBytes(8).toString("hex")}`;
+    await pool.query(
+      `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
+         requested_by, approved_by, decided_by, decided_at, expires_at)
+       values ($1, 'approved', $2, $3, 'crm:read crm:write', 'crm:read crm:write', 'benchmark', 2000000000,
+         $2, 'bench-approver', 'bench-approver', now(), now() + interval '1 day')`,
+      [approvalId, CLIENT_ID, RESOURCE],
+    );
+
+    const authorization = `Basic ${Buffer.from(`${encodeURIComponent(CLIENT_ID)}:${encodeURIComponent(secret)}`).toString("base64")}`;
+    const headers = { authorization, "content-type": "application/x-www-form-urlencoded" };
+    const clientCredentialsBody = new URLSearchParams({
+      grant_type: "client_credentials",
+      scope: "approvals:request",
+    }).toString();
+    const exchangeBody = new URLSearchParams({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: subjectToken,
+      subject_token_type: JWT_TYPE,
+      resource: RESOURCE,
+      scope: "crm:read",
+      authorization_details: JSON.stringify([{ type: "agent_task", approval_id: approvalId }]),
+    }).toString();
+
+    for (const [name, body] of [
+      ["client_credentials", clientCredentialsBody],
+      ["token exchange", exchangeBody],
+    ] as const) {
+      const response = await fetch(`${base}/token`, { method: "POST", headers, body });
+      const answer = await response.text();
+      if (response.status !== 200) throw new Error(`${name} sanity request: ${response.status} ${answer}`);
+    }
+
+    const stsPid = child.pid as number;
+    const load = (body: string, duration: number) =>
+      autocannon({ url: `${base}/token`, method: "POST", headers, body, connections, duration, timeout: 10 });
+    const measure = async (name: string, body: string) => {
+      log(`${name}: ${durationSeconds} s at ${connections} connections`);
+      const before = { sts: cpuMs(stsPid), pg: postgres.pid === undefined ? null : cpuMs(postgres.pid) };
+      const result = await load(body, durationSeconds);
+      const pgAfter = postgres.pid === undefined ? null : cpuMs(postgres.pid);
+      return rowOf(name, result, {
+        sts: cpuMs(stsPid) - before.sts,
+        pg: pgAfter === null || before.pg === null ? null : pgAfter - before.pg,
+      });
+    };
+    log(`warm-up: ${warmupSeconds} s each`);
+    await load(clientCredentialsBody, warmupSeconds);
+    await load(exchangeBody, warmupSeconds);
+    const clientCredentials = await measure(
+      "oidc-provider `client_credentials` (baseline)",
+      clientCredentialsBody,
+    );
+    const exchange = await measure("RFC 8693 token exchange", exchangeBody);
+    const peakRssMiB = peakRssKiB(stsPid) / 1024;
+
+    const counts = await pool.query<{ tokens_issued: number; rows: string }>(
+      `select a.tokens_issued, (select count(*) from issued_tokens t where t.approval_id = a.id) as rows
+         from approvals a where a.id = $1`,
+      [approvalId],
+    );
+    const budget = {
+      tokensIssued: Number(counts.rows[0]?.tokens_issued ?? -1),
+      issuedTokenRows: Number(counts.rows[0]?.rows ?? -1),
+    };
+    const partial = {
+      clientCredentials,
+      exchange,
+      ratio: exchange.requestsPerSecond / clientCredentials.requestsPerSecond,
+      peakRssMiB,
+      budget,
+      database: postgres.note,
+      connections,
+      durationSeconds,
+    };
+    return { ...partial, markdown: markdownOf(partial) };
+  } finally {
+    if (child && child.exitCode === null) {
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await pool.end().catch(() => {});
+    await adminQuery(postgres.url, `drop database if exists ${databaseName} with (force)`).catch(() => {});
+    rmSync(work, { recursive: true, force: true });
+    postgres.stop();
+  }
+}
+
+/** `cores × model, Node version` for the write-up. */
+export function machineLine(): string {
+  const cpu = cpus();
+  return `Node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? "unknown CPU"}`;
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const env = process.env;
+  const stsEnv: Record<string, string> = {};
+  for (const key of ["DATABASE_POOL_SIZE", "COUNTERSIGN_WORKERS"]) {
+    const value = env[key];
+    if (value !== undefined) stsEnv[key] = value;
+  }
+  const result = await runExchangeBenchmark({
+    durationSeconds: Number(process.argv[2] ?? env.BENCH_DURATION ?? 12),
+    warmupSeconds: Number(env.BENCH_WARMUP ?? 4),
+    connections: Number(process.argv[3] ?? env.BENCH_CONNECTIONS ?? 32),
+    ...(env.BENCH_CPU_PROF ? { cpuProfileDir: path.resolve(env.BENCH_CPU_PROF) } : {}),
+    stsEnv,
+  });
+  process.stdout.write(`${machineLine()}; Postgres: ${result.database}\n\n${result.markdown}\n`);
+}
