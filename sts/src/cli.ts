@@ -1,4 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { registerApprovalCommands } from "./cli/approvals.js";
+import { registerClientCommands } from "./cli/clients.js";
 import { ConfigError, loadConfig } from "./config/load.js";
 import { openDatabase } from "./db/connect.js";
 import { migrateToLatest } from "./db/migrate.js";
@@ -150,6 +152,8 @@ export function buildCli(): Command {
   program.command("serve").description("run the STS (migrations applied on start)").action(serve);
   program.command("migrate").description("apply database migrations and exit").action(migrate);
   registerKeyCommands(program, loadConfigOrExit);
+  registerApprovalCommands(program);
+  registerClientCommands(program);
   program
     .command("dev-token")
     .description("print a token from the local development issuer (dev_mode only)")

@@ -1,0 +1,67 @@
+/**
+ * Output helpers of the operator CLI: one-line errors with an exit code, plain-text tables, and the
+ * action wrapper every command runs through.
+ */
+
+/** Exit codes of the operator CLI (sysexits.h where one fits). */
+export const EXIT = {
+  /** The STS refused the call (4xx) or the input was wrong. */
+  refused: 1,
+  /** The STS could not be reached or answered 5xx (EX_UNAVAILABLE). */
+  unavailable: 69,
+  /** A config file is missing or invalid (EX_CONFIG). */
+  config: 78,
+} as const;
+
+/** An error the CLI prints as one line (`countersign: <message>`) before exiting with `exitCode`. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.refused,
+  ) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+/**
+ * Runs a command's action: a {@link CliError} becomes one line on stderr and its exit code; anything
+ * else is rethrown (the entry point prints it).
+ */
+export function action<A extends unknown[]>(
+  run: (...args: A) => Promise<void>,
+): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await run(...args);
+    } catch (error) {
+      if (!(error instanceof CliError)) throw error;
+      process.stderr.write(`countersign: ${error.message}\n`);
+      process.exitCode = error.exitCode;
+    }
+  };
+}
+
+/** Writes `value` as one line of JSON. */
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Formats rows as a left-aligned table with a header row, two spaces between columns. */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((header, i) =>
+    Math.max(header.length, ...rows.map((row) => (row[i] ?? "").length)),
+  );
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return `${[line(headers), ...rows.map(line)].join("\n")}\n`;
+}
+
+/** Shortens `text` to `max` characters with an ellipsis. */
+export function truncate(text: string, max: number): string {
+  const single = text.replace(/\s+/g, " ");
+  return single.length <= max ? single : `${single.slice(0, max - 1)}…`;
+}
