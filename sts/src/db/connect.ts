@@ -87,6 +87,12 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     });
     // An idle client losing its server must not crash the process; the next query reconnects.
     pool.on("error", () => {});
+    // Nor may a checked-out one (Kysely holds clients across awaits, e.g. in a transaction): without a
+    // listener its "Connection terminated unexpectedly" is an uncaught exception. The query in flight
+    // still fails (503), and the pool discards the broken client on release.
+    pool.on("connect", (client) => {
+      client.on("error", () => {});
+    });
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return {
       db,
