@@ -1,7 +1,17 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
-import { createLocalJWKSet, type JSONWebKeySet, type JWTPayload, jwtVerify } from "jose";
+import {
+  createLocalJWKSet,
+  importJWK,
+  type JSONWebKeySet,
+  type JWK,
+  type JWTPayload,
+  jwtVerify,
+  SignJWT,
+} from "jose";
 import { sql } from "kysely";
 import type { ApprovalStatus } from "../../sts/src/db/schema.js";
 import { baseConfig, basicAuth, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
@@ -210,11 +220,16 @@ describe("property: token exchange never exceeds its approval", () => {
     tokens.expired = await dev.mint({ sub: "alice", usage: "subject", ttlSeconds: -120 });
     tokens.approver = await dev.mint({ sub: "alice", usage: "approver" });
     tokens.actor = await dev.mint({ sub: "tool-runner", usage: "actor" });
-    tokens.otherAudience = await dev.mint({
-      sub: "alice",
-      usage: "subject",
-      extraClaims: { aud: "https://elsewhere.example.test" },
-    });
+    // Signed by the development issuer's own key, for another audience (mint() always sets the STS's).
+    const devKey = JSON.parse(readFileSync(path.join(sts.dataDir, "dev-issuer.jwk"), "utf8")) as JWK;
+    tokens.otherAudience = await new SignJWT({ usage: ["subject"] })
+      .setProtectedHeader({ alg: "ES256", kid: "countersign-dev", typ: "JWT" })
+      .setIssuer(dev.issuer)
+      .setAudience("https://elsewhere.example.test")
+      .setSubject("alice")
+      .setIssuedAt()
+      .setExpirationTime("1h")
+      .sign(await importJWK(devKey, "ES256"));
     const alice = tokens.alice;
     const middle = Math.floor(alice.length * 0.8);
     tokens.flipped = alice.slice(0, middle) + (alice[middle] === "A" ? "B" : "A") + alice.slice(middle + 1);
