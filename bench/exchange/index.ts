@@ -15,7 +15,7 @@
  *
  * Environment: `BENCH_DURATION` (seconds per measurement, default 12), `BENCH_WARMUP` (seconds, default
  * 4), `BENCH_CONNECTIONS` (default 32), `BENCH_CPU_PROF=<dir>` (run the STS with `--cpu-prof` into that
- * directory), `DATABASE_POOL_SIZE` and `COUNTERSIGN_WORKERS` (passed to the STS).
+ * directory), `BENCH_EXCHANGE_ONLY=1` (skip the baseline, for a profile of the exchange alone), `DATABASE_POOL_SIZE` and `COUNTERSIGN_WORKERS` (passed to the STS).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -49,6 +49,8 @@ export interface ExchangeBenchOptions {
   readonly cpuProfileDir?: string;
   /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`, `COUNTERSIGN_WORKERS`). */
   readonly stsEnv?: Readonly<Record<string, string>>;
+  /** Skip the client_credentials baseline (profiling the exchange alone). Default false. */
+  readonly exchangeOnly?: boolean;
   /** Progress lines go here. Default: stderr. */
   readonly log?: (line: string) => void;
 }
@@ -366,12 +368,11 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       });
     };
     log(`warm-up: ${warmupSeconds} s each`);
-    await load(clientCredentialsBody, warmupSeconds);
+    if (!options.exchangeOnly) await load(clientCredentialsBody, warmupSeconds);
     await load(exchangeBody, warmupSeconds);
-    const clientCredentials = await measure(
-      "oidc-provider `client_credentials` (baseline)",
-      clientCredentialsBody,
-    );
+    const clientCredentials = options.exchangeOnly
+      ? rowOf("(skipped)", await load(clientCredentialsBody, 0.1), { sts: 0, pg: null })
+      : await measure("oidc-provider `client_credentials` (baseline)", clientCredentialsBody);
     const exchange = await measure("RFC 8693 token exchange", exchangeBody);
     const peakRssMiB = peakRssKiB(stsPid) / 1024;
 
@@ -428,6 +429,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     warmupSeconds: Number(env.BENCH_WARMUP ?? 4),
     connections: Number(process.argv[3] ?? env.BENCH_CONNECTIONS ?? 32),
     ...(env.BENCH_CPU_PROF ? { cpuProfileDir: path.resolve(env.BENCH_CPU_PROF) } : {}),
+    exchangeOnly: env.BENCH_EXCHANGE_ONLY === "1",
     stsEnv,
   });
   process.stdout.write(`${machineLine()}; Postgres: ${result.database}\n\n${result.markdown}\n`);

@@ -15,6 +15,7 @@ import { consumeBudgetAndRecord, findApproval } from "./issuance_store.js";
 import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS, TOKEN_TYPE } from "./parameters.js";
 import { isRefusal, refusal, unavailable } from "./refusal.js";
 import { type ActClaim, actDepth, validateActorToken, validateSubjectToken } from "./token_validators.js";
+import { createVerifiedTokenCache } from "./verified_token_cache.js";
 
 /** Tighter of two optional rate limits, member by member. */
 function tighterRateLimit(
@@ -40,6 +41,7 @@ export function tokenExchangeGrant(
   const resources = new Map<string, ResourceConfig>(
     config.resources.map((resource) => [resource.id, resource]),
   );
+  const verifiedTokens = createVerifiedTokenCache();
 
   async function exchange(ctx: TokenEndpointGrantContext): Promise<void> {
     const clientId = ctx.oidc.client.clientId;
@@ -50,8 +52,15 @@ export function tokenExchangeGrant(
 
     // RFC 9449 §5: a DPoP proof at the token endpoint binds the new token to the proof's key.
     const dPoP = await validateDpopProof(ctx.oidc.provider, ctx);
-    const subject = await validateSubjectToken(services, request.subjectToken, request.subjectTokenType);
-    const actor = request.actorToken ? await validateActorToken(services, request.actorToken) : undefined;
+    const subject = await validateSubjectToken(
+      services,
+      request.subjectToken,
+      request.subjectTokenType,
+      verifiedTokens,
+    );
+    const actor = request.actorToken
+      ? await validateActorToken(services, request.actorToken, verifiedTokens)
+      : undefined;
 
     const approval = assertApprovalUsable(await findApproval(db, request.approvalId), clientId);
     if (approval.resource !== resource.id) {

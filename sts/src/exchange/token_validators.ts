@@ -5,6 +5,7 @@ import { IdentityTokenError, type TokenUsage } from "../identity/trusted_issuers
 import type { StsServices } from "../services.js";
 import { TOKEN_TYPE } from "./parameters.js";
 import { type Refusal, refusal, unavailable } from "./refusal.js";
+import type { VerifiedTokenCache } from "./verified_token_cache.js";
 
 /** The RFC 8693 §4.1 `act` claim: the acting party, with prior actors nested inside. */
 export interface ActClaim {
@@ -80,16 +81,20 @@ function fromIdentityError(error: unknown, label: "subject" | "actor"): Refusal 
 
 /**
  * Validates the subject token: an access token this STS issued (verified against its own keys; the
- * exchange may then only narrow it), or a JWT from a trusted issuer with usage `subject`.
+ * exchange may then only narrow it), or a JWT from a trusted issuer with usage `subject` (its
+ * verification reused from `cache` while the same token is presented again).
  */
 export async function validateSubjectToken(
   services: StsServices,
   token: string,
   tokenType: string,
+  cache?: VerifiedTokenCache,
 ): Promise<SubjectIdentity> {
   if (peekIssuer(token) !== services.config.issuer) {
     try {
-      const identity = await services.trustedIssuers.verify(token, "subject" satisfies TokenUsage);
+      const usage: TokenUsage = "subject";
+      const verify = () => services.trustedIssuers.verify(token, usage);
+      const identity = await (cache ? cache.verify(token, usage, verify) : verify());
       return {
         sub: identity.subject,
         issuer: identity.issuer,
@@ -148,9 +153,14 @@ export async function validateSubjectToken(
 }
 
 /** Validates the actor token (a JWT from a trusted issuer with usage `actor`) and returns it as `act`. */
-export async function validateActorToken(services: StsServices, token: string): Promise<ActClaim> {
+export async function validateActorToken(
+  services: StsServices,
+  token: string,
+  cache?: VerifiedTokenCache,
+): Promise<ActClaim> {
   try {
-    const identity = await services.trustedIssuers.verify(token, "actor");
+    const verify = () => services.trustedIssuers.verify(token, "actor");
+    const identity = await (cache ? cache.verify(token, "actor", verify) : verify());
     const prior = readAct(identity.claims, "actor");
     return { sub: identity.subject, iss: identity.issuer, ...(prior ? { act: prior } : {}) };
   } catch (error) {

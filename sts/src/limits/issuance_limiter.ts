@@ -1,10 +1,5 @@
 import type pg from "pg";
-import {
-  type RateLimiterAbstract,
-  RateLimiterMemory,
-  RateLimiterPostgres,
-  RateLimiterRes,
-} from "rate-limiter-flexible";
+import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimit } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { IssuanceLimiter } from "../exchange/guards.js";
@@ -54,30 +49,65 @@ export function retryAfterSeconds(msBeforeNext: number): number {
 
 type Outcome = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
+/** A bucket's window after one point was taken: points now counted and when the window ends (epoch ms). */
+interface WindowState {
+  points: number;
+  expire: number;
+}
+
 /**
- * Issuance rate and burst limits per agent and per approval, on rate-limiter-flexible: an atomic
- * `INSERT … ON CONFLICT DO UPDATE … RETURNING` per bucket on real Postgres (correct across any number of
- * instances; windows are timed by each instance's clock, so keep clocks in sync), memory on PGlite.
- * Both buckets must admit the request; a request the approval bucket refuses gives its point back to the
- * agent bucket. A store failure fails closed: 503 `temporarily_unavailable`, never a token.
+ * Takes one point from each of two fixed-window counters in ONE statement: a two-row
+ * `INSERT … ON CONFLICT (key) DO UPDATE … RETURNING`, in rate-limiter-flexible's table layout and key
+ * format (`<prefix>:<key>`, `points`, `expire` in epoch ms). Atomic per row like rate-limiter-flexible's
+ * own upsert, with one round trip for both buckets instead of one each. Rows are always locked in the
+ * same order (agent, then approval), so concurrent statements cannot deadlock.
+ */
+async function takeBoth(
+  pool: pg.Pool,
+  keys: readonly [string, string],
+  durationsMs: readonly [number, number],
+): Promise<[WindowState, WindowState]> {
+  const now = Date.now();
+  const { rows } = await pool.query<{ key: string; points: number; expire: string }>({
+    name: "countersign-issuance-limit-take",
+    text: `insert into ${ISSUANCE_RATE_LIMITS_TABLE} as t (key, points, expire)
+             values ($1, 1, $3), ($2, 1, $4)
+           on conflict (key) do update set
+             points = case when coalesce(t.expire, 0) <= $5 then 1 else t.points + 1 end,
+             expire = case when coalesce(t.expire, 0) <= $5 then excluded.expire else t.expire end
+           returning key, points, expire`,
+    values: [keys[0], keys[1], now + Math.ceil(durationsMs[0]), now + Math.ceil(durationsMs[1]), now],
+  });
+  const state = (key: string): WindowState => {
+    const row = rows.find((candidate) => candidate.key === key);
+    if (!row) throw new Error("issuance limit upsert returned no row");
+    return { points: Number(row.points), expire: Number(row.expire) };
+  };
+  return [state(keys[0]), state(keys[1])];
+}
+
+/** Gives back the point {@link takeBoth} took from `key` (its request was refused by the other bucket). */
+async function giveBack(pool: pg.Pool, key: string): Promise<void> {
+  await pool.query({
+    name: "countersign-issuance-limit-give-back",
+    text: `update ${ISSUANCE_RATE_LIMITS_TABLE} set points = points - 1 where key = $1 and points > 0`,
+    values: [key],
+  });
+}
+
+/**
+ * Issuance rate and burst limits per agent and per approval, as fixed windows
+ * ({@link windowOf}). On real Postgres both counters are taken by one atomic two-row upsert in
+ * {@link ISSUANCE_RATE_LIMITS_TABLE} (rate-limiter-flexible's layout; correct across any number of
+ * instances; windows are timed by each instance's clock, so keep clocks in sync); on PGlite,
+ * rate-limiter-flexible's memory limiter. Both buckets must admit the request; the point a refused
+ * request took from the other bucket is given back. A store failure fails closed: 503
+ * `temporarily_unavailable`, never a token.
  */
 export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoppableIssuanceLimiter {
   const { pool } = options;
-  const build = (keyPrefix: string, limit: RateLimit): RateLimiterAbstract => {
-    const window = windowOf(limit);
-    if (pool === undefined) return new RateLimiterMemory({ keyPrefix, ...window });
-    return new RateLimiterPostgres({
-      storeClient: pool,
-      storeType: "pool",
-      tableName: ISSUANCE_RATE_LIMITS_TABLE,
-      tableCreated: true,
-      clearExpiredByTimeout: false,
-      keyPrefix,
-      ...window,
-    });
-  };
-  const perClient = build("client", options.perClient);
-  const perApproval = build("approval", options.perApproval);
+  const clientWindow = windowOf(options.perClient);
+  const approvalWindow = windowOf(options.perApproval);
 
   let timer: NodeJS.Timeout | undefined;
   if (pool !== undefined) {
@@ -90,32 +120,63 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): Stoppabl
     timer.unref();
   }
 
-  async function take(limiter: RateLimiterAbstract, key: string): Promise<Outcome> {
-    try {
-      await limiter.consume(key, 1);
-      return { allowed: true };
-    } catch (error) {
-      if (error instanceof RateLimiterRes) {
-        return { allowed: false, retryAfterSeconds: retryAfterSeconds(error.msBeforeNext) };
+  const storeUnavailable = (error: unknown) =>
+    unavailable(
+      isDatabaseUnavailable(error) ? "database_unavailable" : "rate_limit_store_unavailable",
+      "the issuance rate limit store is unavailable, retry shortly",
+    );
+
+  if (pool === undefined) {
+    const perClient = new RateLimiterMemory({ keyPrefix: "client", ...clientWindow });
+    const perApproval = new RateLimiterMemory({ keyPrefix: "approval", ...approvalWindow });
+    const take = async (limiter: RateLimiterAbstract, key: string): Promise<Outcome> => {
+      try {
+        await limiter.consume(key, 1);
+        return { allowed: true };
+      } catch (error) {
+        if (error instanceof RateLimiterRes) {
+          return { allowed: false, retryAfterSeconds: retryAfterSeconds(error.msBeforeNext) };
+        }
+        throw storeUnavailable(error);
       }
-      throw unavailable(
-        isDatabaseUnavailable(error) ? "database_unavailable" : "rate_limit_store_unavailable",
-        "the issuance rate limit store is unavailable, retry shortly",
-      );
-    }
+    };
+    return {
+      store: "memory",
+      async consume(clientId, approvalId) {
+        const client = await take(perClient, clientId);
+        if (!client.allowed) return client;
+        const approval = await take(perApproval, approvalId);
+        if (!approval.allowed) await perClient.reward(clientId, 1).catch(() => {});
+        return approval;
+      },
+      close() {},
+    };
   }
 
   return {
-    store: pool === undefined ? "memory" : "postgres",
+    store: "postgres",
     async consume(clientId, approvalId) {
-      const client = await take(perClient, clientId);
-      if (!client.allowed) return client;
-      const approval = await take(perApproval, approvalId);
-      if (!approval.allowed) {
-        await perClient.reward(clientId, 1).catch(() => {});
-        return approval;
+      const keys = [`client:${clientId}`, `approval:${approvalId}`] as const;
+      let client: WindowState;
+      let approval: WindowState;
+      try {
+        [client, approval] = await takeBoth(pool, keys, [
+          clientWindow.duration * 1000,
+          approvalWindow.duration * 1000,
+        ]);
+      } catch (error) {
+        throw storeUnavailable(error);
       }
-      return approval;
+      const now = Date.now();
+      if (client.points > clientWindow.points) {
+        await giveBack(pool, keys[1]).catch(() => {});
+        return { allowed: false, retryAfterSeconds: retryAfterSeconds(client.expire - now) };
+      }
+      if (approval.points > approvalWindow.points) {
+        await giveBack(pool, keys[0]).catch(() => {});
+        return { allowed: false, retryAfterSeconds: retryAfterSeconds(approval.expire - now) };
+      }
+      return { allowed: true };
     },
     close() {
       if (timer !== undefined) clearInterval(timer);
