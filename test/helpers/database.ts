@@ -1,6 +1,10 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import pg from "pg";
 import { type DatabaseHandle, openDatabase } from "../../sts/src/db/connect.js";
+import { migrateToLatest, migrationsFolder } from "../../sts/src/db/migrate.js";
 
 /** The engines a suite runs on: PGlite always, real Postgres when `DATABASE_URL` is set (CI sets it). */
 export type TestEngine = "pglite" | "postgres";
@@ -29,13 +33,46 @@ async function adminQuery(text: string): Promise<void> {
   }
 }
 
+let template: Promise<Blob> | undefined;
+
+/**
+ * A migrated PGlite data directory, dumped once and shared by every test process through a file in the
+ * temp directory (keyed by the migrations' and PGlite's content), so each in-memory database loads it
+ * instead of running initdb and the migrations again.
+ */
+function pgliteTemplate(): Promise<Blob> {
+  template ??= (async () => {
+    const root = path.resolve(import.meta.dirname, "../..");
+    const hash = createHash("sha256");
+    hash.update(readFileSync(path.join(root, "node_modules/@electric-sql/pglite/package.json")));
+    for (const file of readdirSync(migrationsFolder).sort())
+      hash.update(file).update(readFileSync(path.join(migrationsFolder, file)));
+    const file = path.join(tmpdir(), `countersign-pglite-template-${hash.digest("hex").slice(0, 16)}.tar`);
+    if (!existsSync(file)) {
+      const handle = await openDatabase({ url: undefined, dataDir: "memory://" });
+      try {
+        await migrateToLatest(handle.db);
+        const dump = await handle.pglite!.dumpDataDir("none");
+        const draft = `${file}.${process.pid}.${randomBytes(4).toString("hex")}`;
+        writeFileSync(draft, Buffer.from(await dump.arrayBuffer()));
+        renameSync(draft, file);
+      } finally {
+        await handle.close();
+      }
+    }
+    return new Blob([readFileSync(file)]);
+  })();
+  return template;
+}
+
 /** Creates an isolated database on `engine`. Postgres databases are named `cs_test_<random>`. */
 export async function createTestDatabase(engine: TestEngine): Promise<TestDatabase> {
   if (engine === "pglite") {
     return {
       engine,
       url: undefined,
-      open: () => openDatabase({ url: undefined, dataDir: "memory://" }),
+      open: async () =>
+        openDatabase({ url: undefined, dataDir: "memory://", pgliteTemplate: await pgliteTemplate() }),
       dispose: async () => {},
     };
   }

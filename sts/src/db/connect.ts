@@ -27,6 +27,11 @@ export interface OpenDatabaseOptions {
   dataDir: string;
   /** Max connections in the pg pool. Default 10. */
   poolSize?: number;
+  /**
+   * A PGlite data directory dump (`pglite.dumpDataDir()`) to start an in-memory database from, instead
+   * of running initdb: tests start from a migrated template in a fraction of the time.
+   */
+  pgliteTemplate?: Blob;
   /** Connection timeout in milliseconds for pg. Default 5000. */
   connectTimeoutMs?: number;
 }
@@ -110,7 +115,10 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   }
   let pglite: PGlite;
   try {
-    pglite = await PGlite.create(memory ? undefined : `${options.dataDir}/pgdata`);
+    pglite = await PGlite.create({
+      ...(memory ? {} : { dataDir: `${options.dataDir}/pgdata` }),
+      ...(options.pgliteTemplate ? { loadDataDir: options.pgliteTemplate } : {}),
+    });
   } catch (error) {
     releaseLock();
     throw error;
