@@ -145,7 +145,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       limiter: options.exchangeGuards?.limiter ?? issuanceLimiter,
     };
     revocations = await startRevocationService(database, config.revocations, logger);
-    const exchangeGrant = tokenExchangeGrant(services, () => keyRing.current.signer, exchangeGuards);
+    const exchangeGrant = tokenExchangeGrant(services, () => keyRing.current.signer, exchangeGuards, {
+      pool: database.pool,
+    });
     const buildProvider = (keys: KeySnapshot["keys"]) =>
       createProvider({
         config,

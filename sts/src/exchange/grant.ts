@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { errors, type TokenEndpointGrantContext } from "oidc-provider";
+import type pg from "pg";
 import { parseScope } from "../approvals/model.js";
 import { recordAudit } from "../audit/audit_log.js";
 import type { ResourceConfig } from "../config/schema.js";
@@ -11,7 +12,7 @@ import type { GrantRegistration } from "../oidc/provider.js";
 import type { StsServices } from "../services.js";
 import { assertApprovalUsable } from "./approval_checks.js";
 import type { ExchangeGuards } from "./guards.js";
-import { consumeBudgetAndRecord, findApproval } from "./issuance_store.js";
+import { createIssuanceStore } from "./issuance_store.js";
 import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS, TOKEN_TYPE } from "./parameters.js";
 import { isRefusal, refusal, unavailable } from "./refusal.js";
 import { type ActClaim, actDepth, validateActorToken, validateSubjectToken } from "./token_validators.js";
@@ -27,6 +28,15 @@ function tighterRateLimit(
   return { per_second: Math.min(a.per_second, b.per_second), burst: Math.min(a.burst, b.burst) };
 }
 
+/** Options of {@link tokenExchangeGrant}. */
+export interface TokenExchangeGrantOptions {
+  /**
+   * The pg pool when the database is a real Postgres (the same one `services.db` runs on): the
+   * exchange's statements then run as named prepared statements. Without it, through Kysely.
+   */
+  readonly pool?: pg.Pool | undefined;
+}
+
 /**
  * The RFC 8693 token exchange grant (CONTRACT §4). It orchestrates and holds no crypto: validate the
  * request, the subject and actor tokens, the approval, scope and policy, then take the budget and the
@@ -36,8 +46,10 @@ export function tokenExchangeGrant(
   services: StsServices,
   signer: () => AccessTokenSigner,
   guards: ExchangeGuards = {},
+  options: TokenExchangeGrantOptions = {},
 ): GrantRegistration {
   const { config, db, logger, metrics } = services;
+  const store = createIssuanceStore(db, options.pool);
   const resources = new Map<string, ResourceConfig>(
     config.resources.map((resource) => [resource.id, resource]),
   );
@@ -62,7 +74,7 @@ export function tokenExchangeGrant(
       ? await validateActorToken(services, request.actorToken, verifiedTokens)
       : undefined;
 
-    const approval = assertApprovalUsable(await findApproval(db, request.approvalId), clientId);
+    const approval = assertApprovalUsable(await store.findApproval(request.approvalId), clientId);
     if (approval.resource !== resource.id) {
       throw refusal(errors.InvalidTarget, "resource_not_approved", "the approval is for another resource");
     }
@@ -196,8 +208,7 @@ export function tokenExchangeGrant(
       }
     }
 
-    const taken = await consumeBudgetAndRecord(
-      db,
+    const taken = await store.consumeBudgetAndRecord(
       {
         jti,
         approvalId: approval.id,

@@ -1,4 +1,5 @@
-import { type Kysely, sql } from "kysely";
+import { CompiledQuery, type Kysely } from "kysely";
+import type pg from "pg";
 import type { AuditEvent } from "../audit/audit_log.js";
 import type { Approval, Database } from "../db/schema.js";
 
@@ -36,28 +37,91 @@ export async function consumeBudgetAndRecord(
   db: Kysely<Database>,
   record: IssuedTokenRecord,
   audit: AuditEvent,
-): Promise<{ ok: true; tokensIssued: number } | { ok: false; approval: Approval | undefined }> {
-  const { rows } = await sql<{ tokens_issued: number }>`
-    with taken as (
-      update approvals set tokens_issued = tokens_issued + 1
-      where id = ${record.approvalId} and client_id = ${record.clientId} and status = 'approved'
-        and expires_at > now() and tokens_issued < max_tokens
-      returning id, tokens_issued
-    ), issued as (
-      insert into issued_tokens (jti, approval_id, client_id, sub, aud, scope, jkt, iat, exp)
-      select ${record.jti}, taken.id, ${record.clientId}, ${record.sub}, ${record.aud}, ${record.scope},
-        ${record.jkt}, ${record.iat}, ${record.exp}
-      from taken
-    ), audited as (
-      insert into audit_events (event, outcome, reason, approval_id, client_id, actor, detail)
-      select ${audit.event}, ${audit.outcome}, ${audit.reason ?? null}, ${audit.approval_id ?? null},
-        ${audit.client_id ?? null}, ${audit.actor ?? null},
-        cast(${audit.detail ? JSON.stringify(audit.detail) : null} as jsonb)
-      from taken
-    )
-    select tokens_issued from taken`.execute(db);
-  const taken = rows[0];
-  if (taken !== undefined) return { ok: true, tokensIssued: Number(taken.tokens_issued) };
+): Promise<BudgetOutcome> {
+  return createIssuanceStore(db, undefined).consumeBudgetAndRecord(record, audit);
+}
 
-  return { ok: false, approval: await findApproval(db, record.approvalId) };
+/** {@link consumeBudgetAndRecord}'s answer. */
+export type BudgetOutcome =
+  | { ok: true; tokensIssued: number }
+  | { ok: false; approval: Approval | undefined };
+
+/** The token exchange's storage: the approval it reads and the budget it takes (see the functions above). */
+export interface IssuanceStore {
+  findApproval(id: string): Promise<Approval | undefined>;
+  /** Same atomicity contract as {@link consumeBudgetAndRecord}. */
+  consumeBudgetAndRecord(record: IssuedTokenRecord, audit: AuditEvent): Promise<BudgetOutcome>;
+}
+
+/** The one statement of {@link consumeBudgetAndRecord}; parameters in {@link budgetParameters}' order. */
+const BUDGET_STATEMENT = `
+  with taken as (
+    update approvals set tokens_issued = tokens_issued + 1
+    where id = $1 and client_id = $2 and status = 'approved' and expires_at > now()
+      and tokens_issued < max_tokens
+    returning id, tokens_issued
+  ), issued as (
+    insert into issued_tokens (jti, approval_id, client_id, sub, aud, scope, jkt, iat, exp)
+    select $3, taken.id, $2, $4, $5, $6, $7, $8, $9 from taken
+  ), audited as (
+    insert into audit_events (event, outcome, reason, approval_id, client_id, actor, detail)
+    select $10, $11, $12, $13, $14, $15, cast($16 as jsonb) from taken
+  )
+  select tokens_issued from taken`;
+
+function budgetParameters(record: IssuedTokenRecord, audit: AuditEvent): unknown[] {
+  return [
+    record.approvalId,
+    record.clientId,
+    record.jti,
+    record.sub,
+    record.aud,
+    record.scope,
+    record.jkt,
+    record.iat,
+    record.exp,
+    audit.event,
+    audit.outcome,
+    audit.reason ?? null,
+    audit.approval_id ?? null,
+    audit.client_id ?? null,
+    audit.actor ?? null,
+    audit.detail ? JSON.stringify(audit.detail) : null,
+  ];
+}
+
+/**
+ * The exchange's storage over Kysely, or, given the pg pool of a real Postgres, over named (prepared)
+ * statements on that pool: Postgres then parses and plans each statement once per connection instead
+ * of at every exchange (about half of the server's CPU for these statements). Same SQL, same rows.
+ */
+export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefined): IssuanceStore {
+  const findApprovalById = async (id: string): Promise<Approval | undefined> => {
+    if (pool === undefined) return findApproval(db, id);
+    const { rows } = await pool.query<Approval>({
+      name: "countersign-exchange-approval",
+      text: "select * from approvals where id = $1",
+      values: [id],
+    });
+    return rows[0];
+  };
+  return {
+    findApproval: findApprovalById,
+    async consumeBudgetAndRecord(record, audit) {
+      const values = budgetParameters(record, audit);
+      const { rows } =
+        pool === undefined
+          ? await db.executeQuery(
+              CompiledQuery.raw(BUDGET_STATEMENT, values) as CompiledQuery<{ tokens_issued: number }>,
+            )
+          : await pool.query<{ tokens_issued: number }>({
+              name: "countersign-exchange-budget",
+              text: BUDGET_STATEMENT,
+              values,
+            });
+      const taken = rows[0];
+      if (taken !== undefined) return { ok: true, tokensIssued: Number(taken.tokens_issued) };
+      return { ok: false, approval: await findApprovalById(record.approvalId) };
+    },
+  };
 }
