@@ -80,6 +80,23 @@ export function importPublicJwk(jwk: Record<string, unknown>): KeyObject | undef
 /** The base64url alphabet, possibly empty. */
 export const BASE64URL = /^[A-Za-z0-9_-]*$/;
 
+const BASE64URL_VALUES = new Map(
+  [..."ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"].map((c, i) => [c, i]),
+);
+
+/**
+ * True when `segment` (already known to use the base64url alphabet) is the canonical unpadded spelling
+ * of its bytes: its length is not 1 mod 4, and the bits of the last character past the final byte are
+ * zero (RFC 4648 §3.5). Decoders ignore those bits, so without this check several strings decode alike.
+ */
+export function isCanonicalBase64url(segment: string): boolean {
+  const remainder = segment.length % 4;
+  if (remainder === 0) return true;
+  if (remainder === 1) return false;
+  const last = BASE64URL_VALUES.get(segment.charAt(segment.length - 1)) ?? 0;
+  return (last & (remainder === 2 ? 0x0f : 0x03)) === 0;
+}
+
 /** base64url alphabet only, three segments; the signature may be empty (so `alg: none` reaches the alg check). */
 export const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 

@@ -5,6 +5,7 @@ import {
   BASE64URL,
   checkAccessTokenHeader,
   decodeJsonObject,
+  isCanonicalBase64url,
   isSupportedAlgorithm,
   type ParsedHeader,
   type SignatureCheck,
@@ -371,7 +372,11 @@ export function createVerifier(options: VerifierOptions): Verifier {
     if (firstDot <= 0 || token.indexOf(".", firstDot + 1) !== lastDot || lastDot === firstDot + 1) {
       return "malformed_token";
     }
-    if (!BASE64URL.test(token.slice(lastDot + 1))) return "malformed_token";
+    const signatureSegment = token.slice(lastDot + 1);
+    if (!BASE64URL.test(signatureSegment)) return "malformed_token";
+    // One signature, one spelling: a re-spelled signature (non-zero unused trailing bits decode to the
+    // same bytes) would otherwise be a different token string for the same token (RFC 4648 §3.5).
+    if (!isCanonicalBase64url(signatureSegment)) return "invalid_signature";
     // Tokens from one STS key share one header: compare with the last one before hashing a slice.
     let header: ParsedHeader | undefined;
     if (firstDot === lastHeaderSegment.length && token.startsWith(lastHeaderSegment)) header = lastHeader;
