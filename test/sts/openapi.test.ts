@@ -41,11 +41,13 @@ describe("GET /openapi.json", () => {
     const result = await validator.validate(document as unknown as Spec);
     assert.deepEqual(result, { valid: true });
     assert.equal(validator.version, "3.1");
-    // The validator is not lenient: an operation without responses is refused.
+    // The validator is not lenient: a response without its required description is refused.
     const broken = structuredClone(document);
-    const post: Partial<Operation> | undefined = broken.paths["/approvals"]?.post;
-    assert.ok(post);
-    delete post.responses;
+    const post = broken.paths["/approvals"]?.post as
+      | { responses: Record<string, { description?: string }> }
+      | undefined;
+    assert.ok(post?.responses["201"]);
+    delete post.responses["201"].description;
     assert.equal((await new Validator().validate(broken as unknown as Spec)).valid, false);
   });
 
