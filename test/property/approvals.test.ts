@@ -335,7 +335,9 @@ describe("property: the approval API never answers 5xx and never widens", () => 
               ? asked.id
               : idKind === "unknown"
                 ? "apr_AAAAAAAAAAAAAAAAAAAAAA"
-                : encodeURIComponent(garbage || "%");
+                : // "." and ".." (and %2E spellings) are dot segments that URL parsing removes (RFC 3986 §5.2.4,
+                  // WHATWG URL): a client cannot send them as an id, so they are suffixed to stay one.
+                  encodeURIComponent(/^\.{1,2}$/.test(garbage) ? `${garbage}x` : garbage || "%");
           // Decisions come from the approver; mostly with the right credentials.
           const decisionTransport = {
             ...transport,
