@@ -371,15 +371,22 @@ for (const engine of testEngines()) {
         );
       });
 
-      test("a refusal is audited with its reason code and never logs the token", async () => {
-        await api("GET", "/approvals", "not-a-jwt");
-        const row = await sts.app.services.db
+      test("an unauthenticated refusal is logged with its reason code, never audited to the database, never logs the token", async () => {
+        const before = await sts.app.services.db
           .selectFrom("audit_events")
-          .selectAll()
-          .where("event", "=", "approval.list")
-          .where("reason", "=", "credentials_invalid")
-          .executeTakeFirst();
-        assert.equal(row?.outcome, "refused");
+          .select((eb) => eb.fn.countAll<number>().as("n"))
+          .executeTakeFirstOrThrow();
+        await api("GET", "/approvals", "not-a-jwt");
+        const after = await sts.app.services.db
+          .selectFrom("audit_events")
+          .select((eb) => eb.fn.countAll<number>().as("n"))
+          .executeTakeFirstOrThrow();
+        assert.equal(Number(after.n), Number(before.n));
+        const line = sts.logs.lines
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .findLast((l) => l.msg === "approval api refusal");
+        assert.equal(line?.event, "approval.list");
+        assert.equal(line?.reason, "credentials_invalid");
         assert.ok(!sts.logs.text.includes(billing));
         assert.ok(!sts.logs.text.includes(alice));
       });

@@ -109,7 +109,8 @@ function decodeCursor(cursor: string): ListPosition {
 
 /**
  * The approval API (CONTRACT §3): agents ask (`POST /approvals`), approvers decide (approve, deny,
- * revoke), both read. Every decision and every refusal is an audit event with a stable reason code;
+ * revoke), both read. Every decision and every authenticated caller's refusal is an audit event with a
+ * stable reason code (unauthenticated refusals are logged only);
  * decisions commit with their audit event in one transaction, as compare-and-set updates.
  */
 export function approvalRoutes(services: StsServices, options: ApprovalRoutesOptions = {}): Router {
@@ -152,6 +153,9 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           { event: event.event, reason: event.reason, approval_id: event.approval_id, actor: event.actor },
           "approval api refusal",
         );
+        // Only authenticated callers' refusals become audit rows: anonymous traffic gets the log line,
+        // so nobody without a credential can make the STS write to its database.
+        if (!state.principal) throw error;
         try {
           await recordAudit(db, event);
         } catch (auditError) {
