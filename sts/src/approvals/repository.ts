@@ -1,6 +1,6 @@
 import { type ExpressionBuilder, type Kysely, sql, type Transaction } from "kysely";
 import { type AuditEvent, recordAudit } from "../audit/audit_log.js";
-import type { Approval, ApprovalStatus, Database } from "../db/schema.js";
+import type { Approval, ApprovalStatus, ApprovalUpdate, Database } from "../db/schema.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -130,33 +130,23 @@ function decidedBy(decider: Decider): string {
 }
 
 /**
- * Approves a pending approval with `terms`, and records `audit`, in one transaction.
+ * Decides a pending approval: applies `changes` and records `audit`, in one transaction.
  *
  * Atomicity: a single compare-and-set `UPDATE … WHERE id = $1 AND status = 'pending' AND expires_at >
  * now() RETURNING *`; of any number of concurrent decisions on one approval (on any instance) at most
  * one matches. Returns `undefined` when it did not (not found, no longer pending, or expired) — the
  * caller re-reads to say which — and then nothing is written.
  */
-export async function approveApproval(
+async function decidePending(
   db: Kysely<Database>,
   id: string,
-  terms: ApprovalTerms,
-  decider: Decider,
+  changes: ApprovalUpdate,
   audit: AuditEvent,
 ): Promise<Approval | undefined> {
   return db.transaction().execute(async (trx) => {
     const row = await trx
       .updateTable("approvals")
-      .set({
-        status: "approved",
-        scope: terms.scope,
-        max_tokens: terms.maxTokens,
-        expires_at: terms.expiresAt,
-        rate_limit: terms.rateLimit ? JSON.stringify(terms.rateLimit) : null,
-        approved_by: decider.subject,
-        decided_by: decidedBy(decider),
-        decided_at: sql<Date>`now()`,
-      })
+      .set({ ...changes, decided_at: sql<Date>`now()` })
       .where("id", "=", id)
       .where("status", "=", "pending")
       .where("expires_at", ">", sql<Date>`now()`)
@@ -167,34 +157,44 @@ export async function approveApproval(
   });
 }
 
-/**
- * Denies a pending approval, storing `reason`, and records `audit`, in one transaction. Same
- * compare-and-set contract as {@link approveApproval}.
- */
-export async function denyApproval(
+/** Approves a pending approval with `terms` (see {@link decidePending} for the atomicity contract). */
+export function approveApproval(
+  db: Kysely<Database>,
+  id: string,
+  terms: ApprovalTerms,
+  decider: Decider,
+  audit: AuditEvent,
+): Promise<Approval | undefined> {
+  return decidePending(
+    db,
+    id,
+    {
+      status: "approved",
+      scope: terms.scope,
+      max_tokens: terms.maxTokens,
+      expires_at: terms.expiresAt,
+      rate_limit: terms.rateLimit ? JSON.stringify(terms.rateLimit) : null,
+      approved_by: decider.subject,
+      decided_by: decidedBy(decider),
+    },
+    audit,
+  );
+}
+
+/** Denies a pending approval, storing `reason` (see {@link decidePending} for the atomicity contract). */
+export function denyApproval(
   db: Kysely<Database>,
   id: string,
   reason: string | null,
   decider: Decider,
   audit: AuditEvent,
 ): Promise<Approval | undefined> {
-  return db.transaction().execute(async (trx) => {
-    const row = await trx
-      .updateTable("approvals")
-      .set({
-        status: "denied",
-        decided_by: decidedBy(decider),
-        decided_at: sql<Date>`now()`,
-        decision_reason: reason,
-      })
-      .where("id", "=", id)
-      .where("status", "=", "pending")
-      .where("expires_at", ">", sql<Date>`now()`)
-      .returningAll()
-      .executeTakeFirst();
-    if (row) await recordAudit(trx, audit);
-    return row;
-  });
+  return decidePending(
+    db,
+    id,
+    { status: "denied", decided_by: decidedBy(decider), decision_reason: reason },
+    audit,
+  );
 }
 
 /**
