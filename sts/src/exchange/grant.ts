@@ -5,11 +5,13 @@ import { parseScope } from "../approvals/model.js";
 import { recordAudit } from "../audit/audit_log.js";
 import type { ResourceConfig } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
+import type { Approval } from "../db/schema.js";
 import type { AccessTokenSigner } from "../keys/access_token_signer.js";
 import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
 import { assertDpopNotReplayed, validateDpopProof } from "../oidc/dpop.js";
 import type { GrantRegistration } from "../oidc/provider.js";
 import type { StsServices } from "../services.js";
+import { createApprovalCache } from "./approval_cache.js";
 import { assertApprovalUsable } from "./approval_checks.js";
 import type { ExchangeGuards } from "./guards.js";
 import { createIssuanceStore } from "./issuance_store.js";
@@ -54,6 +56,10 @@ export function tokenExchangeGrant(
     config.resources.map((resource) => [resource.id, resource]),
   );
   const verifiedTokens = createVerifiedTokenCache();
+  // A policy that reads the live budget must see a fresh approval at every exchange.
+  const approvals = guards.policy?.readsApprovalBudget === false ? createApprovalCache() : undefined;
+  const readApproval = (id: string) =>
+    approvals ? approvals.get(id, () => store.findApproval(id)) : store.findApproval(id);
 
   async function exchange(ctx: TokenEndpointGrantContext): Promise<void> {
     const clientId = ctx.oidc.client.clientId;
@@ -74,7 +80,7 @@ export function tokenExchangeGrant(
       ? await validateActorToken(services, request.actorToken, verifiedTokens)
       : undefined;
 
-    const approval = assertApprovalUsable(await store.findApproval(request.approvalId), clientId);
+    const approval = assertApprovalUsable(await readApproval(request.approvalId), clientId);
     if (approval.resource !== resource.id) {
       throw refusal(errors.InvalidTarget, "resource_not_approved", "the approval is for another resource");
     }
@@ -219,6 +225,7 @@ export function tokenExchangeGrant(
         jkt: dPoP?.thumbprint ?? null,
         iat: new Date(iat * 1000),
         exp: new Date(exp * 1000),
+        terms: approval,
       },
       {
         event: "token_exchange",
@@ -230,8 +237,13 @@ export function tokenExchangeGrant(
       },
     );
     if (!taken.ok) {
+      approvals?.forget(approval.id);
       assertApprovalUsable(taken.approval, clientId);
-      throw refusal(errors.InvalidGrant, "approval_used_up", "the approval's token budget is used up");
+      if (taken.approval && sameTerms(taken.approval, approval)) {
+        throw refusal(errors.InvalidGrant, "approval_used_up", "the approval's token budget is used up");
+      }
+      // Still usable but not on the terms this token was decided on: decide again on the new terms.
+      throw unavailable("approval_changed", "the approval changed during the exchange, retry");
     }
 
     ctx.body = {
@@ -282,6 +294,17 @@ export function tokenExchangeGrant(
       }
     },
   };
+}
+
+/** Whether two reads of an approval carry the same terms (what a token is decided on). */
+function sameTerms(a: Approval, b: Approval): boolean {
+  return (
+    a.resource === b.resource &&
+    a.scope === b.scope &&
+    a.subject === b.subject &&
+    a.expires_at.getTime() === b.expires_at.getTime() &&
+    JSON.stringify(a.rate_limit) === JSON.stringify(b.rate_limit)
+  );
 }
 
 /** The approval id of a refused request, for the audit row, when it parses. */

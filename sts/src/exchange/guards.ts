@@ -19,6 +19,12 @@ export type PolicyDecision = { allowed: true } | { allowed: false; policyId: str
 
 /** Policy-as-code at every exchange. Must fail closed: an evaluation error is a refusal. */
 export interface ExchangePolicy {
+  /**
+   * Whether a decision can depend on the approval's live budget (`tokens_issued`). When false the
+   * grant may decide on a recently read copy of an approved approval (its terms never change once
+   * approved; the budget statement re-checks status, expiry and budget atomically). Default true.
+   */
+  readonly readsApprovalBudget?: boolean;
   authorizeExchange(input: ExchangeDecisionInput): Promise<PolicyDecision>;
 }
 

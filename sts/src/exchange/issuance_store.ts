@@ -14,6 +14,12 @@ export interface IssuedTokenRecord {
   jkt: string | null;
   iat: Date;
   exp: Date;
+  /**
+   * The approval's terms as the token was decided on. The budget statement takes a token only while
+   * the stored approval still has exactly these terms, so a decision made on a cached copy can never
+   * outrun a change to the approval.
+   */
+  terms: Pick<Approval, "scope" | "subject" | "expires_at" | "rate_limit">;
 }
 
 /** Reads one approval by id. */
@@ -25,7 +31,8 @@ export async function findApproval(db: Kysely<Database>, id: string): Promise<Ap
  * Consumes one token of the approval's budget and records the issued token and its audit event, in one
  * SQL statement (one round trip, one implicit transaction). Atomicity contract: the budget is taken by a
  * single conditional `UPDATE … WHERE status = 'approved' AND expires_at > now() AND tokens_issued <
- * max_tokens`, and the `issued_tokens` and `audit_events` rows are inserted by data-modifying CTEs that
+ * max_tokens` (and the approval's terms are still `record.terms`), and the `issued_tokens` and
+ * `audit_events` rows are inserted by data-modifying CTEs that
  * select from its `RETURNING` row: they exist exactly when the update took a token, and a failure of any
  * part rolls back all of it. So under any concurrency and across instances `tokens_issued` never exceeds
  * `max_tokens` and always equals the number of `issued_tokens` rows committed for the approval. The
@@ -59,6 +66,10 @@ const BUDGET_STATEMENT = `
     update approvals set tokens_issued = tokens_issued + 1
     where id = $1 and client_id = $2 and status = 'approved' and expires_at > now()
       and tokens_issued < max_tokens
+      and resource = $5 and scope = $17 and subject is not distinct from $18
+      and expires_at between cast($19 as timestamptz) - interval '1 millisecond'
+        and cast($19 as timestamptz) + interval '1 millisecond'
+      and rate_limit is not distinct from cast($20 as jsonb)
     returning id, tokens_issued
   ), issued as (
     insert into issued_tokens (jti, approval_id, client_id, sub, aud, scope, jkt, iat, exp)
@@ -87,6 +98,10 @@ function budgetParameters(record: IssuedTokenRecord, audit: AuditEvent): unknown
     audit.client_id ?? null,
     audit.actor ?? null,
     audit.detail ? JSON.stringify(audit.detail) : null,
+    record.terms.scope,
+    record.terms.subject,
+    record.terms.expires_at,
+    record.terms.rate_limit === null ? null : JSON.stringify(record.terms.rate_limit),
   ];
 }
 

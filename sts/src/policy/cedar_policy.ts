@@ -6,7 +6,8 @@ import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Database } from "../db/schema.js";
 import type { ExchangeDecisionInput, ExchangePolicy, PolicyDecision } from "../exchange/guards.js";
 import type { Logger } from "../ops/logger.js";
-import { authorize, preparse } from "./cedar_wasm.js";
+import { authorize, policyAst, preparse } from "./cedar_wasm.js";
+import { contextMembersRead, createDecisionMemo } from "./decision_memo.js";
 import { approveRequest, type CedarRequest, exchangeRequest } from "./entities.js";
 import { countRecentExchanges } from "./exchange_rate.js";
 import { PolicyLoadError, type PolicySet } from "./load.js";
@@ -61,13 +62,17 @@ export function createCedarPolicy(options: CedarPolicyOptions): CedarPolicy {
       })),
     );
   }
+  // What the policies read of the context: a policy that does not parse to an AST (it parsed above, so
+  // this is not expected) counts as reading everything.
+  const asts = [...policySet.policies.values()].map((policy) => policyAst(policy.text));
+  const reads = asts.some((ast) => ast === undefined) ? "all" : contextMembersRead(asts);
+  const canRead = (member: string) => reads === "all" || reads.has(member);
+  const memo = createDecisionMemo({ reads });
   // Count recent exchanges only when some policy can read the count.
-  const needsExchangeRate = [...policySet.policies.values()].some((policy) =>
-    policy.text.includes("recent_exchanges_per_minute"),
-  );
+  const needsExchangeRate = canRead("recent_exchanges_per_minute");
 
   function decide(kind: PolicyAction, request: CedarRequest, log: Record<string, unknown>): PolicyDecision {
-    const result = authorize({ ...request, schemaName: name, policySetId: name });
+    const result = memo.decide(request, () => authorize({ ...request, schemaName: name, policySetId: name }));
     if (result.type === "failure" || result.errors.length > 0) {
       const failing = result.errors.map((error) => error.policyId).filter((id) => id !== undefined);
       logger.error(
@@ -102,6 +107,7 @@ export function createCedarPolicy(options: CedarPolicyOptions): CedarPolicy {
   return {
     policyIds: [...policySet.policies.keys()].sort(),
     files: policySet.files,
+    readsApprovalBudget: canRead("approval_tokens_left"),
 
     async authorizeExchange(input: ExchangeDecisionInput): Promise<PolicyDecision> {
       const log = { client_id: input.clientId, approval_id: input.approval.id };

@@ -98,6 +98,16 @@ export function policyAnnotations(
   }
 }
 
+/** One policy in Cedar's JSON policy format (its AST), or undefined if it does not parse. */
+export function policyAst(policy: string): unknown {
+  try {
+    const answer = cedar.policyToJson(policy);
+    return answer.type === "success" ? answer.json : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Validates policies, keyed by policy id, against a schema (strict mode). Spans are relative to each
  * policy's own text; `policyId` says which.
