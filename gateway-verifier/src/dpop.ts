@@ -113,7 +113,7 @@ export class DpopChecker {
     const verifySignature = signatureCheck(key, alg);
     if (verifySignature === undefined) return "dpop_proof_invalid";
     const signingInput = Buffer.from(proof.slice(0, lastDot), "latin1");
-    if (!verifySignature(signingInput, Buffer.from(proof.slice(lastDot + 1), "base64url"))) {
+    if (!verifySignature.inline(signingInput, Buffer.from(proof.slice(lastDot + 1), "base64url"))) {
       return "dpop_proof_invalid";
     }
     if (!safeEqual(thumbprint, input.jkt)) return "dpop_key_mismatch";

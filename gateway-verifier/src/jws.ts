@@ -32,8 +32,20 @@ export function isSupportedAlgorithm(alg: unknown): alg is JwsAlgorithm {
   return typeof alg === "string" && Object.hasOwn(ALGORITHMS, alg);
 }
 
-/** Verifies a signature over `data` (the JWS signing input bytes). */
-export type SignatureCheck = (data: Buffer, signature: Buffer) => boolean;
+/** Receives the outcome of a verification run on the thread pool: an error, or whether it verified. */
+export type SignatureCallback = (error: Error | null, valid: boolean) => void;
+
+/** Verifies a signature over `data` (the JWS signing input bytes) with one key under one algorithm. */
+export interface SignatureCheck {
+  /** Verifies synchronously, on the calling thread. */
+  inline(data: Buffer, signature: Buffer): boolean;
+  /**
+   * The same check on libuv's thread pool (`crypto.verify` with a callback). `data` and `signature`
+   * must not be changed or reused until `done` has been called. `done` is called synchronously,
+   * with `false`, when the signature has the wrong length for the algorithm.
+   */
+  threadpool(data: Buffer, signature: Buffer, done: SignatureCallback): void;
+}
 
 const RSA_MIN_MODULUS_BITS = 2048;
 
@@ -52,18 +64,34 @@ export function signatureCheck(key: KeyObject, alg: JwsAlgorithm): SignatureChec
     const hash = spec.hash as string;
     const length = spec.signatureBytes as number;
     const options = { key, dsaEncoding: "ieee-p1363" as const };
-    return (data, signature) => signature.length === length && cryptoVerify(hash, data, options, signature);
+    return {
+      inline: (data, signature) =>
+        signature.length === length && cryptoVerify(hash, data, options, signature),
+      threadpool(data, signature, done) {
+        if (signature.length !== length) done(null, false);
+        else cryptoVerify(hash, data, options, signature, done);
+      },
+    };
   }
   if (spec.kty === "OKP") {
     if (kind !== "ed25519") return undefined;
-    return (data, signature) => signature.length === 64 && cryptoVerify(null, data, key, signature);
+    return {
+      inline: (data, signature) => signature.length === 64 && cryptoVerify(null, data, key, signature),
+      threadpool(data, signature, done) {
+        if (signature.length !== 64) done(null, false);
+        else cryptoVerify(null, data, key, signature, done);
+      },
+    };
   }
   if (kind !== "rsa" || (details?.modulusLength ?? 0) < RSA_MIN_MODULUS_BITS) return undefined;
   const hash = spec.hash as string;
   const options = spec.pss
     ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }
     : { key, padding: constants.RSA_PKCS1_PADDING };
-  return (data, signature) => cryptoVerify(hash, data, options, signature);
+  return {
+    inline: (data, signature) => cryptoVerify(hash, data, options, signature),
+    threadpool: (data, signature, done) => cryptoVerify(hash, data, options, signature, done),
+  };
 }
 
 /** Imports a public JWK with node:crypto; undefined if it is not a usable public key. */

@@ -110,6 +110,10 @@ function validateOptions(options: VerifierOptions): void {
     if (!positive(options.rateLimit.burst) || options.rateLimit.burst < 1)
       problems.push("rateLimit.burst: must be ≥ 1");
   }
+  const mode = options.signatureVerification;
+  if (mode !== undefined && mode !== "threadpool" && mode !== "inline") {
+    problems.push('signatureVerification: must be "threadpool" or "inline"');
+  }
   if (options.revocation !== undefined && !URL.canParse(options.revocation.url)) {
     problems.push("revocation.url: must be an absolute URL");
   }
@@ -304,13 +308,14 @@ export function createVerifier(options: VerifierOptions): Verifier {
     };
   }
 
-  // Scratch buffers for the signing input and signature: verification is synchronous, so one pair
-  // per verifier is reused instead of allocating two buffers per token.
+  // Inline, verification is synchronous: one pair of scratch buffers per verifier holds the signing
+  // input and signature instead of two allocations per token. The payload scratch is only ever read
+  // synchronously (decoded into a string at once), so both modes share it.
   const inputScratch = Buffer.allocUnsafe(maxTokenBytes);
   const signatureScratch = Buffer.allocUnsafe(2048);
   const payloadScratch = Buffer.allocUnsafe(maxTokenBytes);
 
-  function checkSignature(
+  function checkSignatureInline(
     token: string,
     firstDot: number,
     lastDot: number,
@@ -326,10 +331,48 @@ export function createVerifier(options: VerifierOptions): Verifier {
     // nothing acts on it, nor reports a problem with it, until the signature has verified.
     const claims = parsePayload(token.slice(firstDot + 1, lastDot));
     const input = inputScratch.subarray(0, inputScratch.write(token, 0, lastDot, "latin1"));
-    if (!check(input, signature)) return "invalid_signature";
+    if (!check.inline(input, signature)) return "invalid_signature";
     if (claims === undefined) return "malformed_token";
     return checkClaims(claims, nowMs);
   }
+
+  function checkSignatureOnThreadPool(
+    token: string,
+    firstDot: number,
+    lastDot: number,
+    check: SignatureCheck,
+    nowMs: number,
+  ): Promise<VerifiedToken | Reason> {
+    // Buffers of its own: the verification outlives this call while others start.
+    const signature = Buffer.from(token.slice(lastDot + 1), "base64url");
+    const input = Buffer.allocUnsafe(lastDot);
+    input.write(token, 0, lastDot, "latin1");
+    // Decoded now, as inline; nothing acts on the claims until the signature has verified.
+    const claims = parsePayload(token.slice(firstDot + 1, lastDot));
+    return new Promise((resolve, reject) => {
+      check.threadpool(input, signature, (error, valid) => {
+        if (error !== null) reject(error);
+        else if (!valid) resolve("invalid_signature");
+        else if (claims === undefined) resolve("malformed_token");
+        else {
+          try {
+            resolve(checkClaims(claims, nowMs));
+          } catch (thrown) {
+            reject(thrown);
+          }
+        }
+      });
+    });
+  }
+
+  const checkSignature: (
+    token: string,
+    firstDot: number,
+    lastDot: number,
+    check: SignatureCheck,
+    nowMs: number,
+  ) => VerifiedToken | Reason | Promise<VerifiedToken | Reason> =
+    options.signatureVerification === "inline" ? checkSignatureInline : checkSignatureOnThreadPool;
 
   function parsePayload(segment: string): Record<string, unknown> | undefined {
     if (segment.length > maxTokenBytes) return undefined;

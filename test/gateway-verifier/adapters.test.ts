@@ -5,7 +5,6 @@ import { after, before, describe, test } from "node:test";
 import Koa from "koa";
 import {
   connectVerifier,
-  createVerifier,
   koaVerifier,
   startExtAuthzServer,
   type Verifier,
@@ -14,6 +13,7 @@ import {
 import {
   AUDIENCE,
   accessTokenClaims,
+  createVerifier,
   dpopProof,
   generateDpopKey,
   generateSigningKey,

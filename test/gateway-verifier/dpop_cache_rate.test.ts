@@ -3,7 +3,6 @@ import { randomUUID } from "node:crypto";
 import { describe, test } from "node:test";
 import {
   createMemoryRateLimitStore,
-  createVerifier,
   type RateLimitStore,
   type VerifierOptions,
   type VerifyResult,
@@ -11,6 +10,7 @@ import {
 import {
   AUDIENCE,
   accessTokenClaims,
+  createVerifier,
   dpopProof,
   generateDpopKey,
   generateSigningKey,

@@ -2,12 +2,33 @@ import { KeyObject, randomUUID, sign, type webcrypto } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
+import {
+  createVerifier as createGatewayVerifier,
+  type Verifier,
+  type VerifierOptions,
+} from "../../gateway-verifier/src/index.js";
 
 export const ISSUER = "http://127.0.0.1:8080";
 export const AUDIENCE = "https://crm.example.test";
 /** A frozen clock: 2030-01-01T00:00:00Z, in milliseconds. */
 export const NOW_MS = Date.UTC(2030, 0, 1);
 export const NOW = NOW_MS / 1000;
+
+/**
+ * `createVerifier` for the suites: `VERIFIER_SIGNATURE_VERIFICATION=inline` (or `threadpool`) in the
+ * environment sets `signatureVerification` wherever a test leaves it unset, so every suite can be run
+ * in both modes. Unset: the verifier's default.
+ */
+export function createVerifier(options: VerifierOptions): Verifier {
+  const mode = process.env.VERIFIER_SIGNATURE_VERIFICATION;
+  if (mode === undefined || mode === "" || options.signatureVerification !== undefined) {
+    return createGatewayVerifier(options);
+  }
+  if (mode !== "inline" && mode !== "threadpool") {
+    throw new Error(`VERIFIER_SIGNATURE_VERIFICATION must be inline or threadpool, not ${mode}`);
+  }
+  return createGatewayVerifier({ ...options, signatureVerification: mode });
+}
 
 export interface SigningKey {
   kid: string;

@@ -2,14 +2,11 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, test } from "node:test";
 import { Redis } from "ioredis";
-import {
-  createRedisRateLimitStore,
-  createVerifier,
-  type Verifier,
-} from "../../gateway-verifier/src/index.js";
+import { createRedisRateLimitStore, type Verifier } from "../../gateway-verifier/src/index.js";
 import {
   AUDIENCE,
   accessTokenClaims,
+  createVerifier,
   generateSigningKey,
   ISSUER,
   mintToken,

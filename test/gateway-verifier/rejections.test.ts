@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { createHmac, createPublicKey, sign } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { createVerifier, type Verifier, type VerifyResult } from "../../gateway-verifier/src/index.js";
+import type { Verifier, VerifyResult } from "../../gateway-verifier/src/index.js";
 import {
   AUDIENCE,
   accessTokenClaims,
   b64url,
+  createVerifier,
   generateSigningKey,
   ISSUER,
   mintToken,

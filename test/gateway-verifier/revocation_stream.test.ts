@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import type { ServerResponse } from "node:http";
 import { test } from "node:test";
-import { createVerifier } from "../../gateway-verifier/src/index.js";
 import { readEventStream } from "../../gateway-verifier/src/revocation.js";
 import {
   AUDIENCE,
   accessTokenClaims,
+  createVerifier,
   generateSigningKey,
   ISSUER,
   mintToken,

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createVerifier } from "../../gateway-verifier/src/index.js";
 import {
   AUDIENCE,
   accessTokenClaims,
+  createVerifier,
   generateSigningKey,
   ISSUER,
   mintToken,
