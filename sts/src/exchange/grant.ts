@@ -161,18 +161,14 @@ export function tokenExchangeGrant(
         );
       }
     }
-    if (guards.limiter) {
+    // On real Postgres the limits are taken inside the budget statement (one round trip for both).
+    const limits =
+      guards.limiter?.prepareTake && guards.limiter.judgeTake && store.takesLimits
+        ? guards.limiter.prepareTake(clientId, approval.id)
+        : undefined;
+    if (guards.limiter && limits === undefined) {
       const limit = await guards.limiter.consume(clientId, approval.id);
-      if (!limit.allowed) {
-        ctx.set("Retry-After", String(limit.retryAfterSeconds));
-        const error = refusal(
-          errors.SlowDown,
-          "rate_limited",
-          "too many token requests; retry after the indicated delay",
-        );
-        Object.assign(error, { status: 429, statusCode: 429 });
-        throw error;
-      }
+      if (!limit.allowed) throw rateLimited(ctx, limit.retryAfterSeconds);
     }
 
     // RFC 8693 §4.1: the current actor on top, the earlier chain nested inside.
@@ -235,7 +231,12 @@ export function tokenExchangeGrant(
         actor: clientId,
         detail: { jti, sub: subject.sub, aud: resource.id, scope, exp, ...(act ? { act: act.sub } : {}) },
       },
+      limits,
     );
+    if (!taken.ok && "limited" in taken) {
+      const limit = limits && (await guards.limiter?.judgeTake?.(limits, taken.limited));
+      throw rateLimited(ctx, limit && !limit.allowed ? limit.retryAfterSeconds : 1);
+    }
     if (!taken.ok) {
       approvals?.forget(approval.id);
       assertApprovalUsable(taken.approval, clientId);
@@ -294,6 +295,18 @@ export function tokenExchangeGrant(
       }
     },
   };
+}
+
+/** The 429 `slow_down` refusal, with `Retry-After`. */
+function rateLimited(ctx: TokenEndpointGrantContext, retryAfterSeconds: number): Error {
+  ctx.set("Retry-After", String(retryAfterSeconds));
+  const error = refusal(
+    errors.SlowDown,
+    "rate_limited",
+    "too many token requests; retry after the indicated delay",
+  );
+  Object.assign(error, { status: 429, statusCode: 429 });
+  return error;
 }
 
 /** Whether two reads of an approval carry the same terms (what a token is decided on). */

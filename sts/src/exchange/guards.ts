@@ -28,12 +28,43 @@ export interface ExchangePolicy {
   authorizeExchange(input: ExchangeDecisionInput): Promise<PolicyDecision>;
 }
 
+/** A limiter's answer: admitted, or refused with the seconds to wait. */
+export type LimitOutcome = { allowed: true } | { allowed: false; retryAfterSeconds: number };
+
+/**
+ * One point to take from each of two fixed-window counters (agent, then approval) in
+ * `issuance_rate_limits`, inside the exchange's budget statement instead of a statement of its own.
+ */
+export interface LimitTake {
+  /** Counter keys, agent first: rows are always locked in this order. */
+  readonly keys: readonly [string, string];
+  /** The window end (epoch ms) each counter gets when its window starts now. */
+  readonly expires: readonly [number, number];
+  /** The points each window admits. */
+  readonly points: readonly [number, number];
+  /** The time (epoch ms) windows are judged at. */
+  readonly now: number;
+}
+
+/** A counter after the take: the points now counted in its window, and when the window ends (epoch ms). */
+export interface WindowState {
+  readonly points: number;
+  readonly expire: number;
+}
+
 /** Issuance rate and burst limits (per agent and per approval), shared across instances. */
 export interface IssuanceLimiter {
-  consume(
-    clientId: string,
-    approvalId: string,
-  ): Promise<{ allowed: true } | { allowed: false; retryAfterSeconds: number }>;
+  consume(clientId: string, approvalId: string): Promise<LimitOutcome>;
+  /**
+   * For a limiter whose counters live in the exchange's own Postgres: the take to run inside the budget
+   * statement (one round trip for limits and budget). Absent: the grant calls {@link consume}.
+   */
+  prepareTake?(clientId: string, approvalId: string): LimitTake;
+  /**
+   * Judges the counters a {@link prepareTake} left (agent, approval). On a refusal it gives back the
+   * point taken from the bucket that did not refuse, as {@link consume} does.
+   */
+  judgeTake?(take: LimitTake, states: readonly [WindowState, WindowState]): Promise<LimitOutcome>;
 }
 
 /** Optional runtime controls plugged into the token exchange grant. */

@@ -2,7 +2,7 @@ import type pg from "pg";
 import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimit } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
-import type { IssuanceLimiter } from "../exchange/guards.js";
+import type { IssuanceLimiter, LimitOutcome, LimitTake, WindowState } from "../exchange/guards.js";
 import { unavailable } from "../exchange/refusal.js";
 
 /** The table the migration `2026_11_25_0003` creates in rate-limiter-flexible's layout. */
@@ -47,12 +47,20 @@ export function retryAfterSeconds(msBeforeNext: number): number {
   return Math.max(1, Math.ceil(msBeforeNext / 1000));
 }
 
-type Outcome = { allowed: true } | { allowed: false; retryAfterSeconds: number };
+type Outcome = LimitOutcome;
 
-/** A bucket's window after one point was taken: points now counted and when the window ends (epoch ms). */
-interface WindowState {
-  points: number;
-  expire: number;
+/**
+ * The counters' upsert as SQL text, parameters numbered from `first`: keys (2), window ends (2), now.
+ * Shared by the limiter's own statement and the exchange's budget statement ({@link LimitTake}).
+ */
+export function limitUpsertSql(first: number): string {
+  const [k1, k2, e1, e2, now] = [0, 1, 2, 3, 4].map((i) => `$${first + i}`);
+  return `insert into ${ISSUANCE_RATE_LIMITS_TABLE} as t (key, points, expire)
+             values (${k1}, 1, cast(${e1} as bigint)), (${k2}, 1, cast(${e2} as bigint))
+           on conflict (key) do update set
+             points = case when coalesce(t.expire, 0) <= cast(${now} as bigint) then 1 else t.points + 1 end,
+             expire = case when coalesce(t.expire, 0) <= cast(${now} as bigint) then excluded.expire else t.expire end
+           returning key, points, expire`;
 }
 
 /**
@@ -70,12 +78,7 @@ async function takeBoth(
   const now = Date.now();
   const { rows } = await pool.query<{ key: string; points: number; expire: string }>({
     name: "countersign-issuance-limit-take",
-    text: `insert into ${ISSUANCE_RATE_LIMITS_TABLE} as t (key, points, expire)
-             values ($1, 1, $3), ($2, 1, $4)
-           on conflict (key) do update set
-             points = case when coalesce(t.expire, 0) <= $5 then 1 else t.points + 1 end,
-             expire = case when coalesce(t.expire, 0) <= $5 then excluded.expire else t.expire end
-           returning key, points, expire`,
+    text: limitUpsertSql(1),
     values: [keys[0], keys[1], now + Math.ceil(durationsMs[0]), now + Math.ceil(durationsMs[1]), now],
   });
   const state = (key: string): WindowState => {
@@ -153,30 +156,49 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): Stoppabl
     };
   }
 
+  const keysOf = (clientId: string, approvalId: string) =>
+    [`client:${clientId}`, `approval:${approvalId}`] as const;
+  const judge = async (
+    keys: readonly [string, string],
+    [client, approval]: readonly [WindowState, WindowState],
+  ): Promise<Outcome> => {
+    const now = Date.now();
+    if (client.points > clientWindow.points) {
+      await giveBack(pool, keys[1]).catch(() => {});
+      return { allowed: false, retryAfterSeconds: retryAfterSeconds(client.expire - now) };
+    }
+    if (approval.points > approvalWindow.points) {
+      await giveBack(pool, keys[0]).catch(() => {});
+      return { allowed: false, retryAfterSeconds: retryAfterSeconds(approval.expire - now) };
+    }
+    return { allowed: true };
+  };
   return {
     store: "postgres",
     async consume(clientId, approvalId) {
-      const keys = [`client:${clientId}`, `approval:${approvalId}`] as const;
-      let client: WindowState;
-      let approval: WindowState;
+      const keys = keysOf(clientId, approvalId);
+      let states: [WindowState, WindowState];
       try {
-        [client, approval] = await takeBoth(pool, keys, [
-          clientWindow.duration * 1000,
-          approvalWindow.duration * 1000,
-        ]);
+        states = await takeBoth(pool, keys, [clientWindow.duration * 1000, approvalWindow.duration * 1000]);
       } catch (error) {
         throw storeUnavailable(error);
       }
+      return judge(keys, states);
+    },
+    prepareTake(clientId, approvalId): LimitTake {
       const now = Date.now();
-      if (client.points > clientWindow.points) {
-        await giveBack(pool, keys[1]).catch(() => {});
-        return { allowed: false, retryAfterSeconds: retryAfterSeconds(client.expire - now) };
-      }
-      if (approval.points > approvalWindow.points) {
-        await giveBack(pool, keys[0]).catch(() => {});
-        return { allowed: false, retryAfterSeconds: retryAfterSeconds(approval.expire - now) };
-      }
-      return { allowed: true };
+      return {
+        keys: keysOf(clientId, approvalId),
+        expires: [
+          now + Math.ceil(clientWindow.duration * 1000),
+          now + Math.ceil(approvalWindow.duration * 1000),
+        ],
+        points: [clientWindow.points, approvalWindow.points],
+        now,
+      };
+    },
+    judgeTake(take, states) {
+      return judge(take.keys, states);
     },
     close() {
       if (timer !== undefined) clearInterval(timer);
