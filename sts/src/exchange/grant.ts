@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { errors, type TokenEndpointGrantContext } from "oidc-provider";
 import type pg from "pg";
 import { parseScope } from "../approvals/model.js";
@@ -15,6 +14,7 @@ import { createApprovalCache } from "./approval_cache.js";
 import { assertApprovalUsable } from "./approval_checks.js";
 import type { ExchangeGuards } from "./guards.js";
 import { createIssuanceStore } from "./issuance_store.js";
+import { newJti } from "./jti.js";
 import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS, TOKEN_TYPE } from "./parameters.js";
 import { isRefusal, refusal, unavailable } from "./refusal.js";
 import { type ActClaim, actDepth, validateActorToken, validateSubjectToken } from "./token_validators.js";
@@ -183,7 +183,7 @@ export function tokenExchangeGrant(
       );
     }
     const rateLimit = tighterRateLimit(approval.rate_limit, resource.rate_limit);
-    const jti = randomBytes(18).toString("base64url");
+    const jti = newJti();
     const scope = scopes.join(" ");
     const exp = iat + ttlSeconds;
     const accessToken = await signer().sign({
