@@ -1,15 +1,22 @@
 /**
- * Gateway verifier benchmark: `npx tsx bench/verifier/index.ts [durationMs]`.
+ * Gateway verifier benchmark: `npx tsx bench/verifier/index.ts [durationMs] [rounds] [inFlight]`.
  *
- * One process, one core, sequential calls. Every case verifies the same pool of distinct ES256
- * access tokens (so "uncached" really is uncached). "ours" runs with every check on: static JWKS,
- * iss/aud/typ/exp/nbf/iat/max age, approval_id, act depth, revocation set (polled from a local feed
- * holding 1,000 revoked approvals), a required scope and a per-(client, approval) token bucket.
+ * One process. Every case verifies the same pool of distinct ES256 access tokens (so "uncached" really
+ * is uncached). "ours" runs with every check on: static JWKS, iss/aud/typ/exp/nbf/iat/max age,
+ * approval_id, act depth, revocation set (polled from a local feed holding 1,000 revoked approvals),
+ * a required scope and a per-(client, approval) token bucket.
+ *
+ * Two sections, measured in the same interleaved rounds:
+ * - sequential: one verification at a time (`await` each), as a single caller sees it;
+ * - concurrent: `inFlight` verifications kept in flight (default 64), as a busy gateway sees it. Here
+ *   a verification on libuv's thread pool (raw `crypto.verify` with a callback, ours in "threadpool"
+ *   mode, jose's WebCrypto) can use the other cores while the event loop goes on; a synchronous one
+ *   (raw `crypto.verify`, ours "inline", fast-jwt) runs on the event loop whatever the concurrency.
  */
 import { createPublicKey, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { createVerifier as createFastJwtVerifier } from "fast-jwt";
 import { exportJWK, generateKeyPair, jwtVerify, SignJWT } from "jose";
 import { createVerifier } from "../../gateway-verifier/src/index.js";
@@ -18,16 +25,23 @@ const ISSUER = "http://127.0.0.1:8080";
 const AUDIENCE = "https://crm.example.test";
 const POOL = 1000;
 
+export type Section = "sequential" | "concurrent";
+
 export interface BenchRow {
   name: string;
+  section: Section;
   /** Median round, operations per wall-clock second. */
   opsPerSecond: number;
-  /** Median round, operations per CPU second of the process. */
+  /** Median round, operations per CPU second of the process (all threads: the thread pool too). */
   opsPerCpuSecond: number;
-  /** Median over rounds of the wall-clock ratio to raw crypto.verify. */
+  /** Median over rounds of the wall-clock ratio to raw synchronous crypto.verify (same section, same round). */
   relativeWall: number;
-  /** Median over rounds of (ops per CPU second ÷ raw node:crypto ES256 verify's, same round). */
+  /** Median over rounds of the ops-per-CPU-second ratio to raw synchronous crypto.verify (same section, same round). */
   relative: number;
+  /** Concurrent section: median wall-clock ratio to raw crypto.verify with a callback (thread pool), same round. */
+  relativeWallThreadpool?: number;
+  /** Concurrent section: median ops-per-CPU-second ratio to raw crypto.verify with a callback, same round. */
+  relativeThreadpool?: number;
 }
 
 export interface VerifierBenchResult {
@@ -37,6 +51,14 @@ export interface VerifierBenchResult {
 
 type Op = (i: number) => unknown;
 
+interface Case {
+  name: string;
+  section: Section;
+  op: Op;
+  /** The section's baselines: raw synchronous verify, raw verify on the thread pool. */
+  baseline?: "sync" | "threadpool";
+}
+
 interface Sample {
   /** Operations per wall-clock second. */
   wall: number;
@@ -44,8 +66,14 @@ interface Sample {
   cpu: number;
 }
 
-/** Runs `op` (sync or async) for `ms` milliseconds. */
-async function timeFor(op: Op, ms: number): Promise<Sample> {
+function sample(count: number, start: number, cpuStart: NodeJS.CpuUsage): Sample {
+  const wallSeconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  return { wall: count / wallSeconds, cpu: count / ((cpu.user + cpu.system) / 1e6) };
+}
+
+/** Runs `op` (sync or async) one call at a time for `ms` milliseconds. */
+async function timeSequential(op: Op, ms: number): Promise<Sample> {
   const isAsync = op(0) instanceof Promise;
   let count = 0;
   const cpuStart = process.cpuUsage();
@@ -55,9 +83,23 @@ async function timeFor(op: Op, ms: number): Promise<Sample> {
     if (isAsync) for (let j = 0; j < 50; j++) await op(count++);
     else for (let j = 0; j < 50; j++) op(count++);
   }
-  const wallSeconds = (performance.now() - start) / 1000;
-  const cpu = process.cpuUsage(cpuStart);
-  return { wall: count / wallSeconds, cpu: count / ((cpu.user + cpu.system) / 1e6) };
+  return sample(count, start, cpuStart);
+}
+
+/**
+ * Keeps `inFlight` calls of `op` in flight for `ms` milliseconds: each of `inFlight` workers starts
+ * its next call when its last one settles. Every call started is awaited and counted.
+ */
+async function timeConcurrent(op: Op, ms: number, inFlight: number): Promise<Sample> {
+  let count = 0;
+  const cpuStart = process.cpuUsage();
+  const start = performance.now();
+  const deadline = start + ms;
+  const worker = async () => {
+    while (performance.now() < deadline) for (let j = 0; j < 8; j++) await op(count++);
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return sample(count, start, cpuStart);
 }
 
 const median = (values: number[]) => {
@@ -68,28 +110,47 @@ const median = (values: number[]) => {
 /**
  * Interleaved rounds: each round runs every case once, in rotating order, so CPU frequency changes and
  * neighbours' load hit every case alike. Reported per case: the median round's ops per wall-clock
- * second and per CPU second, and the median of the per-round ratios to the first case, computed on CPU
- * time (time the process was not scheduled, on a shared machine, is not charged to any case).
+ * second and per CPU second, and the medians of the per-round ratios to its section's baselines.
  */
-async function measureAll(cases: [string, Op][], durationMs: number, rounds: number) {
-  for (const [, op] of cases) await timeFor(op, 200);
+async function measureAll(cases: Case[], durationMs: number, rounds: number, inFlight: number) {
+  const time = (c: Case, ms: number) =>
+    c.section === "sequential" ? timeSequential(c.op, ms) : timeConcurrent(c.op, ms, inFlight);
+  for (const c of cases) await time(c, 200);
   const samples = cases.map(() => [] as Sample[]);
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < cases.length; k++) {
       const index = (k + round) % cases.length;
-      samples[index]?.push(await timeFor((cases[index] as [string, Op])[1], durationMs / rounds));
+      samples[index]?.push(await time(cases[index] as Case, durationMs / rounds));
     }
   }
-  const base = samples[0] ?? [];
-  return cases.map(([name], index) => {
+  const baseline = (section: Section, kind: "sync" | "threadpool") => {
+    const index = cases.findIndex((c) => c.section === section && c.baseline === kind);
+    return index < 0 ? undefined : samples[index];
+  };
+  const ratios = (own: Sample[], base: Sample[] | undefined) =>
+    base === undefined
+      ? undefined
+      : {
+          wall: median(own.map((s, round) => s.wall / (base[round]?.wall ?? s.wall))),
+          cpu: median(own.map((s, round) => s.cpu / (base[round]?.cpu ?? s.cpu))),
+        };
+  return cases.map((c, index): BenchRow => {
     const own = samples[index] ?? [];
-    return {
-      name,
+    const sync = ratios(own, baseline(c.section, "sync"));
+    const pool = ratios(own, baseline(c.section, "threadpool"));
+    const row: BenchRow = {
+      name: c.name,
+      section: c.section,
       opsPerSecond: median(own.map((s) => s.wall)),
       opsPerCpuSecond: median(own.map((s) => s.cpu)),
-      relative: median(own.map((s, round) => s.cpu / (base[round]?.cpu ?? s.cpu))),
-      relativeWall: median(own.map((s, round) => s.wall / (base[round]?.wall ?? s.wall))),
+      relative: sync?.cpu ?? Number.NaN,
+      relativeWall: sync?.wall ?? Number.NaN,
     };
+    if (c.section === "concurrent" && pool !== undefined) {
+      row.relativeThreadpool = pool.cpu;
+      row.relativeWallThreadpool = pool.wall;
+    }
+    return row;
   });
 }
 
@@ -98,7 +159,11 @@ function assertTrue(condition: boolean, what: string): void {
 }
 
 /** Runs every case once and returns the rows and a markdown table. */
-export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Promise<VerifierBenchResult> {
+export async function runVerifierBenchmark(
+  durationMs = 5000,
+  rounds = 10,
+  inFlight = 64,
+): Promise<VerifierBenchResult> {
   const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
   const jwk = { ...(await exportJWK(publicKey)), kid: "bench-key", alg: "ES256", use: "sig" };
   const keyObject: KeyObject = createPublicKey({
@@ -146,7 +211,7 @@ export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Prom
   await new Promise<void>((resolve) => feed.listen(0, "127.0.0.1", resolve));
   const feedUrl = `http://127.0.0.1:${(feed.address() as AddressInfo).port}/revocations`;
 
-  const ours = (cache: boolean) =>
+  const ours = (cache: boolean, signatureVerification: "threadpool" | "inline") =>
     createVerifier({
       issuer: ISSUER,
       audience: AUDIENCE,
@@ -154,10 +219,13 @@ export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Prom
       revocation: { url: feedUrl, intervalMs: 1000 },
       rateLimit: { perSecond: 1e9, burst: 1e9 },
       cache: cache ? { maxEntries: 10_000 } : false,
+      signatureVerification,
     });
-  const uncached = ours(false);
-  const cached = ours(true);
-  await Promise.all([uncached.ready(), cached.ready()]);
+  const uncached = ours(false, "threadpool");
+  const uncachedInline = ours(false, "inline");
+  const cached = ours(true, "threadpool");
+  const verifiers = [uncached, uncachedInline, cached];
+  await Promise.all(verifiers.map((v) => v.ready()));
   const request = (i: number) => ({
     authorization: `Bearer ${token(i)}`,
     method: "GET",
@@ -167,7 +235,7 @@ export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Prom
   // Every prepared authorization string is built once, like a header a server has already parsed.
   const requests = Array.from({ length: POOL }, (_, i) => request(i));
   type Request = ReturnType<typeof request>;
-  for (const v of [uncached, cached]) {
+  for (const v of verifiers) {
     const result = await v.verify(request(0));
     assertTrue(result.ok, `ours refused a valid token: ${result.ok ? "" : result.reason}`);
   }
@@ -183,6 +251,19 @@ export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Prom
     );
   };
   assertTrue(raw(token(0)), "raw verify failed");
+  // The same, with crypto.verify's callback form: the verification runs on libuv's thread pool.
+  const rawThreadpool = (t: string) =>
+    new Promise<boolean>((resolve, reject) => {
+      const dot = t.lastIndexOf(".");
+      cryptoVerify(
+        "sha256",
+        Buffer.from(t.slice(0, dot), "latin1"),
+        rawOptions,
+        Buffer.from(t.slice(dot + 1), "base64url"),
+        (error, valid) => (error === null ? resolve(valid) : reject(error)),
+      );
+    });
+  assertTrue(await rawThreadpool(token(0)), "raw verify (thread pool) failed");
 
   const fastOptions = { key: pem, algorithms: ["ES256" as const], allowedIss: ISSUER, allowedAud: AUDIENCE };
   const fastUncached = createFastJwtVerifier({ ...fastOptions, cache: false });
@@ -192,32 +273,71 @@ export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Prom
   const joseOptions = { issuer: ISSUER, audience: AUDIENCE, algorithms: ["ES256"], typ: "at+jwt" };
   await jwtVerify(token(0), keyObject, joseOptions);
 
-  const measured = await measureAll(
-    [
-      ["raw node:crypto ES256 verify", (i) => raw(token(i))],
-      ["countersign verifier, uncached (all checks)", (i) => uncached.verify(requests[i % POOL] as Request)],
-      ["fast-jwt, uncached", (i) => fastUncached(token(i))],
-      ["jose.jwtVerify", (i) => jwtVerify(token(i), keyObject, joseOptions)],
-      ["countersign verifier, cached (all checks)", (i) => cached.verify(requests[i % POOL] as Request)],
-      ["fast-jwt, cached", (i) => fastCached(token(i))],
-    ],
-    durationMs,
-    rounds,
-  );
-  uncached.close();
-  cached.close();
+  const verifyOurs = (v: typeof cached) => (i: number) => v.verify(requests[i % POOL] as Request);
+  const ops = {
+    raw: (i: number) => raw(token(i)),
+    rawThreadpool: (i: number) => rawThreadpool(token(i)),
+    oursThreadpool: verifyOurs(uncached),
+    oursInline: verifyOurs(uncachedInline),
+    fastUncached: (i: number) => fastUncached(token(i)),
+    jose: (i: number) => jwtVerify(token(i), keyObject, joseOptions),
+    oursCached: verifyOurs(cached),
+    fastCached: (i: number) => fastCached(token(i)),
+  };
+  const cases: Case[] = [
+    { section: "sequential", name: "raw crypto.verify, synchronous", op: ops.raw, baseline: "sync" },
+    { section: "sequential", name: "raw crypto.verify, callback (thread pool)", op: ops.rawThreadpool },
+    { section: "sequential", name: "ours, uncached, inline", op: ops.oursInline },
+    { section: "sequential", name: "ours, uncached, threadpool (default)", op: ops.oursThreadpool },
+    { section: "sequential", name: "fast-jwt, uncached", op: ops.fastUncached },
+    { section: "sequential", name: "jose.jwtVerify", op: ops.jose },
+    { section: "sequential", name: "ours, cached", op: ops.oursCached },
+    { section: "sequential", name: "fast-jwt, cached", op: ops.fastCached },
+    { section: "concurrent", name: "raw crypto.verify, synchronous", op: ops.raw, baseline: "sync" },
+    {
+      section: "concurrent",
+      name: "raw crypto.verify, callback (thread pool)",
+      op: ops.rawThreadpool,
+      baseline: "threadpool",
+    },
+    { section: "concurrent", name: "ours, uncached, threadpool (default)", op: ops.oursThreadpool },
+    { section: "concurrent", name: "ours, uncached, inline", op: ops.oursInline },
+    { section: "concurrent", name: "fast-jwt, uncached (synchronous)", op: ops.fastUncached },
+    { section: "concurrent", name: "jose.jwtVerify (WebCrypto)", op: ops.jose },
+    { section: "concurrent", name: "ours, cached", op: ops.oursCached },
+    { section: "concurrent", name: "fast-jwt, cached", op: ops.fastCached },
+  ];
+  const loadBefore = loadavg()[0] ?? 0;
+  const measured = await measureAll(cases, durationMs, rounds, inFlight);
+  const loadAfter = loadavg()[0] ?? 0;
+  for (const v of verifiers) v.close();
   await new Promise<void>((resolve) => feed.close(() => resolve()));
 
   const rows: BenchRow[] = measured;
   const format = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const ratio = (value: number | undefined) => (value === undefined ? "" : value.toFixed(2));
+  const sequential = rows.filter((r) => r.section === "sequential");
+  const concurrent = rows.filter((r) => r.section === "concurrent");
+  const pool = process.env.UV_THREADPOOL_SIZE ?? "4 (default)";
   const markdown = [
-    `Node ${process.version}, ${cpus()[0]?.model ?? "unknown CPU"} (${cpus().length} cores), ${durationMs} ms per case in ${rounds} interleaved rounds (median round; ratios = median of per-round ratios), ${POOL} distinct tokens.`,
+    `Node ${process.version}, ${cpus()[0]?.model ?? "unknown CPU"} (${cpus().length} cores), UV_THREADPOOL_SIZE ${pool}; ${durationMs} ms per case in ${rounds} interleaved rounds (median round; ratios = median of per-round ratios), ${POOL} distinct tokens. 1-minute load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after.`,
     "",
-    "| case | ops/s (wall) | ops per CPU s | × raw crypto.verify (CPU) | × raw (wall) |",
+    "Sequential (one verification at a time):",
+    "",
+    "| case | ops/s (wall) | ops per CPU s | × raw sync (CPU) | × raw sync (wall) |",
     "| --- | ---: | ---: | ---: | ---: |",
-    ...rows.map(
+    ...sequential.map(
       (r) =>
-        `| ${r.name} | ${format.format(r.opsPerSecond)} | ${format.format(r.opsPerCpuSecond)} | ${r.relative.toFixed(2)} | ${r.relativeWall.toFixed(2)} |`,
+        `| ${r.name} | ${format.format(r.opsPerSecond)} | ${format.format(r.opsPerCpuSecond)} | ${ratio(r.relative)} | ${ratio(r.relativeWall)} |`,
+    ),
+    "",
+    `Concurrent (${inFlight} verifications in flight):`,
+    "",
+    "| case | ops/s (wall) | ops per CPU s | × raw sync (wall) | × raw thread pool (wall) | × raw thread pool (CPU) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ...concurrent.map(
+      (r) =>
+        `| ${r.name} | ${format.format(r.opsPerSecond)} | ${format.format(r.opsPerCpuSecond)} | ${ratio(r.relativeWall)} | ${ratio(r.relativeWallThreadpool)} | ${ratio(r.relativeThreadpool)} |`,
     ),
   ].join("\n");
   return { rows, markdown };
@@ -226,6 +346,7 @@ export async function runVerifierBenchmark(durationMs = 5000, rounds = 10): Prom
 if (import.meta.url === `file://${process.argv[1]}`) {
   const durationMs = Number(process.argv[2] ?? "5000");
   const rounds = Number(process.argv[3] ?? "10");
-  const { markdown } = await runVerifierBenchmark(durationMs, rounds);
+  const inFlight = Number(process.argv[4] ?? "64");
+  const { markdown } = await runVerifierBenchmark(durationMs, rounds, inFlight);
   console.log(markdown);
 }

@@ -149,13 +149,14 @@ export interface VerifierOptions {
    * Where the access token's signature is verified when it is not served from the cache.
    *
    * - `"threadpool"` (default): `crypto.verify` with a callback, on libuv's thread pool, so the event
-   *   loop keeps serving other requests during the public-key operation (about 55 µs for ES256) and
-   *   concurrent requests use several cores. The pool has `UV_THREADPOOL_SIZE` threads (default 4)
-   *   and is shared with `fs`, `dns.lookup`, `zlib` and asynchronous crypto. Each uncached token
-   *   pays a little more (two small buffers and a hop to a pool thread and back), so one request
-   *   alone does not get faster.
-   * - `"inline"`: synchronous `crypto.verify` on the event loop: least work per token; suits a
-   *   single core or requests verified one at a time.
+   *   loop keeps serving other requests during the public-key operation (about 60 µs for ES256) and
+   *   concurrent requests can use more than one core. The pool has `UV_THREADPOOL_SIZE` threads
+   *   (default 4) and is shared with `fs`, `dns.lookup`, `zlib` and other asynchronous crypto. The
+   *   hand-off to a pool thread and back costs CPU time (tens of µs per uncached token on a small VM,
+   *   see BENCHMARKS.md): it pays off only when the process has an idle core to give the pool.
+   * - `"inline"`: synchronous `crypto.verify` on the event loop: the least CPU per token and the
+   *   lowest latency for one request at a time; the better choice when the process is held to one
+   *   core (a CPU quota of 1, a busy shared host).
    *
    * The checks, their order (signature before any claim is acted on) and every outcome are the same
    * in both modes; cache hits never verify a signature. DPoP proofs are always verified inline.
