@@ -15,7 +15,8 @@
  *
  * Environment: `BENCH_DURATION` (seconds per measurement, default 12), `BENCH_WARMUP` (seconds, default
  * 4), `BENCH_CONNECTIONS` (default 32), `BENCH_CPU_PROF=<dir>` (run the STS with `--cpu-prof` into that
- * directory), `BENCH_EXCHANGE_ONLY=1` (skip the baseline, for a profile of the exchange alone), `DATABASE_POOL_SIZE` and `COUNTERSIGN_WORKERS` (passed to the STS).
+ * directory), `BENCH_EXCHANGE_ONLY=1` (skip the baseline, for a profile of the exchange alone), `DATABASE_POOL_SIZE` (passed to the STS;
+ * default here 4, see {@link BENCH_POOL_SIZE}).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -36,6 +37,12 @@ const CLIENT_ID = "bench-agent";
 const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt";
 const GENEROUS = { per_second: 1_000_000, burst: 1_000_000 };
+/**
+ * The STS's pool size in this benchmark unless `DATABASE_POOL_SIZE` says otherwise. Every exchange
+ * here takes the budget of the same approval (one hot row): with Postgres on the same two cores, more
+ * connections than about twice the cores only add row-lock waits (BENCHMARKS.md has the sweep).
+ */
+export const BENCH_POOL_SIZE = "4";
 
 /** Options of {@link runExchangeBenchmark}. */
 export interface ExchangeBenchOptions {
@@ -47,7 +54,7 @@ export interface ExchangeBenchOptions {
   readonly connections?: number;
   /** Directory for the STS's `--cpu-prof` output; unset: no profiling. */
   readonly cpuProfileDir?: string;
-  /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`, `COUNTERSIGN_WORKERS`). */
+  /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`, default {@link BENCH_POOL_SIZE}). */
   readonly stsEnv?: Readonly<Record<string, string>>;
   /**
    * How the STS reaches a Postgres cluster this run started: `unix` (its Unix socket, the default) or
@@ -88,6 +95,8 @@ export interface ExchangeBenchResult {
   readonly budget: { tokensIssued: number; issuedTokenRows: number };
   /** Where Postgres came from, for the write-up. */
   readonly database: string;
+  /** The STS's `DATABASE_POOL_SIZE` in this run. */
+  readonly poolSize: string | undefined;
   readonly connections: number;
   readonly durationSeconds: number;
   readonly markdown: string;
@@ -269,7 +278,7 @@ function markdownOf(result: Omit<ExchangeBenchResult, "markdown">): string {
     line(exchange),
     "",
     `exchange / client_credentials = **${fmt(result.ratio, 2)}**; STS peak RSS (VmHWM) ${fmt(result.peakRssMiB, 0)} MiB; ` +
-      `${result.connections} connections, ${result.durationSeconds} s each after a warm-up; ` +
+      `${result.connections} connections, ${result.durationSeconds} s each after a warm-up; STS pool ${result.poolSize} connections; ` +
       `after the run tokens_issued = ${result.budget.tokensIssued}, issued_tokens rows = ${result.budget.issuedTokenRows}.`,
     "",
     `Targets: ${targets.map(([name, met]) => `${name} ${met ? "met" : "**not met**"}`).join("; ")}.`,
@@ -317,20 +326,22 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
     const devIssuer = await loadDevIssuer({ issuer: base, dataDir });
     const subjectToken = await devIssuer.mint({ sub: "alice", usage: "subject", ttlSeconds: 3600 });
 
+    const stsEnv: Record<string, string> = {
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? "",
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      COUNTERSIGN_CONFIG: configFile,
+      COUNTERSIGN_DATA_DIR: dataDir,
+      DATABASE_URL: databaseUrl,
+      DATABASE_POOL_SIZE: BENCH_POOL_SIZE,
+      LOG_LEVEL: "warn",
+      ...options.stsEnv,
+    };
     const nodeArgs = options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
     child = spawn(NODE, [...nodeArgs, path.join(ROOT, "bin/countersign.js"), "serve"], {
       cwd: ROOT,
-      env: {
-        PATH: process.env.PATH ?? "",
-        HOME: process.env.HOME ?? "",
-        PORT: String(port),
-        HOST: "127.0.0.1",
-        COUNTERSIGN_CONFIG: configFile,
-        COUNTERSIGN_DATA_DIR: dataDir,
-        DATABASE_URL: databaseUrl,
-        LOG_LEVEL: "warn",
-        ...options.stsEnv,
-      },
+      env: stsEnv,
       stdio: ["ignore", "inherit", "inherit"],
     });
     await waitReady(base, child, 60_000);
@@ -406,6 +417,7 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       ratio: exchange.requestsPerSecond / clientCredentials.requestsPerSecond,
       peakRssMiB,
       budget,
+      poolSize: stsEnv.DATABASE_POOL_SIZE,
       database: `${postgres.note}; the STS connects over ${overSocket ? "its Unix socket" : "TCP"}`,
       connections,
       durationSeconds,
@@ -435,7 +447,7 @@ export function machineLine(): string {
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const env = process.env;
   const stsEnv: Record<string, string> = {};
-  for (const key of ["DATABASE_POOL_SIZE", "COUNTERSIGN_WORKERS"]) {
+  for (const key of ["DATABASE_POOL_SIZE"]) {
     const value = env[key];
     if (value !== undefined) stsEnv[key] = value;
   }
