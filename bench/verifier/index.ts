@@ -44,8 +44,23 @@ export interface BenchRow {
   relativeThreadpool?: number;
 }
 
+/** One case against another, round by round (both measured in every round). */
+export interface HeadToHead {
+  section: Section;
+  case: string;
+  against: string;
+  /** Median over rounds of the ratio of wall-clock ops/s. */
+  wall: number;
+  /** Median over rounds of the ratio of ops per CPU second. */
+  cpu: number;
+  /** Rounds in which `case` had more wall-clock ops/s than `against`, out of `rounds`. */
+  roundsAhead: number;
+  rounds: number;
+}
+
 export interface VerifierBenchResult {
   rows: BenchRow[];
+  headToHead: HeadToHead[];
   markdown: string;
 }
 
@@ -134,7 +149,22 @@ async function measureAll(cases: Case[], durationMs: number, rounds: number, inF
           wall: median(own.map((s, round) => s.wall / (base[round]?.wall ?? s.wall))),
           cpu: median(own.map((s, round) => s.cpu / (base[round]?.cpu ?? s.cpu))),
         };
-  return cases.map((c, index): BenchRow => {
+  const headToHead = (section: Section, name: string, against: string): HeadToHead => {
+    const find = (n: string) => {
+      const found = samples[cases.findIndex((c) => c.section === section && c.name === n)];
+      if (found === undefined) throw new Error(`benchmark setup: no ${section} case "${n}"`);
+      return found;
+    };
+    const own = find(name);
+    const other = find(against);
+    const ratio = (key: keyof Sample) =>
+      median(own.map((s, round) => s[key] / (other[round]?.[key] ?? Number.NaN)));
+    const roundsAhead = own.filter(
+      (s, round) => s.wall > (other[round]?.wall ?? Number.POSITIVE_INFINITY),
+    ).length;
+    return { section, case: name, against, wall: ratio("wall"), cpu: ratio("cpu"), roundsAhead, rounds };
+  };
+  const rows = cases.map((c, index): BenchRow => {
     const own = samples[index] ?? [];
     const sync = ratios(own, baseline(c.section, "sync"));
     const pool = ratios(own, baseline(c.section, "threadpool"));
@@ -152,6 +182,7 @@ async function measureAll(cases: Case[], durationMs: number, rounds: number, inF
     }
     return row;
   });
+  return { rows, headToHead };
 }
 
 function assertTrue(condition: boolean, what: string): void {
@@ -308,12 +339,20 @@ export async function runVerifierBenchmark(
     { section: "concurrent", name: "fast-jwt, cached", op: ops.fastCached },
   ];
   const loadBefore = loadavg()[0] ?? 0;
-  const measured = await measureAll(cases, durationMs, rounds, inFlight);
+  const { rows, headToHead } = await measureAll(cases, durationMs, rounds, inFlight);
+  const pairs: [Section, string, string][] = [
+    ["sequential", "ours, uncached, inline", "fast-jwt, uncached"],
+    ["sequential", "ours, cached", "fast-jwt, cached"],
+    ["concurrent", "ours, uncached, threadpool (default)", "raw crypto.verify, callback (thread pool)"],
+    ["concurrent", "ours, uncached, threadpool (default)", "fast-jwt, uncached (synchronous)"],
+    ["concurrent", "ours, uncached, inline", "fast-jwt, uncached (synchronous)"],
+    ["concurrent", "ours, cached", "fast-jwt, cached"],
+  ];
+  const compared = pairs.map(([section, name, against]) => headToHead(section, name, against));
   const loadAfter = loadavg()[0] ?? 0;
   for (const v of verifiers) v.close();
   await new Promise<void>((resolve) => feed.close(() => resolve()));
 
-  const rows: BenchRow[] = measured;
   const format = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
   const ratio = (value: number | undefined) => (value === undefined ? "" : value.toFixed(2));
   const sequential = rows.filter((r) => r.section === "sequential");
@@ -339,8 +378,17 @@ export async function runVerifierBenchmark(
       (r) =>
         `| ${r.name} | ${format.format(r.opsPerSecond)} | ${format.format(r.opsPerCpuSecond)} | ${ratio(r.relativeWall)} | ${ratio(r.relativeWallThreadpool)} | ${ratio(r.relativeThreadpool)} |`,
     ),
+    "",
+    "Head to head, round by round (median of per-round ratios; rounds in which the first had more ops/s):",
+    "",
+    "| section | case | against | × (wall) | × (CPU) | rounds ahead |",
+    "| --- | --- | --- | ---: | ---: | ---: |",
+    ...compared.map(
+      (h) =>
+        `| ${h.section} | ${h.case} | ${h.against} | ${ratio(h.wall)} | ${ratio(h.cpu)} | ${h.roundsAhead}/${h.rounds} |`,
+    ),
   ].join("\n");
-  return { rows, markdown };
+  return { rows, headToHead: compared, markdown };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
