@@ -410,13 +410,17 @@ export function createVerifier(options: VerifierOptions): Verifier {
   ): VerifiedToken | Reason | Promise<VerifiedToken | Reason> {
     const firstDot = token.indexOf(".");
     const lastDot = token.lastIndexOf(".");
-    // The header and payload segments are covered literally by the signature; their alphabet is
-    // checked by decoding (header) and by the signature itself (payload). The signature's is checked here.
+    // Every segment's alphabet is checked on every token: the signing input is written as latin1 (one
+    // byte per character), so without this check a payload character re-spelled as itself + 0x100
+    // would sign the same bytes and another string would pass as this token. The header segment is
+    // checked when first seen; later tokens only reuse a header whose exact string was checked.
     if (firstDot <= 0 || token.indexOf(".", firstDot + 1) !== lastDot || lastDot === firstDot + 1) {
       return "malformed_token";
     }
     const signatureSegment = token.slice(lastDot + 1);
-    if (!BASE64URL.test(signatureSegment)) return "malformed_token";
+    if (!BASE64URL.test(signatureSegment) || !BASE64URL.test(token.slice(firstDot + 1, lastDot))) {
+      return "malformed_token";
+    }
     // One signature, one spelling: a re-spelled signature (non-zero unused trailing bits decode to the
     // same bytes) would otherwise be a different token string for the same token (RFC 4648 §3.5).
     if (!isCanonicalBase64url(signatureSegment)) return "invalid_signature";
@@ -426,9 +430,7 @@ export function createVerifier(options: VerifierOptions): Verifier {
     const headerSegment = header === undefined ? token.slice(0, firstDot) : lastHeaderSegment;
     header ??= headers.get(headerSegment);
     if (header === undefined) {
-      if (!BASE64URL.test(headerSegment) || !BASE64URL.test(token.slice(firstDot + 1, lastDot))) {
-        return "malformed_token";
-      }
+      if (!BASE64URL.test(headerSegment)) return "malformed_token";
       const decoded = decodeJsonObject(headerSegment);
       if (decoded === undefined) return "malformed_token";
       const checked = checkAccessTokenHeader(decoded, allowedAlgorithms);

@@ -299,4 +299,24 @@ describe("property: the verifier never accepts a mutated token", () => {
       assert.equal(result.reason, "invalid_signature");
     }
   });
+
+  test("a payload character re-spelled outside latin1 (same low byte) is refused, also once the header is known", async () => {
+    const token = await mintToken(key, accessTokenClaims(NOW_MS / 1000));
+    const first = await verify(token); // the header is now known to the verifier
+    assert.equal(first.ok, true);
+    const [header, payload] = segments(token);
+    for (const position of [0, 5, payload.length - 1]) {
+      const at = header.length + 1 + position;
+      const mutant =
+        token.slice(0, at) + String.fromCharCode(token.charCodeAt(at) + 0x100) + token.slice(at + 1);
+      assert.equal(Buffer.from(mutant, "latin1").equals(Buffer.from(token, "latin1")), true);
+      const result = await verify(mutant);
+      assert.equal(result.ok, false, `accepted a re-spelled payload at ${position}`);
+      if (!result.ok) {
+        assert.equal(result.status, 401);
+        assert.equal(result.error, "invalid_token");
+        assert.equal(result.reason, "malformed_token");
+      }
+    }
+  });
 });
