@@ -9,6 +9,13 @@ declare module "autocannon" {
     headers?: Record<string, string>;
     body?: string;
     timeout?: number;
+    /** Per-connection request setup; `context` is each connection's own (a copy of `initialContext`). */
+    requests?: {
+      setupRequest?: (
+        request: Record<string, unknown>,
+        context: Record<string, unknown>,
+      ) => Record<string, unknown>;
+    }[];
   }
   export interface Histogram {
     average: number;

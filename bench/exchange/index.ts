@@ -8,15 +8,17 @@
  * the load generator never shares the STS's event loop (it does share the machine's cores).
  *
  * In one run, after a warm-up of each: oidc-provider's own `client_credentials` grant on the same
- * server (the baseline), then the RFC 8693 token exchange (dev-issuer subject JWT, one resource, one
- * approval with a budget far above what the run can use, `client_secret_basic`). Reported: requests/s,
+ * server (the baseline), then the RFC 8693 token exchange (dev-issuer subject JWT, one resource,
+ * approvals with budgets far above what the run can use, `client_secret_basic`) twice: every
+ * connection under one approval, then each connection under an approval of its own. Reported: requests/s,
  * p50/p99 latency, errors and non-2xx answers, the STS's peak RSS (`VmHWM`), and the ratio
  * exchange / client_credentials. Afterwards the run checks `tokens_issued` equals the issued-token rows.
  *
  * Environment: `BENCH_DURATION` (seconds per measurement, default 12), `BENCH_WARMUP` (seconds, default
  * 4), `BENCH_CONNECTIONS` (default 32), `BENCH_CPU_PROF=<dir>` (run the STS with `--cpu-prof` into that
- * directory), `BENCH_EXCHANGE_ONLY=1` (skip the baseline, for a profile of the exchange alone), `DATABASE_POOL_SIZE` (passed to the STS;
- * default here 4, see {@link BENCH_POOL_SIZE}).
+ * directory), `BENCH_EXCHANGE_ONLY=1` (skip the baseline, for a profile of the exchange alone),
+ * `BENCH_PG_TRANSPORT=unix` (the STS reaches the throwaway cluster over its Unix socket instead of TCP),
+ * `DATABASE_POOL_SIZE` (passed to the STS).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -37,12 +39,6 @@ const CLIENT_ID = "bench-agent";
 const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt";
 const GENEROUS = { per_second: 1_000_000, burst: 1_000_000 };
-/**
- * The STS's pool size in this benchmark unless `DATABASE_POOL_SIZE` says otherwise. Every exchange
- * here takes the budget of the same approval (one hot row): with Postgres on the same two cores, more
- * connections than about twice the cores only add row-lock waits (BENCHMARKS.md has the sweep).
- */
-export const BENCH_POOL_SIZE = "4";
 
 /** Options of {@link runExchangeBenchmark}. */
 export interface ExchangeBenchOptions {
@@ -54,11 +50,11 @@ export interface ExchangeBenchOptions {
   readonly connections?: number;
   /** Directory for the STS's `--cpu-prof` output; unset: no profiling. */
   readonly cpuProfileDir?: string;
-  /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`, default {@link BENCH_POOL_SIZE}). */
+  /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`). */
   readonly stsEnv?: Readonly<Record<string, string>>;
   /**
-   * How the STS reaches a Postgres cluster this run started: `unix` (its Unix socket, the default) or
-   * `tcp` (127.0.0.1). With everything on one machine, loopback TCP charges the receiving side's TCP
+   * How the STS reaches a Postgres cluster this run started: `tcp` (127.0.0.1, the default) or `unix`
+   * (its Unix socket). With everything on one machine, loopback TCP charges the receiving side's TCP
    * processing to the sender's CPU; a Unix socket does not. Ignored when `DATABASE_URL` is set.
    */
   readonly postgresTransport?: "unix" | "tcp";
@@ -86,17 +82,22 @@ export interface GrantRow {
 
 export interface ExchangeBenchResult {
   readonly clientCredentials: GrantRow;
+  /** Every exchange under one approval (one hot row: the case batching is for). */
   readonly exchange: GrantRow;
+  /** The same load spread over one approval per connection (no two in flight share an approval). */
+  readonly spread: GrantRow;
   /** exchange requests/s ÷ client_credentials requests/s. */
   readonly ratio: number;
+  /** spread requests/s ÷ client_credentials requests/s. */
+  readonly spreadRatio: number;
   /** Peak resident set of the STS process(es), MiB (`VmHWM`; summed over workers). */
   readonly peakRssMiB: number;
-  /** `tokens_issued` of the approval and the count of its `issued_tokens` rows, after the run. */
+  /** `tokens_issued` summed over the run's approvals and the count of their `issued_tokens` rows, after it. */
   readonly budget: { tokensIssued: number; issuedTokenRows: number };
   /** Where Postgres came from, for the write-up. */
   readonly database: string;
   /** The STS's `DATABASE_POOL_SIZE` in this run. */
-  readonly poolSize: string | undefined;
+  readonly poolSize: string;
   readonly connections: number;
   readonly durationSeconds: number;
   readonly markdown: string;
@@ -265,23 +266,28 @@ function markdownOf(result: Omit<ExchangeBenchResult, "markdown">): string {
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
   const line = (row: GrantRow) =>
     `| ${row.name} | ${fmt(row.requestsPerSecond)} | ${fmt(row.p50Ms, 1)} | ${fmt(row.p99Ms, 1)} | ${fmt(row.total)} | ${row.errors} | ${row.non2xx} | ${fmt(row.stsCpuMs, 2)} | ${row.pgCpuMs === null ? "n/a" : fmt(row.pgCpuMs, 2)} |`;
-  const { exchange } = result;
-  const targets = [
-    ["≥ 1,500 exchanges/s", exchange.requestsPerSecond >= 1500],
-    ["p99 ≤ 50 ms", exchange.p99Ms <= 50],
-    ["zero errors", exchange.errors === 0 && exchange.non2xx === 0],
-    ["≥ 0.5 × client_credentials", result.ratio >= 0.5],
-  ] as const;
+  const targets = (row: GrantRow, ratio: number) =>
+    [
+      ["≥ 1,500 exchanges/s", row.requestsPerSecond >= 1500],
+      ["p99 ≤ 50 ms", row.p99Ms <= 50],
+      ["zero errors", row.errors === 0 && row.non2xx === 0],
+      ["≥ 0.5 × client_credentials", ratio >= 0.5],
+    ] as const;
+  const verdict = (row: GrantRow, ratio: number) =>
+    targets(row, ratio)
+      .map(([name, met]) => `${name} ${met ? "met" : "**not met**"}`)
+      .join("; ");
   return [
     header,
     line(result.clientCredentials),
-    line(exchange),
+    line(result.exchange),
+    line(result.spread),
     "",
-    `exchange / client_credentials = **${fmt(result.ratio, 2)}**; STS peak RSS (VmHWM) ${fmt(result.peakRssMiB, 0)} MiB; ` +
+    `exchange / client_credentials = **${fmt(result.ratio, 2)}** (one approval), **${fmt(result.spreadRatio, 2)}** (one per connection); STS peak RSS (VmHWM) ${fmt(result.peakRssMiB, 0)} MiB; ` +
       `${result.connections} connections, ${result.durationSeconds} s each after a warm-up; STS pool ${result.poolSize} connections; ` +
       `after the run tokens_issued = ${result.budget.tokensIssued}, issued_tokens rows = ${result.budget.issuedTokenRows}.`,
     "",
-    `Targets: ${targets.map(([name, met]) => `${name} ${met ? "met" : "**not met**"}`).join("; ")}.`,
+    `Targets, one approval: ${verdict(result.exchange, result.ratio)}. One approval per connection: ${verdict(result.spread, result.spreadRatio)}.`,
   ].join("\n");
 }
 
@@ -296,9 +302,9 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
   const databaseName = `countersign_bench_${process.pid}_${Date.now()}`;
   await adminQuery(postgres.url, `create database ${databaseName}`);
   const adminUrl = withDatabase(postgres.url, databaseName);
-  // The STS reaches a cluster this run started over its Unix socket (unless told to use TCP): see
+  // The STS reaches a cluster this run started over TCP, or its Unix socket when told to: see
   // ExchangeBenchOptions.postgresTransport.
-  const overSocket = postgres.socketDir !== undefined && (options.postgresTransport ?? "unix") === "unix";
+  const overSocket = postgres.socketDir !== undefined && options.postgresTransport === "unix";
   const databaseUrl = overSocket
     ? `${adminUrl}?host=${encodeURIComponent(postgres.socketDir as string)}`
     : adminUrl;
@@ -334,7 +340,6 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       COUNTERSIGN_CONFIG: configFile,
       COUNTERSIGN_DATA_DIR: dataDir,
       DATABASE_URL: databaseUrl,
-      DATABASE_POOL_SIZE: BENCH_POOL_SIZE,
       LOG_LEVEL: "warn",
       ...options.stsEnv,
     };
@@ -356,6 +361,17 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       [approvalId, CLIENT_ID, RESOURCE],
     );
 
+    // The spread case: one approval per connection (no two concurrent exchanges share an approval).
+    const spreadIds = Array.from({ length: connections }, (_, i) => `${approvalId}-${i}`);
+    await pool.query(
+      `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
+         requested_by, approved_by, decided_by, decided_at, expires_at)
+       select id, 'approved', $2, $3, 'crm:read crm:write', 'crm:read crm:write', 'benchmark', 2000000000,
+         $2, 'bench-approver', 'bench-approver', now(), now() + interval '1 day'
+       from unnest(cast($1 as text[])) as id`,
+      [spreadIds, CLIENT_ID, RESOURCE],
+    );
+
     const authorization = `Basic ${Buffer.from(`${encodeURIComponent(CLIENT_ID)}:${encodeURIComponent(secret)}`).toString("base64")}`;
     const headers = { authorization, "content-type": "application/x-www-form-urlencoded" };
     const clientCredentialsBody = new URLSearchParams({
@@ -371,9 +387,21 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       authorization_details: JSON.stringify([{ type: "agent_task", approval_id: approvalId }]),
     }).toString();
 
+    const spreadBodies = spreadIds.map((id) =>
+      new URLSearchParams({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: subjectToken,
+        subject_token_type: JWT_TYPE,
+        resource: RESOURCE,
+        scope: "crm:read",
+        authorization_details: JSON.stringify([{ type: "agent_task", approval_id: id }]),
+      }).toString(),
+    );
+
     for (const [name, body] of [
       ["client_credentials", clientCredentialsBody],
       ["token exchange", exchangeBody],
+      ["token exchange (spread)", spreadBodies[0] as string],
     ] as const) {
       const response = await fetch(`${base}/token`, { method: "POST", headers, body });
       const answer = await response.text();
@@ -381,8 +409,32 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
     }
 
     const stsPid = child.pid as number;
-    const load = (body: string, duration: number) =>
-      autocannon({ url: `${base}/token`, method: "POST", headers, body, connections, duration, timeout: 10 });
+    /** `body`, or `spread`: each connection sends the exchange for an approval of its own. */
+    const load = (body: string, duration: number) => {
+      let nextSlot = 0;
+      const perConnection =
+        body === "spread"
+          ? {
+              requests: [
+                {
+                  setupRequest: (request: Record<string, unknown>, context: Record<string, unknown>) => {
+                    if (typeof context.slot !== "number") context.slot = nextSlot++;
+                    return { ...request, body: spreadBodies[(context.slot as number) % spreadBodies.length] };
+                  },
+                },
+              ],
+            }
+          : { body };
+      return autocannon({
+        url: `${base}/token`,
+        method: "POST",
+        headers,
+        connections,
+        duration,
+        timeout: 10,
+        ...perConnection,
+      });
+    };
     const measure = async (name: string, body: string) => {
       log(`${name}: ${durationSeconds} s at ${connections} connections`);
       const before = { sts: cpuMs(stsPid), pg: postgres.pid === undefined ? null : cpuMs(postgres.pid) };
@@ -399,13 +451,19 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
     const clientCredentials = options.exchangeOnly
       ? rowOf("(skipped)", await load(clientCredentialsBody, 0.1), { sts: 0, pg: null })
       : await measure("oidc-provider `client_credentials` (baseline)", clientCredentialsBody);
-    const exchange = await measure("RFC 8693 token exchange", exchangeBody);
+    const exchange = await measure("RFC 8693 token exchange, one approval", exchangeBody);
+    await load("spread", warmupSeconds);
+    const spread = await measure(
+      `RFC 8693 token exchange, ${connections} approvals (one per connection)`,
+      "spread",
+    );
     const peakRssMiB = peakRssKiB(stsPid) / 1024;
 
     const counts = await pool.query<{ tokens_issued: number; rows: string }>(
-      `select a.tokens_issued, (select count(*) from issued_tokens t where t.approval_id = a.id) as rows
-         from approvals a where a.id = $1`,
-      [approvalId],
+      `select sum(a.tokens_issued) as tokens_issued,
+              (select count(*) from issued_tokens t where t.approval_id = any($1)) as rows
+         from approvals a where a.id = any($1)`,
+      [[approvalId, ...spreadIds]],
     );
     const budget = {
       tokensIssued: Number(counts.rows[0]?.tokens_issued ?? -1),
@@ -414,10 +472,12 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
     const partial = {
       clientCredentials,
       exchange,
+      spread,
       ratio: exchange.requestsPerSecond / clientCredentials.requestsPerSecond,
+      spreadRatio: spread.requestsPerSecond / clientCredentials.requestsPerSecond,
       peakRssMiB,
       budget,
-      poolSize: stsEnv.DATABASE_POOL_SIZE,
+      poolSize: stsEnv.DATABASE_POOL_SIZE ?? "10 (the default)",
       database: `${postgres.note}; the STS connects over ${overSocket ? "its Unix socket" : "TCP"}`,
       connections,
       durationSeconds,
@@ -457,7 +517,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     connections: Number(process.argv[3] ?? env.BENCH_CONNECTIONS ?? 32),
     ...(env.BENCH_CPU_PROF ? { cpuProfileDir: path.resolve(env.BENCH_CPU_PROF) } : {}),
     exchangeOnly: env.BENCH_EXCHANGE_ONLY === "1",
-    postgresTransport: env.BENCH_PG_TRANSPORT === "tcp" ? "tcp" : "unix",
+    postgresTransport: env.BENCH_PG_TRANSPORT === "unix" ? "unix" : "tcp",
     stsEnv,
   });
   process.stdout.write(`${machineLine()}; Postgres: ${result.database}\n\n${result.markdown}\n`);

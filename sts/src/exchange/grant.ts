@@ -6,6 +6,7 @@ import type { ResourceConfig } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Approval } from "../db/schema.js";
 import type { AccessTokenSigner } from "../keys/access_token_signer.js";
+import { retryAfterSeconds } from "../limits/issuance_limiter.js";
 import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
 import { assertDpopNotReplayed, validateDpopProof } from "../oidc/dpop.js";
 import type { GrantRegistration } from "../oidc/provider.js";
@@ -161,11 +162,8 @@ export function tokenExchangeGrant(
         );
       }
     }
-    // On real Postgres the limits are taken inside the budget statement (one round trip for both).
-    const limits =
-      guards.limiter?.prepareTake && guards.limiter.judgeTake && store.takesLimits
-        ? guards.limiter.prepareTake(clientId, approval.id)
-        : undefined;
+    // On real Postgres the limits are taken in the budget's database call (one round trip for both).
+    const limits = guards.limiter?.prepareTake?.(clientId, approval.id);
     if (guards.limiter && limits === undefined) {
       const limit = await guards.limiter.consume(clientId, approval.id);
       if (!limit.allowed) throw rateLimited(ctx, limit.retryAfterSeconds);
@@ -210,8 +208,8 @@ export function tokenExchangeGrant(
       }
     }
 
-    const taken = await store.consumeBudgetAndRecord(
-      {
+    const taken = await store.issue({
+      record: {
         jti,
         approvalId: approval.id,
         clientId,
@@ -223,19 +221,11 @@ export function tokenExchangeGrant(
         exp: new Date(exp * 1000),
         terms: approval,
       },
-      {
-        event: "token_exchange",
-        outcome: "granted",
-        approval_id: approval.id,
-        client_id: clientId,
-        actor: clientId,
-        detail: { jti, sub: subject.sub, aud: resource.id, scope, exp, ...(act ? { act: act.sub } : {}) },
-      },
+      auditDetail: { jti, sub: subject.sub, aud: resource.id, scope, exp, ...(act ? { act: act.sub } : {}) },
       limits,
-    );
-    if (!taken.ok && "limited" in taken) {
-      const limit = limits && (await guards.limiter?.judgeTake?.(limits, taken.limited));
-      throw rateLimited(ctx, limit && !limit.allowed ? limit.retryAfterSeconds : 1);
+    });
+    if (!taken.ok && "limitedUntil" in taken) {
+      throw rateLimited(ctx, retryAfterSeconds(taken.limitedUntil - Date.now()));
     }
     if (!taken.ok) {
       approvals?.forget(approval.id);

@@ -33,38 +33,26 @@ export type LimitOutcome = { allowed: true } | { allowed: false; retryAfterSecon
 
 /**
  * One point to take from each of two fixed-window counters (agent, then approval) in
- * `issuance_rate_limits`, inside the exchange's budget statement instead of a statement of its own.
+ * `issuance_rate_limits`, in the same database call that takes the budget.
  */
 export interface LimitTake {
   /** Counter keys, agent first: rows are always locked in this order. */
   readonly keys: readonly [string, string];
-  /** The window end (epoch ms) each counter gets when its window starts now. */
-  readonly expires: readonly [number, number];
+  /** Each window's length, in milliseconds, when it starts. */
+  readonly durationsMs: readonly [number, number];
   /** The points each window admits. */
   readonly points: readonly [number, number];
-  /** The time (epoch ms) windows are judged at. */
-  readonly now: number;
-}
-
-/** A counter after the take: the points now counted in its window, and when the window ends (epoch ms). */
-export interface WindowState {
-  readonly points: number;
-  readonly expire: number;
 }
 
 /** Issuance rate and burst limits (per agent and per approval), shared across instances. */
 export interface IssuanceLimiter {
   consume(clientId: string, approvalId: string): Promise<LimitOutcome>;
   /**
-   * For a limiter whose counters live in the exchange's own Postgres: the take to run inside the budget
-   * statement (one round trip for limits and budget). Absent: the grant calls {@link consume}.
+   * For a limiter whose counters live in the exchange's own Postgres: the counters to take inside the
+   * budget's database call (one round trip for limits and budget). Absent: the grant calls
+   * {@link consume} first.
    */
   prepareTake?(clientId: string, approvalId: string): LimitTake;
-  /**
-   * Judges the counters a {@link prepareTake} left (agent, approval). On a refusal it gives back the
-   * point taken from the bucket that did not refuse, as {@link consume} does.
-   */
-  judgeTake?(take: LimitTake, states: readonly [WindowState, WindowState]): Promise<LimitOutcome>;
 }
 
 /** Optional runtime controls plugged into the token exchange grant. */

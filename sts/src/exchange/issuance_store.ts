@@ -1,9 +1,7 @@
 import { CompiledQuery, type Kysely } from "kysely";
 import type pg from "pg";
-import type { AuditEvent } from "../audit/audit_log.js";
 import type { Approval, Database } from "../db/schema.js";
-import { limitUpsertSql } from "../limits/issuance_limiter.js";
-import type { LimitTake, WindowState } from "./guards.js";
+import type { LimitTake } from "./guards.js";
 
 /** The record of a minted access token (`issued_tokens`). */
 export interface IssuedTokenRecord {
@@ -11,145 +9,122 @@ export interface IssuedTokenRecord {
   approvalId: string;
   clientId: string;
   sub: string;
+  /** The resource (`aud`); also the resource the approval must still be for. */
   aud: string;
   scope: string;
   jkt: string | null;
   iat: Date;
   exp: Date;
   /**
-   * The approval's terms as the token was decided on. The budget statement takes a token only while
-   * the stored approval still has exactly these terms, so a decision made on a cached copy can never
-   * outrun a change to the approval.
+   * The approval's terms as the token was decided on. A token is taken only while the stored approval
+   * still has exactly these terms, so a decision made on a cached copy can never outrun a change.
    */
   terms: Pick<Approval, "scope" | "subject" | "expires_at" | "rate_limit">;
 }
 
-/** Reads one approval by id. */
-export async function findApproval(db: Kysely<Database>, id: string): Promise<Approval | undefined> {
-  return db.selectFrom("approvals").selectAll().where("id", "=", id).executeTakeFirst();
+/** One exchange's write: its token record, the detail of its `granted` audit event, its rate limits. */
+export interface IssueRequest {
+  readonly record: IssuedTokenRecord;
+  readonly auditDetail: Record<string, unknown>;
+  /** The agent and approval counters to take a point from first (absent: no rate limits here). */
+  readonly limits?: LimitTake | undefined;
 }
 
-/**
- * Consumes one token of the approval's budget and records the issued token and its audit event, in one
- * SQL statement (one round trip, one implicit transaction). Atomicity contract: the budget is taken by a
- * single conditional `UPDATE … WHERE status = 'approved' AND expires_at > now() AND tokens_issued <
- * max_tokens` (and the approval's terms are still `record.terms`), and the `issued_tokens` and
- * `audit_events` rows are inserted by data-modifying CTEs that
- * select from its `RETURNING` row: they exist exactly when the update took a token, and a failure of any
- * part rolls back all of it. So under any concurrency and across instances `tokens_issued` never exceeds
- * `max_tokens` and always equals the number of `issued_tokens` rows committed for the approval. The
- * approval's row lock is held only while this one statement runs (no client round trip inside it).
- * Nothing is written when it refuses.
- * @returns the new `tokens_issued`, or the approval as it now stands (to say why not).
- */
-export async function consumeBudgetAndRecord(
-  db: Kysely<Database>,
-  record: IssuedTokenRecord,
-  audit: AuditEvent,
-): Promise<BudgetOutcome> {
-  return createIssuanceStore(db, undefined).consumeBudgetAndRecord(record, audit);
-}
-
-/** {@link consumeBudgetAndRecord}'s answer. */
-export type BudgetOutcome =
+/** {@link IssuanceStore.issue}'s answer. */
+export type IssueOutcome =
   | { ok: true; tokensIssued: number }
+  /** No token: the approval as it now stands, to say why (revoked, expired, used up, changed). */
   | { ok: false; approval: Approval | undefined }
-  /** A rate limit taken in the same statement refused: nothing but the counters was written. */
-  | { ok: false; limited: readonly [WindowState, WindowState] };
+  /** A rate limit refused; its window ends at this time (epoch ms). Nothing but the counters changed. */
+  | { ok: false; limitedUntil: number };
 
-/** The token exchange's storage: the approval it reads and the budget it takes (see the functions above). */
+/** The token exchange's storage: the approval it reads and the budget it takes. */
 export interface IssuanceStore {
   findApproval(id: string): Promise<Approval | undefined>;
   /**
-   * Same atomicity contract as {@link consumeBudgetAndRecord}. With `limits` (only when
-   * {@link takesLimits}), the statement first takes one point from each rate-limit counter and takes
-   * the budget only if both admit it.
+   * Takes the rate-limit points (if any) and one token of the approval's budget, and records the
+   * issued token and its audit event — atomically, with `countersign_issue_batch` (migration 0006):
+   * the budget is taken by a conditional `UPDATE … WHERE status = 'approved' AND expires_at > now()
+   * AND tokens_issued < max_tokens AND <terms unchanged>` and the `issued_tokens` and `audit_events`
+   * rows are inserted in the same transaction only when it took one. So under any concurrency and
+   * across instances `tokens_issued` never exceeds `max_tokens` and always equals the committed
+   * `issued_tokens` rows. Requests for the same approval that arrive while one call for it is running
+   * wait and go together in the next call (one round trip and one commit for all of them, each judged
+   * exactly as if alone and in arrival order); different approvals never wait for each other.
    */
-  consumeBudgetAndRecord(
-    record: IssuedTokenRecord,
-    audit: AuditEvent,
-    limits?: LimitTake,
-  ): Promise<BudgetOutcome>;
-  /** Whether {@link consumeBudgetAndRecord} can take the rate limits in its statement (real Postgres). */
-  readonly takesLimits: boolean;
+  issue(request: IssueRequest): Promise<IssueOutcome>;
 }
 
-/**
- * The one statement of {@link consumeBudgetAndRecord}; parameters in {@link budgetParameters}' order,
- * then (with limits) the counters' keys, window ends and the time ($21–$25) and their points ($26–$27).
- * With limits, the counters' upsert runs first (agent row, then approval row, then the approval: always
- * the same lock order), and the budget is taken only when both counters are within their points.
- */
-function budgetStatement(withLimits: boolean): string {
-  const limits = withLimits
-    ? `limits as (
-    ${limitUpsertSql(21)}
-  ), admitted as (
-    select coalesce(bool_and(case when key = $21 then points <= $26 else points <= $27 end), false) as ok
-    from limits
-  ), `
-    : "";
-  return `
-  with ${limits}taken as (
-    update approvals set tokens_issued = tokens_issued + 1
-    where id = $1 and client_id = $2 and status = 'approved' and expires_at > now()
-      and tokens_issued < max_tokens
-      and resource = $5 and scope = $17 and subject is not distinct from $18
-      and expires_at between cast($19 as timestamptz) - interval '1 millisecond'
-        and cast($19 as timestamptz) + interval '1 millisecond'
-      and rate_limit is not distinct from cast($20 as jsonb)${withLimits ? "\n      and (select ok from admitted)" : ""}
-    returning id, tokens_issued
-  ), issued as (
-    insert into issued_tokens (jti, approval_id, client_id, sub, aud, scope, jkt, iat, exp)
-    select $3, taken.id, $2, $4, $5, $6, $7, $8, $9 from taken
-  ), audited as (
-    insert into audit_events (event, outcome, reason, approval_id, client_id, actor, detail)
-    select $10, $11, $12, $13, $14, $15, cast($16 as jsonb) from taken
-  )
-  ${
-    withLimits
-      ? `select (select tokens_issued from taken) as tokens_issued,
-    (select json_agg(json_build_array(key, points, expire)) from limits) as limits`
-      : "select tokens_issued from taken"
-  }`;
+/** Most requests written in one call. */
+const MAX_BATCH = 64;
+
+const ISSUE_BATCH = `select n, outcome, tokens_issued, expire from countersign_issue_batch(
+  $1, $2, $3, $4, $5, $6, cast($7 as jsonb), $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, cast($18 as jsonb[]))`;
+
+interface BatchRow {
+  n: number;
+  outcome: "issued" | "limited_client" | "limited_approval" | "refused";
+  tokens_issued: number | null;
+  expire: string | null;
 }
 
-const BUDGET_STATEMENT = budgetStatement(false);
-const BUDGET_AND_LIMITS_STATEMENT = budgetStatement(true);
+interface Pending {
+  readonly request: IssueRequest;
+  readonly resolve: (outcome: IssueOutcome) => void;
+  readonly reject: (error: unknown) => void;
+}
 
-function budgetParameters(record: IssuedTokenRecord, audit: AuditEvent): unknown[] {
+/** Requests that may share a call: same approval, client, terms and limits. */
+function batchKey({ record, limits }: IssueRequest): string {
+  const { terms } = record;
+  return JSON.stringify([
+    record.approvalId,
+    record.clientId,
+    record.aud,
+    terms.scope,
+    terms.subject,
+    terms.expires_at.getTime(),
+    terms.rate_limit,
+    limits ?? null,
+  ]);
+}
+
+/** The function's parameters for a batch (every request shares the first one's approval and limits). */
+function batchParameters(batch: readonly Pending[], nowMs: number): unknown[] {
+  const first = batch[0]?.request;
+  if (first === undefined) throw new Error("empty batch");
+  const { record, limits } = first;
+  const records = batch.map((pending) => pending.request.record);
   return [
     record.approvalId,
     record.clientId,
-    record.jti,
-    record.sub,
     record.aud,
-    record.scope,
-    record.jkt,
-    record.iat,
-    record.exp,
-    audit.event,
-    audit.outcome,
-    audit.reason ?? null,
-    audit.approval_id ?? null,
-    audit.client_id ?? null,
-    audit.actor ?? null,
-    audit.detail ? JSON.stringify(audit.detail) : null,
     record.terms.scope,
     record.terms.subject,
     record.terms.expires_at,
     record.terms.rate_limit === null ? null : JSON.stringify(record.terms.rate_limit),
+    limits ? [...limits.keys] : null,
+    limits ? limits.durationsMs.map((ms) => nowMs + Math.ceil(ms)) : null,
+    limits ? [...limits.points] : null,
+    nowMs,
+    records.map((r) => r.jti),
+    records.map((r) => r.sub),
+    records.map((r) => r.scope),
+    records.map((r) => r.jkt),
+    records.map((r) => r.iat),
+    records.map((r) => r.exp),
+    batch.map((pending) => JSON.stringify(pending.request.auditDetail)),
   ];
 }
 
 /**
  * The exchange's storage over Kysely, or, given the pg pool of a real Postgres, over named (prepared)
- * statements on that pool: Postgres then parses and plans each statement once per connection instead
- * of at every exchange (about half of the server's CPU for these statements). Same SQL, same rows.
+ * statements on that pool: Postgres then parses and plans each statement once per connection.
  */
 export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefined): IssuanceStore {
-  const findApprovalById = async (id: string): Promise<Approval | undefined> => {
-    if (pool === undefined) return findApproval(db, id);
+  const findApproval = async (id: string): Promise<Approval | undefined> => {
+    if (pool === undefined)
+      return db.selectFrom("approvals").selectAll().where("id", "=", id).executeTakeFirst();
     const { rows } = await pool.query<Approval>({
       name: "countersign-exchange-approval",
       text: "select * from approvals where id = $1",
@@ -157,47 +132,57 @@ export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefi
     });
     return rows[0];
   };
-  return {
-    findApproval: findApprovalById,
-    takesLimits: pool !== undefined,
-    async consumeBudgetAndRecord(record, audit, limits) {
-      const values = budgetParameters(record, audit);
-      if (limits !== undefined) {
-        if (pool === undefined) throw new Error("rate limits in the budget statement need real Postgres");
-        const { rows } = await pool.query<{
-          tokens_issued: number | null;
-          limits: [string, number, string][] | null;
-        }>({
-          name: "countersign-exchange-budget-limits",
-          text: BUDGET_AND_LIMITS_STATEMENT,
-          values: [...values, ...limits.keys, ...limits.expires, limits.now, ...limits.points],
-        });
-        const row = rows[0];
-        if (row?.tokens_issued != null) return { ok: true, tokensIssued: Number(row.tokens_issued) };
-        const state = (key: string): WindowState => {
-          const found = row?.limits?.find((entry) => entry[0] === key);
-          if (!found) throw new Error("the rate-limit upsert returned no row");
-          return { points: Number(found[1]), expire: Number(found[2]) };
-        };
-        const states = [state(limits.keys[0]), state(limits.keys[1])] as const;
-        if (states[0].points > limits.points[0] || states[1].points > limits.points[1]) {
-          return { ok: false, limited: states };
+
+  const run = async (values: unknown[]): Promise<BatchRow[]> => {
+    if (pool === undefined) {
+      return (await db.executeQuery(CompiledQuery.raw(ISSUE_BATCH, values) as CompiledQuery<BatchRow>)).rows;
+    }
+    return (await pool.query<BatchRow>({ name: "countersign-issue-batch", text: ISSUE_BATCH, values })).rows;
+  };
+
+  /** Waiting requests per batch key; a key is present while a call for it is running. */
+  const queues = new Map<string, Pending[]>();
+
+  async function drain(key: string, queue: Pending[]): Promise<void> {
+    while (queue.length > 0) {
+      const batch = queue.splice(0, MAX_BATCH);
+      try {
+        const rows = await run(batchParameters(batch, Date.now()));
+        let approval: Promise<Approval | undefined> | undefined;
+        for (const [index, pending] of batch.entries()) {
+          const row = rows.find((candidate) => Number(candidate.n) === index + 1);
+          if (row === undefined) {
+            pending.reject(new Error("countersign_issue_batch returned no row for a request"));
+          } else if (row.outcome === "issued") {
+            pending.resolve({ ok: true, tokensIssued: Number(row.tokens_issued) });
+          } else if (row.outcome === "refused") {
+            approval ??= findApproval(pending.request.record.approvalId);
+            approval.then((found) => pending.resolve({ ok: false, approval: found }), pending.reject);
+          } else {
+            pending.resolve({ ok: false, limitedUntil: Number(row.expire) });
+          }
         }
-        return { ok: false, approval: await findApprovalById(record.approvalId) };
+      } catch (error) {
+        for (const pending of batch) pending.reject(error);
       }
-      const { rows } =
-        pool === undefined
-          ? await db.executeQuery(
-              CompiledQuery.raw(BUDGET_STATEMENT, values) as CompiledQuery<{ tokens_issued: number }>,
-            )
-          : await pool.query<{ tokens_issued: number }>({
-              name: "countersign-exchange-budget",
-              text: BUDGET_STATEMENT,
-              values,
-            });
-      const taken = rows[0];
-      if (taken !== undefined) return { ok: true, tokensIssued: Number(taken.tokens_issued) };
-      return { ok: false, approval: await findApprovalById(record.approvalId) };
+    }
+    queues.delete(key);
+  }
+
+  return {
+    findApproval,
+    issue(request) {
+      return new Promise<IssueOutcome>((resolve, reject) => {
+        const key = batchKey(request);
+        const waiting = queues.get(key);
+        if (waiting !== undefined) {
+          waiting.push({ request, resolve, reject });
+          return;
+        }
+        const queue: Pending[] = [{ request, resolve, reject }];
+        queues.set(key, queue);
+        void drain(key, queue);
+      });
     },
   };
 }

@@ -2,7 +2,7 @@ import type pg from "pg";
 import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimit } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
-import type { IssuanceLimiter, LimitOutcome, LimitTake, WindowState } from "../exchange/guards.js";
+import type { IssuanceLimiter, LimitOutcome, LimitTake } from "../exchange/guards.js";
 import { unavailable } from "../exchange/refusal.js";
 
 /** The table the migration `2026_11_25_0003` creates in rate-limiter-flexible's layout. */
@@ -49,18 +49,10 @@ export function retryAfterSeconds(msBeforeNext: number): number {
 
 type Outcome = LimitOutcome;
 
-/**
- * The counters' upsert as SQL text, parameters numbered from `first`: keys (2), window ends (2), now.
- * Shared by the limiter's own statement and the exchange's budget statement ({@link LimitTake}).
- */
-export function limitUpsertSql(first: number): string {
-  const [k1, k2, e1, e2, now] = [0, 1, 2, 3, 4].map((i) => `$${first + i}`);
-  return `insert into ${ISSUANCE_RATE_LIMITS_TABLE} as t (key, points, expire)
-             values (${k1}, 1, cast(${e1} as bigint)), (${k2}, 1, cast(${e2} as bigint))
-           on conflict (key) do update set
-             points = case when coalesce(t.expire, 0) <= cast(${now} as bigint) then 1 else t.points + 1 end,
-             expire = case when coalesce(t.expire, 0) <= cast(${now} as bigint) then excluded.expire else t.expire end
-           returning key, points, expire`;
+/** A counter after a take: the points now counted in its window, and when the window ends (epoch ms). */
+interface WindowState {
+  readonly points: number;
+  readonly expire: number;
 }
 
 /**
@@ -78,7 +70,12 @@ async function takeBoth(
   const now = Date.now();
   const { rows } = await pool.query<{ key: string; points: number; expire: string }>({
     name: "countersign-issuance-limit-take",
-    text: limitUpsertSql(1),
+    text: `insert into ${ISSUANCE_RATE_LIMITS_TABLE} as t (key, points, expire)
+             values ($1, 1, $3), ($2, 1, $4)
+           on conflict (key) do update set
+             points = case when coalesce(t.expire, 0) <= $5 then 1 else t.points + 1 end,
+             expire = case when coalesce(t.expire, 0) <= $5 then excluded.expire else t.expire end
+           returning key, points, expire`,
     values: [keys[0], keys[1], now + Math.ceil(durationsMs[0]), now + Math.ceil(durationsMs[1]), now],
   });
   const state = (key: string): WindowState => {
@@ -186,19 +183,11 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): Stoppabl
       return judge(keys, states);
     },
     prepareTake(clientId, approvalId): LimitTake {
-      const now = Date.now();
       return {
         keys: keysOf(clientId, approvalId),
-        expires: [
-          now + Math.ceil(clientWindow.duration * 1000),
-          now + Math.ceil(approvalWindow.duration * 1000),
-        ],
+        durationsMs: [clientWindow.duration * 1000, approvalWindow.duration * 1000],
         points: [clientWindow.points, approvalWindow.points],
-        now,
       };
-    },
-    judgeTake(take, states) {
-      return judge(take.keys, states);
     },
     close() {
       if (timer !== undefined) clearInterval(timer);

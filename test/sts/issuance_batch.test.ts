@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { DatabaseHandle } from "../../sts/src/db/connect.js";
+import { migrateToLatest } from "../../sts/src/db/migrate.js";
+import type { Approval } from "../../sts/src/db/schema.js";
+import { createIssuanceStore, type IssueOutcome } from "../../sts/src/exchange/issuance_store.js";
+import { createTestDatabase, type TestDatabase, testEngines } from "../helpers/database.js";
+import { insertApproval } from "../helpers/exchange.js";
+
+for (const engine of testEngines()) {
+  describe(`issuing in batches on ${engine}`, () => {
+    let database: TestDatabase;
+    let handle: DatabaseHandle;
+    before(async () => {
+      database = await createTestDatabase(engine);
+      handle = await database.open();
+      await migrateToLatest(handle.db);
+    });
+    after(async () => {
+      await handle.close();
+      await database.dispose();
+    });
+
+    async function approvalRow(id: string): Promise<Approval> {
+      return handle.db.selectFrom("approvals").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+    }
+
+    test("concurrent requests under one approval are judged one by one, in arrival order", async () => {
+      const approvalId = await insertApproval(handle.db, { max_tokens: 3 });
+      const approval = await approvalRow(approvalId);
+      const store = createIssuanceStore(handle.db, handle.pool);
+      const limits = {
+        keys: [`client:batch-${approvalId}`, `approval:${approvalId}`] as const,
+        durationsMs: [60_000, 60_000] as const,
+        points: [100, 5] as const,
+      };
+      const now = new Date();
+      const outcomes: IssueOutcome[] = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          store.issue({
+            record: {
+              jti: `${approvalId}-${i}`,
+              approvalId,
+              clientId: approval.client_id,
+              sub: "alice",
+              aud: approval.resource,
+              scope: "crm:read",
+              jkt: null,
+              iat: now,
+              exp: new Date(now.getTime() + 60_000),
+              terms: approval,
+            },
+            auditDetail: { n: i },
+            limits,
+          }),
+        ),
+      );
+      // 1-3 take the budget; 4-5 pass the limits (5 points) but find the budget used up; 6-8 are over
+      // the approval's 5 points, and give back the agent's point they took.
+      assert.deepEqual(
+        outcomes.map((o) =>
+          o.ok ? `issued ${o.tokensIssued}` : "limitedUntil" in o ? "limited" : "refused",
+        ),
+        ["issued 1", "issued 2", "issued 3", "refused", "refused", "limited", "limited", "limited"],
+      );
+      for (const outcome of outcomes.slice(3, 5)) {
+        assert.ok(!outcome.ok && "approval" in outcome);
+        assert.equal(outcome.approval?.tokens_issued, 3);
+      }
+      for (const outcome of outcomes.slice(5)) {
+        assert.ok(!outcome.ok && "limitedUntil" in outcome);
+        assert.ok(outcome.limitedUntil > Date.now() && outcome.limitedUntil <= Date.now() + 60_000);
+      }
+      const counters = await handle.db
+        .selectFrom("issuance_rate_limits")
+        .select(["key", "points"])
+        .where("key", "in", [...limits.keys])
+        .orderBy("key")
+        .execute();
+      assert.deepEqual(
+        counters.map((c) => [c.key, Number(c.points)]),
+        [
+          [limits.keys[1], 8],
+          [limits.keys[0], 5],
+        ],
+      );
+      assert.equal((await approvalRow(approvalId)).tokens_issued, 3);
+      const issued = await handle.db
+        .selectFrom("issued_tokens")
+        .select("jti")
+        .where("approval_id", "=", approvalId)
+        .orderBy("jti")
+        .execute();
+      assert.deepEqual(
+        issued.map((row) => row.jti),
+        [0, 1, 2].map((i) => `${approvalId}-${i}`),
+      );
+      const audited = await handle.db
+        .selectFrom("audit_events")
+        .select(["event", "outcome", "actor", "detail"])
+        .where("approval_id", "=", approvalId)
+        .orderBy("id")
+        .execute();
+      assert.deepEqual(
+        audited.map((row) => [row.event, row.outcome, row.actor, row.detail]),
+        [0, 1, 2].map((i) => ["token_exchange", "granted", approval.client_id, { n: i }]),
+      );
+    });
+
+    test("a failing call fails every request in it, and the next call starts clean", async () => {
+      const approvalId = await insertApproval(handle.db, { max_tokens: 10 });
+      const approval = await approvalRow(approvalId);
+      const store = createIssuanceStore(handle.db, handle.pool);
+      const request = (jti: string) => ({
+        record: {
+          jti,
+          approvalId,
+          clientId: approval.client_id,
+          sub: "alice",
+          aud: approval.resource,
+          scope: "crm:read",
+          jkt: null,
+          iat: new Date(),
+          exp: new Date(Date.now() + 60_000),
+          terms: approval,
+        },
+        auditDetail: {},
+      });
+      // The same jti twice in one call violates issued_tokens' primary key: the whole call rolls back.
+      const settled = await Promise.allSettled([
+        store.issue(request(`${approvalId}-a`)),
+        store.issue(request(`${approvalId}-b`)),
+        store.issue(request(`${approvalId}-b`)),
+      ]);
+      assert.equal(settled[0]?.status, "fulfilled");
+      assert.deepEqual(
+        settled.slice(1).map((s) => s.status),
+        ["rejected", "rejected"],
+      );
+      assert.equal((await approvalRow(approvalId)).tokens_issued, 1);
+      const next = await store.issue(request(`${approvalId}-c`));
+      assert.deepEqual(next, { ok: true, tokensIssued: 2 });
+    });
+  });
+}
