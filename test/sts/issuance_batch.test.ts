@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { sql } from "kysely";
 import type { DatabaseHandle } from "../../sts/src/db/connect.js";
 import { migrateToLatest } from "../../sts/src/db/migrate.js";
 import type { Approval } from "../../sts/src/db/schema.js";
@@ -71,14 +72,11 @@ for (const engine of testEngines()) {
         assert.ok(!outcome.ok && "limitedUntil" in outcome);
         assert.ok(outcome.limitedUntil > Date.now() && outcome.limitedUntil <= Date.now() + 60_000);
       }
-      const counters = await handle.db
-        .selectFrom("issuance_rate_limits")
-        .select(["key", "points"])
-        .where("key", "in", [...limits.keys])
-        .orderBy("key")
-        .execute();
+      const counters = await sql<{ key: string; points: number }>`
+        select key, points from issuance_rate_limits
+        where key in (${limits.keys[0]}, ${limits.keys[1]}) order by key`.execute(handle.db);
       assert.deepEqual(
-        counters.map((c) => [c.key, Number(c.points)]),
+        counters.rows.map((c) => [c.key, Number(c.points)]),
         [
           [limits.keys[1], 8],
           [limits.keys[0], 5],
