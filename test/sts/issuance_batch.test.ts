@@ -139,5 +139,62 @@ for (const engine of testEngines()) {
       const next = await store.issue(request(`${approvalId}-c`));
       assert.deepEqual(next, { ok: true, tokensIssued: 2 });
     });
+
+    test("one agent's requests for several approvals share calls; two stores at once never deadlock", async () => {
+      const approvalIds = await Promise.all(
+        [1, 2, 3, 4].map(() => insertApproval(handle.db, { max_tokens: 30 })),
+      );
+      const approvals = await Promise.all(approvalIds.map(approvalRow));
+      // Two stores stand in for two instances: their calls run at the same time on the same rows.
+      const stores = [
+        createIssuanceStore(handle.db, handle.pool),
+        createIssuanceStore(handle.db, handle.pool),
+      ];
+      const limitsOf = (approval: Approval) => ({
+        keys: [`client:multi-${approvalIds[0]}`, `approval:${approval.id}`] as const,
+        durationsMs: [60_000, 60_000] as const,
+        points: [1000, 1000] as const,
+      });
+      let seq = 0;
+      const outcomes = await Promise.all(
+        Array.from({ length: 160 }, (_, i) => {
+          // Opposite orders in the two stores: A B C D … and D C B A …
+          const store = stores[i % 2] as (typeof stores)[number];
+          const approval = approvals[i % 2 === 0 ? (i >> 1) % 4 : 3 - ((i >> 1) % 4)] as Approval;
+          seq += 1;
+          return store.issue({
+            record: {
+              jti: `${approvalIds[0]}-multi-${seq}`,
+              approvalId: approval.id,
+              clientId: approval.client_id,
+              sub: "alice",
+              aud: approval.resource,
+              scope: "crm:read",
+              jkt: null,
+              iat: new Date(),
+              exp: new Date(Date.now() + 60_000),
+              terms: approval,
+            },
+            auditDetail: {},
+            // Without counters the approval rows are the first locks a call takes: the case a
+            // call's lock order matters for.
+            limits: i % 3 === 0 ? limitsOf(approval) : undefined,
+          });
+        }),
+      );
+      // 40 requests per approval, 30 tokens each: 120 issued, 40 refused, nothing failed.
+      assert.equal(outcomes.filter((o) => o.ok).length, 120);
+      assert.equal(outcomes.filter((o) => !o.ok && "approval" in o).length, 40);
+      for (const id of approvalIds) {
+        const row = await approvalRow(id);
+        assert.equal(row.tokens_issued, 30);
+        const { count } = await handle.db
+          .selectFrom("issued_tokens")
+          .select((eb) => eb.fn.countAll<string>().as("count"))
+          .where("approval_id", "=", id)
+          .executeTakeFirstOrThrow();
+        assert.equal(Number(count), 30);
+      }
+    });
   });
 }

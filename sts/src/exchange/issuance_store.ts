@@ -43,14 +43,14 @@ export interface IssuanceStore {
   findApproval(id: string): Promise<Approval | undefined>;
   /**
    * Takes the rate-limit points (if any) and one token of the approval's budget, and records the
-   * issued token and its audit event — atomically, with `countersign_issue_batch` (migration 0006):
+   * issued token and its audit event — atomically, with `countersign_issue` (migration 0007):
    * the budget is taken by a conditional `UPDATE … WHERE status = 'approved' AND expires_at > now()
    * AND tokens_issued < max_tokens AND <terms unchanged>` and the `issued_tokens` and `audit_events`
    * rows are inserted in the same transaction only when it took one. So under any concurrency and
    * across instances `tokens_issued` never exceeds `max_tokens` and always equals the committed
-   * `issued_tokens` rows. Requests for the same approval that arrive while one call for it is running
-   * wait and go together in the next call (one round trip and one commit for all of them, each judged
-   * exactly as if alone and in arrival order); different approvals never wait for each other.
+   * `issued_tokens` rows. An agent's requests that arrive while a call for that agent is running wait
+   * and go together in the next call (one round trip and one commit for all of them, each judged
+   * exactly as if alone, in arrival order per approval); different agents never wait for each other.
    */
   issue(request: IssueRequest): Promise<IssueOutcome>;
 }
@@ -58,10 +58,11 @@ export interface IssuanceStore {
 /** Most requests written in one call. */
 const MAX_BATCH = 64;
 
-const ISSUE_BATCH = `select n, outcome, tokens_issued, expire from countersign_issue_batch(
-  $1, $2, $3, $4, $5, $6, cast($7 as jsonb), $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, cast($18 as jsonb[]))`;
+const ISSUE = `select n, outcome, tokens_issued, expire from countersign_issue(
+  $1, $2, $3, $4, $5, $6, $7, cast($8 as jsonb[]), $9, $10, $11, $12, $13, $14,
+  $15, $16, $17, $18, $19, $20, cast($21 as jsonb[]))`;
 
-interface BatchRow {
+interface IssueRow {
   n: number;
   outcome: "issued" | "limited_client" | "limited_approval" | "refused";
   tokens_issued: number | null;
@@ -74,39 +75,37 @@ interface Pending {
   readonly reject: (error: unknown) => void;
 }
 
-/** Requests that may share a call: same approval, client, terms and limits. */
-function batchKey({ record, limits }: IssueRequest): string {
-  const { terms } = record;
-  return JSON.stringify([
-    record.approvalId,
-    record.clientId,
-    record.aud,
-    terms.scope,
-    terms.subject,
-    terms.expires_at.getTime(),
-    terms.rate_limit,
-    limits ?? null,
-  ]);
+/**
+ * The lock order of a request: its agent's counter, then its approval's counter and row. Calls write
+ * their requests in this order, so every call takes row locks in one global order (no deadlocks).
+ */
+function lockOrder(a: Pending, b: Pending): number {
+  const x = a.request.record;
+  const y = b.request.record;
+  if (x.clientId !== y.clientId) return x.clientId < y.clientId ? -1 : 1;
+  if (x.approvalId !== y.approvalId) return x.approvalId < y.approvalId ? -1 : 1;
+  return 0; // the sort is stable: one approval's requests keep their arrival order
 }
 
-/** The function's parameters for a batch (every request shares the first one's approval and limits). */
-function batchParameters(batch: readonly Pending[], nowMs: number): unknown[] {
-  const first = batch[0]?.request;
-  if (first === undefined) throw new Error("empty batch");
-  const { record, limits } = first;
+/** `countersign_issue`'s parameters for a batch already in {@link lockOrder}. */
+function issueParameters(batch: readonly Pending[], nowMs: number): unknown[] {
   const records = batch.map((pending) => pending.request.record);
+  const limits = batch.map((pending) => pending.request.limits);
   return [
-    record.approvalId,
-    record.clientId,
-    record.aud,
-    record.terms.scope,
-    record.terms.subject,
-    record.terms.expires_at,
-    record.terms.rate_limit === null ? null : JSON.stringify(record.terms.rate_limit),
-    limits ? [...limits.keys] : null,
-    limits ? limits.durationsMs.map((ms) => nowMs + Math.ceil(ms)) : null,
-    limits ? [...limits.points] : null,
     nowMs,
+    records.map((r) => r.approvalId),
+    records.map((r) => r.clientId),
+    records.map((r) => r.aud),
+    records.map((r) => r.terms.scope),
+    records.map((r) => r.terms.subject),
+    records.map((r) => r.terms.expires_at),
+    records.map((r) => (r.terms.rate_limit === null ? null : JSON.stringify(r.terms.rate_limit))),
+    limits.map((l) => l?.keys[0] ?? null),
+    limits.map((l) => l?.keys[1] ?? null),
+    limits.map((l) => (l ? nowMs + Math.ceil(l.durationsMs[0]) : null)),
+    limits.map((l) => (l ? nowMs + Math.ceil(l.durationsMs[1]) : null)),
+    limits.map((l) => l?.points[0] ?? null),
+    limits.map((l) => l?.points[1] ?? null),
     records.map((r) => r.jti),
     records.map((r) => r.sub),
     records.map((r) => r.scope),
@@ -133,30 +132,36 @@ export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefi
     return rows[0];
   };
 
-  const run = async (values: unknown[]): Promise<BatchRow[]> => {
+  const run = async (values: unknown[]): Promise<IssueRow[]> => {
     if (pool === undefined) {
-      return (await db.executeQuery(CompiledQuery.raw(ISSUE_BATCH, values) as CompiledQuery<BatchRow>)).rows;
+      return (await db.executeQuery(CompiledQuery.raw(ISSUE, values) as CompiledQuery<IssueRow>)).rows;
     }
-    return (await pool.query<BatchRow>({ name: "countersign-issue-batch", text: ISSUE_BATCH, values })).rows;
+    return (await pool.query<IssueRow>({ name: "countersign-issue", text: ISSUE, values })).rows;
   };
 
-  /** Waiting requests per batch key; a key is present while a call for it is running. */
+  /** Waiting requests per agent; an agent is present while a call for it is running. */
   const queues = new Map<string, Pending[]>();
 
-  async function drain(key: string, queue: Pending[]): Promise<void> {
+  async function drain(clientId: string, queue: Pending[]): Promise<void> {
     while (queue.length > 0) {
-      const batch = queue.splice(0, MAX_BATCH);
+      const batch = queue.splice(0, MAX_BATCH).sort(lockOrder);
       try {
-        const rows = await run(batchParameters(batch, Date.now()));
-        let approval: Promise<Approval | undefined> | undefined;
+        const rows = await run(issueParameters(batch, Date.now()));
+        const approvals = new Map<string, Promise<Approval | undefined>>();
         for (const [index, pending] of batch.entries()) {
           const row = rows.find((candidate) => Number(candidate.n) === index + 1);
+          const { approvalId } = pending.request.record;
           if (row === undefined) {
-            pending.reject(new Error("countersign_issue_batch returned no row for a request"));
+            pending.reject(new Error("countersign_issue returned no row for a request"));
           } else if (row.outcome === "issued") {
             pending.resolve({ ok: true, tokensIssued: Number(row.tokens_issued) });
           } else if (row.outcome === "refused") {
-            approval ??= findApproval(pending.request.record.approvalId);
+            // One re-read per approval, to say why (revoked, expired, used up, changed).
+            let approval = approvals.get(approvalId);
+            if (approval === undefined) {
+              approval = findApproval(approvalId);
+              approvals.set(approvalId, approval);
+            }
             approval.then((found) => pending.resolve({ ok: false, approval: found }), pending.reject);
           } else {
             pending.resolve({ ok: false, limitedUntil: Number(row.expire) });
@@ -166,22 +171,22 @@ export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefi
         for (const pending of batch) pending.reject(error);
       }
     }
-    queues.delete(key);
+    queues.delete(clientId);
   }
 
   return {
     findApproval,
     issue(request) {
       return new Promise<IssueOutcome>((resolve, reject) => {
-        const key = batchKey(request);
-        const waiting = queues.get(key);
+        const clientId = request.record.clientId;
+        const waiting = queues.get(clientId);
         if (waiting !== undefined) {
           waiting.push({ request, resolve, reject });
           return;
         }
         const queue: Pending[] = [{ request, resolve, reject }];
-        queues.set(key, queue);
-        void drain(key, queue);
+        queues.set(clientId, queue);
+        void drain(clientId, queue);
       });
     },
   };
