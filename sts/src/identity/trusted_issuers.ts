@@ -155,12 +155,31 @@ export function createTrustedIssuers(
           );
         }
       }
-      if (typeof claims.sub !== "string" || claims.sub.length === 0 || claims.sub.length > 255) {
+      if (!isUsableSubject(claims.sub)) {
         throw new IdentityTokenError("claim_missing", `the ${usage} token has no usable sub`);
       }
       return { issuer: config.issuer, subject: claims.sub, claims };
     },
   };
+}
+
+/**
+ * A `sub` the STS can carry: 1 to 255 UTF-16 units of well-formed Unicode without control characters
+ * (C0, DEL, C1 are never part of an identifier, and NUL cannot even be stored in Postgres text; a lone
+ * surrogate is not Unicode and cannot be encoded as UTF-8).
+ */
+export function isUsableSubject(sub: unknown): sub is string {
+  if (typeof sub !== "string" || sub.length === 0 || sub.length > 255) return false;
+  for (let i = 0; i < sub.length; i++) {
+    const unit = sub.charCodeAt(i);
+    if (unit < 0x20 || (unit >= 0x7f && unit <= 0x9f)) return false;
+    if (unit >= 0xd800 && unit <= 0xdbff) {
+      const next = sub.charCodeAt(i + 1); // NaN past the end
+      if (!(next >= 0xdc00 && next <= 0xdfff)) return false;
+      i += 1;
+    } else if (unit >= 0xdc00 && unit <= 0xdfff) return false;
+  }
+  return true;
 }
 
 function toIdentityError(error: unknown, usage: TokenUsage): IdentityTokenError {
