@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { rateLimitSchema } from "../config/schema.js";
 import type { ApprovalStatus } from "../db/schema.js";
+import { isStorableText } from "../db/text.js";
+import { isUsableSubject } from "../identity/trusted_issuers.js";
 
 /** Longest `task`, in characters. */
 export const MAX_TASK_CHARS = 2000;
@@ -20,7 +22,10 @@ export const MAX_REASON_CHARS = 500;
 export const MAX_LIST_LIMIT = 200;
 export const DEFAULT_LIST_LIMIT = 50;
 
-const scope = z.string().min(1).max(MAX_SCOPE_CHARS);
+/** A string Postgres stores exactly ({@link isStorableText}). */
+const text = () => z.string().refine(isStorableText, "must be well-formed Unicode without NUL characters");
+
+const scope = text().min(1).max(MAX_SCOPE_CHARS);
 const maxTokens = z.number().int().min(1).max(MAX_TOKENS_LIMIT);
 const ttlSeconds = z.number().int().min(1).max(MAX_TTL_SECONDS);
 
@@ -28,12 +33,11 @@ const ttlSeconds = z.number().int().min(1).max(MAX_TTL_SECONDS);
 export const createApprovalBody = z
   .object({
     /** A configured resource indicator (RFC 8707). */
-    resource: z.string().min(1).max(2048).describe("A configured resource indicator (RFC 8707)."),
+    resource: text().min(1).max(2048).describe("A configured resource indicator (RFC 8707)."),
     /** Space-separated scopes, each one of the resource's. */
     scope: scope.describe("Space-separated scopes, each one of the resource's (RFC 6749 §3.3)."),
     /** What the agent means to do, shown to the approver. */
-    task: z
-      .string()
+    task: text()
       .max(MAX_TASK_CHARS)
       .refine((task) => task.trim().length > 0, "must not be empty")
       .describe("What the agent means to do, shown to the approver."),
@@ -50,6 +54,7 @@ export const createApprovalBody = z
       .string()
       .min(1)
       .max(255)
+      .refine(isUsableSubject, "must be well-formed Unicode without control characters")
       .optional()
       .describe("The only `sub` tokens under the approval may carry."),
     /** Rate and burst limit written into tokens minted under the approval. */
@@ -80,12 +85,7 @@ export type ApproveBody = z.infer<typeof approveBody>;
 export const decisionBody = z
   .object({
     /** Why, for the audit log and the agent. */
-    reason: z
-      .string()
-      .min(1)
-      .max(MAX_REASON_CHARS)
-      .optional()
-      .describe("Why, for the audit log and the agent."),
+    reason: text().min(1).max(MAX_REASON_CHARS).optional().describe("Why, for the audit log and the agent."),
   })
   .strict()
   .describe("A deny or revoke decision.");
@@ -109,7 +109,7 @@ export const listQuery = z
       .transform(Number)
       .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT))
       .default(DEFAULT_LIST_LIMIT),
-    cursor: z.string().min(1).max(256).optional(),
+    cursor: text().min(1).max(256).optional(),
   })
   .strict();
 export type ListQuery = z.infer<typeof listQuery>;

@@ -1,5 +1,6 @@
 import { errors } from "oidc-provider";
 import { parseScope } from "../approvals/model.js";
+import { hasControlCharacter, isStorableText } from "../db/text.js";
 
 /** RFC 8693 §3 token type identifiers. */
 export const TOKEN_TYPE = {
@@ -133,7 +134,13 @@ function parseAuthorizationDetails(raw: string | undefined): string {
     throw new errors.InvalidRequest("authorization_details must hold exactly one agent_task");
   }
   const approvalId = (tasks[0] as Record<string, unknown>).approval_id;
-  if (typeof approvalId !== "string" || approvalId.length === 0 || approvalId.length > 64) {
+  if (
+    typeof approvalId !== "string" ||
+    approvalId.length === 0 ||
+    approvalId.length > 64 ||
+    !isStorableText(approvalId) ||
+    hasControlCharacter(approvalId)
+  ) {
     throw new errors.InvalidRequest("the agent_task must carry an approval_id");
   }
   return approvalId;

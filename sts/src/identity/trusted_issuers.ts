@@ -9,6 +9,7 @@ import {
   jwtVerify,
 } from "jose";
 import type { TrustedIssuerConfig } from "../config/schema.js";
+import { hasControlCharacter, isStorableText } from "../db/text.js";
 import type { DevIssuer } from "./dev_issuer.js";
 
 /** What an identity token is presented as. */
@@ -169,17 +170,13 @@ export function createTrustedIssuers(
  * surrogate is not Unicode and cannot be encoded as UTF-8).
  */
 export function isUsableSubject(sub: unknown): sub is string {
-  if (typeof sub !== "string" || sub.length === 0 || sub.length > 255) return false;
-  for (let i = 0; i < sub.length; i++) {
-    const unit = sub.charCodeAt(i);
-    if (unit < 0x20 || (unit >= 0x7f && unit <= 0x9f)) return false;
-    if (unit >= 0xd800 && unit <= 0xdbff) {
-      const next = sub.charCodeAt(i + 1); // NaN past the end
-      if (!(next >= 0xdc00 && next <= 0xdfff)) return false;
-      i += 1;
-    } else if (unit >= 0xdc00 && unit <= 0xdfff) return false;
-  }
-  return true;
+  return (
+    typeof sub === "string" &&
+    sub.length > 0 &&
+    sub.length <= 255 &&
+    isStorableText(sub) &&
+    !hasControlCharacter(sub)
+  );
 }
 
 function toIdentityError(error: unknown, usage: TokenUsage): IdentityTokenError {

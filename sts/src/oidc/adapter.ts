@@ -1,6 +1,7 @@
 import type { Kysely } from "kysely";
 import type { Adapter, AdapterPayload } from "oidc-provider";
 import type { Database } from "../db/schema.js";
+import { isStorableText } from "../db/text.js";
 
 /**
  * oidc-provider's storage contract, kept in Postgres (`oidc_payloads`). One row per (model, id); expired
@@ -44,6 +45,8 @@ export class PostgresAdapter implements Adapter {
     column: "id" | "user_code" | "uid",
     value: string,
   ): Promise<AdapterPayload | undefined> {
+    // A key Postgres cannot store (e.g. a client_id with NUL from a request) names no row.
+    if (!isStorableText(value)) return undefined;
     const row = await this.db
       .selectFrom("oidc_payloads")
       .select(["payload", "consumed_at", "expires_at"])
