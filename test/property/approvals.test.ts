@@ -11,6 +11,12 @@ import { propertyRuns } from "./runs.js";
  * 5xx; and an approver's decision only ever narrows what the agent asked for.
  */
 
+/** Any UTF-16 units (NUL, controls, lone surrogates) and the ones Postgres cannot store. */
+const awkwardText = fc.oneof(
+  fc.string({ unit: "binary", minLength: 1, maxLength: 20 }),
+  fc.constantFrom("a\u0000b", "\ud800", "x\udfff", "line\nbreak", "c1\u0085"),
+);
+
 const CRM = "https://crm.example.test";
 const MAIL = "https://mail.example.test";
 const SCOPES: Record<string, string[]> = {
@@ -52,12 +58,19 @@ const createBodyArb: fc.Arbitrary<unknown> = fc.oneof(
                   .subarray([...(SCOPES[CRM] ?? []), ...(SCOPES[MAIL] ?? [])], { minLength: 1 })
                   .map((s) => s.join(" ")),
                 fc.string({ maxLength: 30 }),
+                awkwardText,
               ),
             ),
-            task: field(fc.oneof(fc.string({ minLength: 1, maxLength: 60 }), fc.constant("x".repeat(2001)))),
+            task: field(
+              fc.oneof(
+                fc.string({ minLength: 1, maxLength: 60 }),
+                awkwardText,
+                fc.constant("x".repeat(2001)),
+              ),
+            ),
             max_tokens: field(fc.oneof(fc.integer({ min: -5, max: 2_000_000 }), fc.double())),
             ttl_seconds: field(fc.integer({ min: -5, max: 3_000_000 })),
-            subject: field(fc.oneof(fc.string({ maxLength: 40 }), fc.constant("s".repeat(300)))),
+            subject: field(fc.oneof(fc.string({ maxLength: 40 }), awkwardText, fc.constant("s".repeat(300)))),
             rate_limit: field(rateLimitArb),
           },
           { requiredKeys: [] },
@@ -167,6 +180,25 @@ describe("property: the approval API never answers 5xx and never widens", () => 
         assert.equal(approval.tokens_issued, 0);
       }),
       propertyRuns(150, 2000),
+    );
+  });
+
+  test("POST /approvals, valid but for one text field of arbitrary UTF-16: 201 with the text kept exactly, or 400", async () => {
+    const agentTransport: Transport = {
+      encoding: "json",
+      contentType: "application/json",
+      raw: "",
+      auth: "agent",
+    };
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom("task", "subject", "scope"), awkwardText, async (name, value) => {
+        const body = { resource: CRM, scope: "crm:read", task: "reconcile", [name]: value };
+        const answer = await send("POST", "/approvals", body, agentTransport);
+        assert.ok([201, 400].includes(answer.status), `${answer.status} ${answer.text}`);
+        if (answer.status === 201)
+          assert.equal(answer.json[name], value, "stored text differs from what was sent");
+      }),
+      propertyRuns(150, 1000),
     );
   });
 

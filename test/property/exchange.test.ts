@@ -24,6 +24,15 @@ import { decodePayload, propertyRuns } from "./runs.js";
  * never goes over `max_tokens` and always equals the issued-token rows.
  */
 
+/** Whether `value` can be sent as an HTTP header value (tab, visible ASCII and obs-text). */
+function isHeaderValue(value: string): boolean {
+  for (const char of value) {
+    const code = char.codePointAt(0) ?? 0;
+    if (code !== 0x09 && (code < 0x20 || code === 0x7f || code > 0xff)) return false;
+  }
+  return value.trim() === value;
+}
+
 const CRM = "https://crm.example.test";
 const MAIL = "https://mail.example.test";
 const FILES = "https://files.example.test";
@@ -154,7 +163,11 @@ const requestArb = fc.record({
       weight: 1,
     },
   ),
-  garbage: fc.string({ maxLength: 40 }),
+  garbage: fc.oneof(
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: "binary", maxLength: 20 }),
+    fc.constantFrom("apr_\u0000", "\ud800", "a\u0000b"),
+  ),
   pick: fc.nat(),
 });
 type RequestSpec = typeof requestArb extends fc.Arbitrary<infer T> ? T : never;
@@ -422,7 +435,9 @@ describe("property: token exchange never exceeds its approval", () => {
     const owner = approval.client;
     const otherClient: ClientId = owner === "billing-agent" ? "post-agent" : "billing-agent";
     const headers: Record<string, string> = { "content-type": "application/x-www-form-urlencoded" };
-    if (spec.extras.includes("dpop-garbage")) headers.dpop = spec.garbage || "not-a-proof";
+    // A header can only carry what HTTP allows (fetch refuses anything else before sending it).
+    if (spec.extras.includes("dpop-garbage"))
+      headers.dpop = isHeaderValue(spec.garbage) && spec.garbage ? spec.garbage : "not-a-proof";
     let client: ClientId | undefined;
     const authenticate = (id: ClientId, secret = TEST_SECRET) => {
       if (id === "billing-agent") headers.authorization = basicAuth(id, secret);
