@@ -410,15 +410,16 @@ export function createVerifier(options: VerifierOptions): Verifier {
   ): VerifiedToken | Reason | Promise<VerifiedToken | Reason> {
     const firstDot = token.indexOf(".");
     const lastDot = token.lastIndexOf(".");
-    // Every segment's alphabet is checked on every token: the signing input is written as latin1 (one
-    // byte per character), so without this check a payload character re-spelled as itself + 0x100
-    // would sign the same bytes and another string would pass as this token. The header segment is
-    // checked when first seen; later tokens only reuse a header whose exact string was checked.
+    // The signing input is written as latin1 (one byte per character), so a character outside ASCII
+    // (e.g. a payload character re-spelled as itself + 0x100) could sign the same bytes as another
+    // string: a token must be ASCII, checked on every token (UTF-8 length = length). With that, the
+    // header and payload are covered byte for byte by the signature; the header's alphabet is also
+    // checked when it is first seen, the signature's here.
     if (firstDot <= 0 || token.indexOf(".", firstDot + 1) !== lastDot || lastDot === firstDot + 1) {
       return "malformed_token";
     }
     const signatureSegment = token.slice(lastDot + 1);
-    if (!BASE64URL.test(signatureSegment) || !BASE64URL.test(token.slice(firstDot + 1, lastDot))) {
+    if (!BASE64URL.test(signatureSegment) || Buffer.byteLength(token, "utf8") !== token.length) {
       return "malformed_token";
     }
     // One signature, one spelling: a re-spelled signature (non-zero unused trailing bits decode to the
