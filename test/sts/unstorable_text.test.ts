@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { hasControlCharacter, isStorableText } from "../../sts/src/db/text.js";
+import { recordAudit } from "../../sts/src/audit/audit_log.js";
+import { hasControlCharacter, isStorableText, toStorableText } from "../../sts/src/db/text.js";
 import { isUsableSubject } from "../../sts/src/identity/trusted_issuers.js";
 import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
@@ -36,6 +37,8 @@ test("storable text: no NUL, no lone surrogate; control characters are found", (
   assert.equal(hasControlCharacter("line\nbreak"), true);
   assert.equal(hasControlCharacter("c1\u009f"), true);
   assert.equal(hasControlCharacter("plain é 😀"), false);
+  assert.equal(toStorableText("a\u0000b\ud800c😀\udc00"), "a\ufffdb\ufffdc😀\ufffd");
+  assert.equal(toStorableText("plain"), "plain");
 });
 
 for (const engine of testEngines()) {
@@ -83,6 +86,20 @@ for (const engine of testEngines()) {
         error: "invalid_request",
         error_description: "the agent_task must carry an approval_id",
       });
+    });
+
+    test("an audit detail holding a NUL or a lone surrogate is stored, with U+FFFD in their place", async () => {
+      await recordAudit(sts.handle.db, {
+        event: "unstorable_text_test",
+        outcome: "info",
+        detail: { echoed: "a\u0000b", nested: ["\ud800"] },
+      });
+      const rows = await sts.handle.db
+        .selectFrom("audit_events")
+        .select("detail")
+        .where("event", "=", "unstorable_text_test")
+        .execute();
+      assert.deepEqual(rows, [{ detail: { echoed: "a\ufffdb", nested: ["\ufffd"] } }]);
     });
 
     test("a client_id with a NUL: 401 invalid_client, not a 5xx", async () => {

@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from "kysely";
 import type { Database } from "../db/schema.js";
+import { toStorableText } from "../db/text.js";
 
 /** One audit event: every decision, granted or refused, with its stable reason code. */
 export interface AuditEvent {
@@ -30,7 +31,12 @@ export async function recordAudit(
       approval_id: event.approval_id ?? null,
       client_id: event.client_id ?? null,
       actor: event.actor ?? null,
-      detail: event.detail ? JSON.stringify(event.detail) : null,
+      // Details may echo request text: anything Postgres cannot store (NUL, lone surrogates) becomes U+FFFD.
+      detail: event.detail
+        ? JSON.stringify(event.detail, (_key, value: unknown) =>
+            typeof value === "string" ? toStorableText(value) : value,
+          )
+        : null,
     })
     .execute();
 }

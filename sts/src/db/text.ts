@@ -23,3 +23,22 @@ export function hasControlCharacter(text: string): boolean {
   }
   return false;
 }
+
+/** `text` with every NUL and lone surrogate replaced by U+FFFD, so Postgres (text or jsonb) stores it. */
+export function toStorableText(text: string): string {
+  if (isStorableText(text)) return text;
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit === 0) out += "\ufffd";
+    else if (unit >= 0xd800 && unit <= 0xdbff) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        out += text.slice(i, i + 2);
+        i += 1;
+      } else out += "\ufffd";
+    } else if (unit >= 0xdc00 && unit <= 0xdfff) out += "\ufffd";
+    else out += text[i];
+  }
+  return out;
+}
