@@ -117,6 +117,35 @@ for (const engine of testEngines()) {
             .executeTakeFirstOrThrow()
         ).n;
 
+      test("/metrics counts the exchanges written per database call", async () => {
+        const sample = async () => {
+          const text = await (await fetch(`${sts.url}/metrics`)).text();
+          const value = (name: string) =>
+            Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+          return {
+            count: value("countersign_issue_batch_size_count"),
+            sum: value("countersign_issue_batch_size_sum"),
+          };
+        };
+        const before = await sample();
+        const approvalId = await insertApproval(sts.handle.db, { max_tokens: 20 });
+        const answers = await Promise.all(
+          Array.from({ length: 6 }, async () =>
+            exchange(sts.url, {
+              subject_token: await devToken(),
+              authorization_details: agentTask(approvalId),
+            }),
+          ),
+        );
+        assert.deepEqual(
+          answers.map((a) => a.status),
+          [200, 200, 200, 200, 200, 200],
+        );
+        const after = await sample();
+        assert.equal(after.sum - before.sum, 6); // every exchange written exactly once
+        assert.ok(after.count - before.count >= 1 && after.count - before.count <= 6);
+      });
+
       test("a revocation after the approval was read is honoured at the next exchange", async () => {
         const approvalId = await insertApproval(sts.handle.db);
         const first = await exchange(sts.url, {

@@ -52,7 +52,9 @@ export function tokenExchangeGrant(
   options: TokenExchangeGrantOptions = {},
 ): GrantRegistration {
   const { config, db, logger, metrics } = services;
-  const store = createIssuanceStore(db, options.pool);
+  const store = createIssuanceStore(db, options.pool, {
+    onBatch: (size) => metrics.issueBatchSize.observe(size),
+  });
   const resources = new Map<string, ResourceConfig>(
     config.resources.map((resource) => [resource.id, resource]),
   );

@@ -116,11 +116,21 @@ function issueParameters(batch: readonly Pending[], nowMs: number): unknown[] {
   ];
 }
 
+/** Options of {@link createIssuanceStore}. */
+export interface IssuanceStoreOptions {
+  /** Called with the number of requests in each database call (for a metric). */
+  readonly onBatch?: (size: number) => void;
+}
+
 /**
  * The exchange's storage over Kysely, or, given the pg pool of a real Postgres, over named (prepared)
  * statements on that pool: Postgres then parses and plans each statement once per connection.
  */
-export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefined): IssuanceStore {
+export function createIssuanceStore(
+  db: Kysely<Database>,
+  pool: pg.Pool | undefined,
+  options: IssuanceStoreOptions = {},
+): IssuanceStore {
   const findApproval = async (id: string): Promise<Approval | undefined> => {
     if (pool === undefined)
       return db.selectFrom("approvals").selectAll().where("id", "=", id).executeTakeFirst();
@@ -145,6 +155,7 @@ export function createIssuanceStore(db: Kysely<Database>, pool: pg.Pool | undefi
   async function drain(clientId: string, queue: Pending[]): Promise<void> {
     while (queue.length > 0) {
       const batch = queue.splice(0, MAX_BATCH).sort(lockOrder);
+      options.onBatch?.(batch.length);
       try {
         const rows = await run(issueParameters(batch, Date.now()));
         const approvals = new Map<string, Promise<Approval | undefined>>();

@@ -9,6 +9,8 @@ export interface Metrics {
   readonly httpDuration: Histogram<"route" | "method">;
   /** Token endpoint outcomes by grant type and OAuth error (`none` on success). */
   readonly tokenRequests: Counter<"grant_type" | "error">;
+  /** Exchanges written per database call (`countersign_issue`): how much batching is happening. */
+  readonly issueBatchSize: Histogram;
 }
 
 /** Creates the metrics registry, with Node's default process metrics. */
@@ -34,6 +36,12 @@ export function createMetrics(): Metrics {
       name: "countersign_token_requests_total",
       help: "Token endpoint outcomes by grant type and OAuth error (none on success)",
       labelNames: ["grant_type", "error"],
+      registers: [registry],
+    }),
+    issueBatchSize: new Histogram({
+      name: "countersign_issue_batch_size",
+      help: "Token exchanges written per database call (an agent's concurrent exchanges go together)",
+      buckets: [1, 2, 4, 8, 16, 32, 64],
       registers: [registry],
     }),
   };
