@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
 import pg from "pg";
+import { migrateToLatest } from "../../sts/src/db/migrate.js";
 import { createIssuanceLimiter, retryAfterSeconds, windowOf } from "../../sts/src/limits/issuance_limiter.js";
 import { baseConfig, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { createTestDatabase, type TestEngine, testEngines } from "../helpers/database.js";
@@ -228,4 +229,47 @@ describe("on real Postgres", () => {
       await pool.end();
     }
   });
+
+  test(
+    "consume on its own (outside an exchange): admits the burst, refuses the next, gives the agent's point back",
+    onPostgres,
+    async () => {
+      const database = await createTestDatabase("postgres");
+      const handle = await database.open();
+      try {
+        await migrateToLatest(handle.db);
+        const limiter = createIssuanceLimiter({
+          perClient: { per_second: 1, burst: 10 },
+          perApproval: { per_second: 1, burst: 2 },
+          pool: handle.pool,
+        });
+        try {
+          const outcomes = [];
+          for (let i = 0; i < 3; i++) outcomes.push(await limiter.consume("agent-a", "apr-1"));
+          assert.deepEqual(outcomes.slice(0, 2), [{ allowed: true }, { allowed: true }]);
+          const refused = outcomes[2];
+          assert.ok(refused && !refused.allowed);
+          assert.ok(
+            refused.retryAfterSeconds >= 1 && refused.retryAfterSeconds <= 2,
+            String(refused.retryAfterSeconds),
+          );
+          const { rows } = await (handle.pool as pg.Pool).query<{ key: string; points: string }>(
+            "select key, points from issuance_rate_limits order by key",
+          );
+          assert.deepEqual(
+            rows.map((row) => [row.key, Number(row.points)]),
+            [
+              ["approval:apr-1", 3],
+              ["client:agent-a", 2],
+            ],
+          );
+        } finally {
+          limiter.close();
+        }
+      } finally {
+        await handle.close();
+        await database.dispose();
+      }
+    },
+  );
 });

@@ -43,7 +43,7 @@ export interface IssuanceStore {
   findApproval(id: string): Promise<Approval | undefined>;
   /**
    * Takes the rate-limit points (if any) and one token of the approval's budget, and records the
-   * issued token and its audit event — atomically, with `countersign_issue` (migration 0007):
+   * issued token and its audit event — atomically, with `countersign_issue` (migration 0006):
    * the budget is taken by a conditional `UPDATE … WHERE status = 'approved' AND expires_at > now()
    * AND tokens_issued < max_tokens AND <terms unchanged>` and the `issued_tokens` and `audit_events`
    * rows are inserted in the same transaction only when it took one. So under any concurrency and

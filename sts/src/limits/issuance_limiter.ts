@@ -49,57 +49,38 @@ export function retryAfterSeconds(msBeforeNext: number): number {
 
 type Outcome = LimitOutcome;
 
-/** A counter after a take: the points now counted in its window, and when the window ends (epoch ms). */
-interface WindowState {
-  readonly points: number;
-  readonly expire: number;
-}
-
 /**
- * Takes one point from each of two fixed-window counters in ONE statement: a two-row
- * `INSERT … ON CONFLICT (key) DO UPDATE … RETURNING`, in rate-limiter-flexible's table layout and key
- * format (`<prefix>:<key>`, `points`, `expire` in epoch ms). Atomic per row like rate-limiter-flexible's
- * own upsert, with one round trip for both buckets instead of one each. Rows are always locked in the
- * same order (agent, then approval), so concurrent statements cannot deadlock.
+ * Takes one point from the agent's and then the approval's counter, giving back the point of the
+ * bucket that did not refuse, in one call to `countersign_take_limits` (migration 0006; the same
+ * function the exchange's batched write uses). Atomic: one statement.
  */
-async function takeBoth(
-  pool: pg.Pool,
-  keys: readonly [string, string],
-  durationsMs: readonly [number, number],
-): Promise<[WindowState, WindowState]> {
+async function takeLimits(pool: pg.Pool, take: LimitTake): Promise<Outcome> {
   const now = Date.now();
-  const { rows } = await pool.query<{ key: string; points: number; expire: string }>({
-    name: "countersign-issuance-limit-take",
-    text: `insert into ${ISSUANCE_RATE_LIMITS_TABLE} as t (key, points, expire)
-             values ($1, 1, $3), ($2, 1, $4)
-           on conflict (key) do update set
-             points = case when coalesce(t.expire, 0) <= $5 then 1 else t.points + 1 end,
-             expire = case when coalesce(t.expire, 0) <= $5 then excluded.expire else t.expire end
-           returning key, points, expire`,
-    values: [keys[0], keys[1], now + Math.ceil(durationsMs[0]), now + Math.ceil(durationsMs[1]), now],
+  const { rows } = await pool.query<{ outcome: string; expire: string | null }>({
+    name: "countersign-issuance-limits",
+    text: "select outcome, expire from countersign_take_limits($1, $2, $3, $4, $5, $6, $7)",
+    values: [
+      take.keys[0],
+      take.keys[1],
+      now + Math.ceil(take.durationsMs[0]),
+      now + Math.ceil(take.durationsMs[1]),
+      take.points[0],
+      take.points[1],
+      now,
+    ],
   });
-  const state = (key: string): WindowState => {
-    const row = rows.find((candidate) => candidate.key === key);
-    if (!row) throw new Error("issuance limit upsert returned no row");
-    return { points: Number(row.points), expire: Number(row.expire) };
-  };
-  return [state(keys[0]), state(keys[1])];
-}
-
-/** Gives back the point {@link takeBoth} took from `key` (its request was refused by the other bucket). */
-async function giveBack(pool: pg.Pool, key: string): Promise<void> {
-  await pool.query({
-    name: "countersign-issuance-limit-give-back",
-    text: `update ${ISSUANCE_RATE_LIMITS_TABLE} set points = points - 1 where key = $1 and points > 0`,
-    values: [key],
-  });
+  const row = rows[0];
+  if (row === undefined) throw new Error("countersign_take_limits returned no row");
+  if (row.outcome === "admitted") return { allowed: true };
+  return { allowed: false, retryAfterSeconds: retryAfterSeconds(Number(row.expire) - Date.now()) };
 }
 
 /**
  * Issuance rate and burst limits per agent and per approval, as fixed windows
- * ({@link windowOf}). On real Postgres both counters are taken by one atomic two-row upsert in
- * {@link ISSUANCE_RATE_LIMITS_TABLE} (rate-limiter-flexible's layout; correct across any number of
- * instances; windows are timed by each instance's clock, so keep clocks in sync); on PGlite,
+ * ({@link windowOf}). On real Postgres the counters live in {@link ISSUANCE_RATE_LIMITS_TABLE}
+ * (rate-limiter-flexible's layout; correct across any number of instances; windows are timed by each
+ * instance's clock, so keep clocks in sync) and are taken by `countersign_take_limits`, inside the
+ * exchange's batched write ({@link IssuanceLimiter.prepareTake}) or alone ({@link takeLimits}); on PGlite,
  * rate-limiter-flexible's memory limiter. Both buckets must admit the request; the point a refused
  * request took from the other bucket is given back. A store failure fails closed: 503
  * `temporarily_unavailable`, never a token.
@@ -153,42 +134,21 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): Stoppabl
     };
   }
 
-  const keysOf = (clientId: string, approvalId: string) =>
-    [`client:${clientId}`, `approval:${approvalId}`] as const;
-  const judge = async (
-    keys: readonly [string, string],
-    [client, approval]: readonly [WindowState, WindowState],
-  ): Promise<Outcome> => {
-    const now = Date.now();
-    if (client.points > clientWindow.points) {
-      await giveBack(pool, keys[1]).catch(() => {});
-      return { allowed: false, retryAfterSeconds: retryAfterSeconds(client.expire - now) };
-    }
-    if (approval.points > approvalWindow.points) {
-      await giveBack(pool, keys[0]).catch(() => {});
-      return { allowed: false, retryAfterSeconds: retryAfterSeconds(approval.expire - now) };
-    }
-    return { allowed: true };
-  };
+  const prepareTake = (clientId: string, approvalId: string): LimitTake => ({
+    keys: [`client:${clientId}`, `approval:${approvalId}`],
+    durationsMs: [clientWindow.duration * 1000, approvalWindow.duration * 1000],
+    points: [clientWindow.points, approvalWindow.points],
+  });
   return {
     store: "postgres",
     async consume(clientId, approvalId) {
-      const keys = keysOf(clientId, approvalId);
-      let states: [WindowState, WindowState];
       try {
-        states = await takeBoth(pool, keys, [clientWindow.duration * 1000, approvalWindow.duration * 1000]);
+        return await takeLimits(pool, prepareTake(clientId, approvalId));
       } catch (error) {
         throw storeUnavailable(error);
       }
-      return judge(keys, states);
     },
-    prepareTake(clientId, approvalId): LimitTake {
-      return {
-        keys: keysOf(clientId, approvalId),
-        durationsMs: [clientWindow.duration * 1000, approvalWindow.duration * 1000],
-        points: [clientWindow.points, approvalWindow.points],
-      };
-    },
+    prepareTake,
     close() {
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
