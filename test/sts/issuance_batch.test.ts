@@ -4,9 +4,40 @@ import { sql } from "kysely";
 import type { DatabaseHandle } from "../../sts/src/db/connect.js";
 import { migrateToLatest } from "../../sts/src/db/migrate.js";
 import type { Approval } from "../../sts/src/db/schema.js";
-import { createIssuanceStore, type IssueOutcome } from "../../sts/src/exchange/issuance_store.js";
+import type { LimitTake } from "../../sts/src/exchange/guards.js";
+import {
+  createIssuanceStore,
+  type IssueOutcome,
+  type IssueRequest,
+} from "../../sts/src/exchange/issuance_store.js";
 import { createTestDatabase, type TestDatabase, testEngines } from "../helpers/database.js";
 import { insertApproval } from "../helpers/exchange.js";
+
+/** A request to issue a crm:read token for alice under `approval`, as the exchange grant builds it. */
+function issueRequest(
+  approval: Approval,
+  jti: string,
+  auditDetail: Record<string, unknown> = {},
+  limits?: LimitTake,
+): IssueRequest {
+  const now = Date.now();
+  return {
+    record: {
+      jti,
+      approvalId: approval.id,
+      clientId: approval.client_id,
+      sub: "alice",
+      aud: approval.resource,
+      scope: "crm:read",
+      jkt: null,
+      iat: new Date(now),
+      exp: new Date(now + 60_000),
+      terms: approval,
+    },
+    auditDetail,
+    limits,
+  };
+}
 
 for (const engine of testEngines()) {
   describe(`issuing in batches on ${engine}`, () => {
@@ -35,25 +66,9 @@ for (const engine of testEngines()) {
         durationsMs: [60_000, 60_000] as const,
         points: [100, 5] as const,
       };
-      const now = new Date();
       const outcomes: IssueOutcome[] = await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
-          store.issue({
-            record: {
-              jti: `${approvalId}-${i}`,
-              approvalId,
-              clientId: approval.client_id,
-              sub: "alice",
-              aud: approval.resource,
-              scope: "crm:read",
-              jkt: null,
-              iat: now,
-              exp: new Date(now.getTime() + 60_000),
-              terms: approval,
-            },
-            auditDetail: { n: i },
-            limits,
-          }),
+          store.issue(issueRequest(approval, `${approvalId}-${i}`, { n: i }, limits)),
         ),
       );
       // 1-3 take the budget; 4-5 pass the limits (5 points) but find the budget used up; 6-8 are over
@@ -109,21 +124,7 @@ for (const engine of testEngines()) {
       const approvalId = await insertApproval(handle.db, { max_tokens: 10 });
       const approval = await approvalRow(approvalId);
       const store = createIssuanceStore(handle.db, handle.pool);
-      const request = (jti: string) => ({
-        record: {
-          jti,
-          approvalId,
-          clientId: approval.client_id,
-          sub: "alice",
-          aud: approval.resource,
-          scope: "crm:read",
-          jkt: null,
-          iat: new Date(),
-          exp: new Date(Date.now() + 60_000),
-          terms: approval,
-        },
-        auditDetail: {},
-      });
+      const request = (jti: string) => issueRequest(approval, jti);
       // The same jti twice in one call violates issued_tokens' primary key: the whole call rolls back.
       const settled = await Promise.allSettled([
         store.issue(request(`${approvalId}-a`)),
@@ -162,24 +163,10 @@ for (const engine of testEngines()) {
           const store = stores[i % 2] as (typeof stores)[number];
           const approval = approvals[i % 2 === 0 ? (i >> 1) % 4 : 3 - ((i >> 1) % 4)] as Approval;
           seq += 1;
-          return store.issue({
-            record: {
-              jti: `${approvalIds[0]}-multi-${seq}`,
-              approvalId: approval.id,
-              clientId: approval.client_id,
-              sub: "alice",
-              aud: approval.resource,
-              scope: "crm:read",
-              jkt: null,
-              iat: new Date(),
-              exp: new Date(Date.now() + 60_000),
-              terms: approval,
-            },
-            auditDetail: {},
-            // Without counters the approval rows are the first locks a call takes: the case a
-            // call's lock order matters for.
-            limits: i % 3 === 0 ? limitsOf(approval) : undefined,
-          });
+          // Without counters the approval rows are the first locks a call takes: the case a call's
+          // lock order matters for.
+          const limits = i % 3 === 0 ? limitsOf(approval) : undefined;
+          return store.issue(issueRequest(approval, `${approvalIds[0]}-multi-${seq}`, {}, limits));
         }),
       );
       // 40 requests per approval, 30 tokens each: 120 issued, 40 refused, nothing failed.
@@ -195,6 +182,24 @@ for (const engine of testEngines()) {
           .executeTakeFirstOrThrow();
         assert.equal(Number(count), 30);
       }
+    });
+
+    test("more of an agent's requests waiting than allowed: the excess answer busy and write nothing", async () => {
+      const approvalId = await insertApproval(handle.db, { max_tokens: 10 });
+      const approval = await approvalRow(approvalId);
+      const store = createIssuanceStore(handle.db, handle.pool, { maxWaitingPerAgent: 2 });
+      // The first goes at once; two wait for the next call; the last two find the queue full.
+      const outcomes = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => store.issue(issueRequest(approval, `${approvalId}-busy-${i}`))),
+      );
+      assert.deepEqual(outcomes, [
+        { ok: true, tokensIssued: 1 },
+        { ok: true, tokensIssued: 2 },
+        { ok: true, tokensIssued: 3 },
+        { ok: false, busy: true },
+        { ok: false, busy: true },
+      ]);
+      assert.equal((await approvalRow(approvalId)).tokens_issued, 3);
     });
   });
 }

@@ -229,6 +229,13 @@ export function tokenExchangeGrant(
     if (!taken.ok && "limitedUntil" in taken) {
       throw rateLimited(ctx, retryAfterSeconds(taken.limitedUntil - Date.now()));
     }
+    if (!taken.ok && "busy" in taken) {
+      ctx.set("Retry-After", "1");
+      throw unavailable(
+        "issuance_busy",
+        "too many of this agent's token requests are in flight, retry shortly",
+      );
+    }
     if (!taken.ok) {
       approvals?.forget(approval.id);
       assertApprovalUsable(taken.approval, clientId);

@@ -36,7 +36,9 @@ export type IssueOutcome =
   /** No token: the approval as it now stands, to say why (revoked, expired, used up, changed). */
   | { ok: false; approval: Approval | undefined }
   /** A rate limit refused; its window ends at this time (epoch ms). Nothing but the counters changed. */
-  | { ok: false; limitedUntil: number };
+  | { ok: false; limitedUntil: number }
+  /** Too many of this agent's requests already wait for the database: nothing was written. */
+  | { ok: false; busy: true };
 
 /** The token exchange's storage: the approval it reads and the budget it takes. */
 export interface IssuanceStore {
@@ -120,6 +122,8 @@ function issueParameters(batch: readonly Pending[], nowMs: number): unknown[] {
 export interface IssuanceStoreOptions {
   /** Called with the number of requests in each database call (for a metric). */
   readonly onBatch?: (size: number) => void;
+  /** Most requests of one agent waiting for a database call; more are answered `busy`. Default 1024. */
+  readonly maxWaitingPerAgent?: number;
 }
 
 /**
@@ -149,6 +153,7 @@ export function createIssuanceStore(
     return (await pool.query<IssueRow>({ name: "countersign-issue", text: ISSUE, values })).rows;
   };
 
+  const maxWaiting = options.maxWaitingPerAgent ?? 1024;
   /** Waiting requests per agent; an agent is present while a call for it is running. */
   const queues = new Map<string, Pending[]>();
 
@@ -192,7 +197,8 @@ export function createIssuanceStore(
         const clientId = request.record.clientId;
         const waiting = queues.get(clientId);
         if (waiting !== undefined) {
-          waiting.push({ request, resolve, reject });
+          if (waiting.length >= maxWaiting) resolve({ ok: false, busy: true });
+          else waiting.push({ request, resolve, reject });
           return;
         }
         const queue: Pending[] = [{ request, resolve, reject }];
