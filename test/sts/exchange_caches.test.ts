@@ -108,6 +108,13 @@ for (const engine of testEngines()) {
       after(() => sts.stop());
 
       const devToken = () => sts.app.services.devIssuer!.mint({ sub: "alice", usage: "subject" });
+      /** An exchange for alice under `approvalId`. */
+      const exchangeUnder = async (approvalId: string, params: Record<string, string> = {}) =>
+        exchange(sts.url, {
+          subject_token: await devToken(),
+          authorization_details: agentTask(approvalId),
+          ...params,
+        });
       const issuedRows = async (approvalId: string) =>
         (
           await sts.handle.db
@@ -129,14 +136,7 @@ for (const engine of testEngines()) {
         };
         const before = await sample();
         const approvalId = await insertApproval(sts.handle.db, { max_tokens: 20 });
-        const answers = await Promise.all(
-          Array.from({ length: 6 }, async () =>
-            exchange(sts.url, {
-              subject_token: await devToken(),
-              authorization_details: agentTask(approvalId),
-            }),
-          ),
-        );
+        const answers = await Promise.all(Array.from({ length: 6 }, async () => exchangeUnder(approvalId)));
         assert.deepEqual(
           answers.map((a) => a.status),
           [200, 200, 200, 200, 200, 200],
@@ -148,20 +148,14 @@ for (const engine of testEngines()) {
 
       test("a revocation after the approval was read is honoured at the next exchange", async () => {
         const approvalId = await insertApproval(sts.handle.db);
-        const first = await exchange(sts.url, {
-          subject_token: await devToken(),
-          authorization_details: agentTask(approvalId),
-        });
+        const first = await exchangeUnder(approvalId);
         assert.equal(first.status, 200);
         await sts.handle.db
           .updateTable("approvals")
           .set({ status: "revoked", revoked_at: new Date() })
           .where("id", "=", approvalId)
           .execute();
-        const second = await exchange(sts.url, {
-          subject_token: await devToken(),
-          authorization_details: agentTask(approvalId),
-        });
+        const second = await exchangeUnder(approvalId);
         assert.equal(second.status, 400);
         assert.deepEqual(second.body, {
           error: "invalid_grant",
@@ -172,20 +166,14 @@ for (const engine of testEngines()) {
 
       test("a budget used up by others after the read: invalid_grant, used up", async () => {
         const approvalId = await insertApproval(sts.handle.db, { max_tokens: 3 });
-        const first = await exchange(sts.url, {
-          subject_token: await devToken(),
-          authorization_details: agentTask(approvalId),
-        });
+        const first = await exchangeUnder(approvalId);
         assert.equal(first.status, 200);
         await sts.handle.db
           .updateTable("approvals")
           .set({ tokens_issued: 3 })
           .where("id", "=", approvalId)
           .execute();
-        const second = await exchange(sts.url, {
-          subject_token: await devToken(),
-          authorization_details: agentTask(approvalId),
-        });
+        const second = await exchangeUnder(approvalId);
         assert.equal(second.status, 400);
         assert.deepEqual(second.body, {
           error: "invalid_grant",
@@ -195,11 +183,7 @@ for (const engine of testEngines()) {
 
       test("terms changed under a cached read: no token on the old terms (503), then the new terms apply", async () => {
         const approvalId = await insertApproval(sts.handle.db, { scope: "crm:read crm:write" });
-        const first = await exchange(sts.url, {
-          subject_token: await devToken(),
-          scope: "crm:write",
-          authorization_details: agentTask(approvalId),
-        });
+        const first = await exchangeUnder(approvalId, { scope: "crm:write" });
         assert.equal(first.status, 200);
         // Approved terms never change through the API; a direct edit stands in for any future path.
         await sts.handle.db
@@ -207,21 +191,13 @@ for (const engine of testEngines()) {
           .set({ scope: "crm:read" })
           .where("id", "=", approvalId)
           .execute();
-        const stale = await exchange(sts.url, {
-          subject_token: await devToken(),
-          scope: "crm:write",
-          authorization_details: agentTask(approvalId),
-        });
+        const stale = await exchangeUnder(approvalId, { scope: "crm:write" });
         assert.equal(stale.status, 503);
         assert.deepEqual(stale.body, {
           error: "temporarily_unavailable",
           error_description: "the approval changed during the exchange, retry",
         });
-        const fresh = await exchange(sts.url, {
-          subject_token: await devToken(),
-          scope: "crm:write",
-          authorization_details: agentTask(approvalId),
-        });
+        const fresh = await exchangeUnder(approvalId, { scope: "crm:write" });
         assert.equal(fresh.status, 400);
         assert.deepEqual(fresh.body, {
           error: "invalid_scope",
