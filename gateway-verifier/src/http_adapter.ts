@@ -37,7 +37,8 @@ export function writeFailure(res: ServerResponse, result: VerifyFailure): void {
 /**
  * The absolute URL the client addressed (for DPoP `htu`): `publicOrigin` when configured (the
  * recommended setting behind proxies), else the scheme of the socket — or `X-Forwarded-Proto` when
- * `trustProxy` — and the `Host` header.
+ * `trustProxy` — and the `Host` header. Shared by every adapter; never the `Origin` header (which a
+ * client sets at will) nor `X-Forwarded-Host`.
  */
 export function requestUrl(
   req: IncomingMessage,

@@ -1,5 +1,5 @@
 import type { Context, Middleware } from "koa";
-import { failureBody, type RequiredScopes, scopesFor } from "./http_adapter.js";
+import { failureBody, type RequiredScopes, requestUrl, scopesFor } from "./http_adapter.js";
 import type { Verifier } from "./types.js";
 
 /** Options of {@link koaVerifier}. */
@@ -7,8 +7,9 @@ export interface KoaMiddlewareOptions {
   /** Scopes every request through this middleware needs, or a function of (method, path). Default none. */
   requiredScopes?: RequiredScopes;
   /**
-   * Public origin clients address, e.g. `https://crm.example.test`, used for DPoP `htu`. Default
-   * `ctx.origin` (which honours `X-Forwarded-*` only when `app.proxy` is true).
+   * Public origin clients address, e.g. `https://crm.example.test`, used for DPoP `htu`. Default: the
+   * scheme of the connection (or `X-Forwarded-Proto` when `app.proxy` is true) and the `Host` header,
+   * as the Express/connect adapter builds it; never the `Origin` header, which the client chooses.
    */
   publicOrigin?: string;
   /** `ctx.state` key receiving the {@link VerifySuccess}. Default `"countersign"`. */
@@ -22,12 +23,12 @@ export interface KoaMiddlewareOptions {
  */
 export function koaVerifier(verifier: Verifier, options: KoaMiddlewareOptions = {}): Middleware {
   const stateKey = options.stateKey ?? "countersign";
-  const origin = options.publicOrigin?.replace(/\/+$/, "");
   return async (ctx: Context, next) => {
     const result = await verifier.verify({
       authorization: ctx.get("authorization") || undefined,
       method: ctx.method,
-      url: `${origin ?? ctx.origin}${ctx.originalUrl}`,
+      // Koa 3's ctx.origin is the client's Origin header: never use it for htu (RFC 9449 §4.3).
+      url: requestUrl(ctx.req, ctx.originalUrl, options.publicOrigin, ctx.app.proxy),
       requiredScopes: scopesFor(options.requiredScopes, ctx.method, ctx.path),
       dpop: ctx.get("dpop") || undefined,
     });
