@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from "./config/load.js";
 import { openDatabase } from "./db/connect.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { registerKeyCommands } from "./keys/cli_commands.js";
+import { safeText } from "./ops/safe_text.js";
 
 /** Prints a config error naming every bad key and exits non-zero (before anything listens). */
 function loadConfigOrExit() {
@@ -12,7 +13,7 @@ function loadConfigOrExit() {
     return loadConfig(process.env);
   } catch (error) {
     if (error instanceof ConfigError) {
-      process.stderr.write(`countersign: ${error.message}\n`);
+      process.stderr.write(`countersign: ${safeText(error.message)}\n`);
       process.exit(78); // EX_CONFIG
     }
     throw error;
@@ -182,7 +183,9 @@ if (isMain || process.env.COUNTERSIGN_CLI === "1") {
     .parseAsync(process.argv)
     .catch((error: unknown) => {
       if (error instanceof CommanderError) process.exit(error.exitCode);
-      process.stderr.write(`countersign: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.stderr.write(
+        `countersign: ${safeText(error instanceof Error ? error.message : String(error))}\n`,
+      );
       process.exit(1);
     });
 }

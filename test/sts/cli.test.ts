@@ -41,6 +41,20 @@ function countersign(args: string[], env: Record<string, string> = {}): Promise<
   });
 }
 
+/**
+ * The characters in `output` that act on a terminal or reorder text (controls, C1, bidi controls,
+ * line and paragraph separators), the newlines the CLI writes between lines aside.
+ */
+function unsafeCharacters(output: string): string[] {
+  return [...output.matchAll(/[\p{Cc}\p{Bidi_Control}\u2028\u2029]/gu)]
+    .map((match) => match[0])
+    .filter((character) => character !== "\n");
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 describe("countersign approvals", () => {
   let sts: TestApp;
   let agent: string;
@@ -217,6 +231,98 @@ describe("countersign approvals", () => {
       stdout: "",
       stderr: `countersign: cannot revoke ${pending.id}: the approval is denied; only an approved approval can be revoked (409 invalid_state)\n`,
     });
+  });
+
+  test("an agent's task and subject cannot fake or hide lines: controls and bidi overrides print as escapes", async () => {
+    // Erase-line, carriage return, cursor up, a C1 CSI, bell, backspace, bidi overrides and isolates:
+    // everything a task needs to rewrite the scope and budget lines an operator is about to approve.
+    const task =
+      "pay \u202e\u2066invoices\u2069\u202c\x9b1A\x1b[2K\r scope:       crm:read\n\x1b[1A\x1b[2Ktokens:      0 of 1 issued\x07\x08 done";
+    const subject = "bob\u202eecila\u202c";
+    const created = await fetch(`${sts.url}/approvals`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${agent}`, "content-type": "application/json" },
+      body: JSON.stringify({ resource: CRM, scope: "crm:read crm:write", task, subject, max_tokens: 5 }),
+    });
+    assert.equal(created.status, 201);
+    const approval = (await created.json()) as ApprovalJson;
+    assert.equal(approval.task, task);
+
+    const shownTask = String.raw`pay \u202e\u2066invoices\u2069\u202c\x9b1A\x1b[2K\r scope:       crm:read\n\x1b[1A\x1b[2Ktokens:      0 of 1 issued\x07\x08 done`;
+    const show = await as(["approvals", "show", approval.id]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.deepEqual(unsafeCharacters(show.stdout), []);
+    assert.equal(
+      show.stdout,
+      [
+        `id:          ${approval.id}`,
+        "status:      pending",
+        "client:      billing-agent",
+        `task:        ${shownTask}`,
+        `resource:    ${CRM}`,
+        "scope:       crm:read crm:write",
+        String.raw`subject:     bob\u202eecila\u202c`,
+        "tokens:      0 of 5 issued",
+        "rate limit:  -",
+        `created:     ${approval.created_at}`,
+        `expires:     ${approval.expires_at}`,
+        "decided:     -",
+        "approved by: -",
+        "",
+      ].join("\n"),
+    );
+
+    const list = await as(["approvals", "list", "--limit", "200"]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(unsafeCharacters(list.stdout), []);
+    const rows = list.stdout.split("\n").filter((line) => line.startsWith(`${approval.id} `));
+    assert.equal(rows.length, 1);
+    assert.match(
+      rows[0] ?? "",
+      new RegExp(
+        `^${approval.id}  pending  billing-agent  ${CRM}  crm:read crm:write  0/5 +\\S+ +${escapeRegExp(
+          String.raw`pay \u202e\u2066invoices\u2069\u202c\x9b1A\x1b[`,
+        )}…$`,
+      ),
+    );
+
+    const json = await as(["approvals", "show", approval.id, "--json"]);
+    assert.deepEqual(unsafeCharacters(json.stdout), []);
+    assert.deepEqual(JSON.parse(json.stdout), approval);
+
+    // An approver whose name holds a bidi override, and a reason with an escape sequence.
+    const carol = await sts.app.services.devIssuer!.mint({
+      sub: "carol\u202eetirw\u202c",
+      usage: "approver",
+    });
+    const approved = await countersign([
+      "approvals",
+      "approve",
+      approval.id,
+      "--url",
+      sts.url,
+      "--token",
+      carol,
+    ]);
+    assert.equal(approved.code, 0, approved.stderr);
+    const decided = await as(["approvals", "show", approval.id]);
+    assert.deepEqual(unsafeCharacters(decided.stdout), []);
+    assert.match(decided.stdout, /\napproved by: carol\\u202eetirw\\u202c\n$/);
+    const revoked = await as(["approvals", "revoke", approval.id, "--reason", "done\x1b[2K\rall clear"]);
+    assert.deepEqual(revoked, {
+      code: 0,
+      stdout: `revoked ${approval.id}: done\\x1b[2K\\rall clear\n`,
+      stderr: "",
+    });
+
+    // The STS's own log lines (JSON) carry none of it raw either, yet keep the exact text.
+    assert.deepEqual(unsafeCharacters(sts.logs.text), []);
+    const logged = sts.logs.lines.find(
+      (line) => line.includes('"approval approved"') && line.includes(approval.id),
+    );
+    assert.ok(logged);
+    assert.ok(logged.includes(String.raw`"actor":"carol\u202eetirw\u202c"`), logged);
+    assert.equal((JSON.parse(logged) as { actor: string }).actor, "carol\u202eetirw\u202c");
   });
 
   test("a bad token, an agent token and an unreachable STS are one-line errors", async () => {

@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { ApprovalJson } from "../approvals/model.js";
 import { ConfigError, loadConfig } from "../config/load.js";
+import { safeText } from "../ops/safe_text.js";
 import { type ApiClient, createApiClient, DEFAULT_STS_URL, parseBaseUrl } from "./api_client.js";
 import { action, CliError, EXIT, printJson, table, truncate } from "./output.js";
 
@@ -115,7 +116,7 @@ function tokens(approval: ApprovalJson): string {
   return `${approval.tokens_issued}/${approval.max_tokens}`;
 }
 
-/** Human-readable details of one approval, one `key: value` per line. */
+/** Human-readable details of one approval, one `key: value` per line, each value {@link safeText}. */
 export function describeApproval(approval: ApprovalJson): string {
   const rows: Array<[string, string]> = [
     ["id", approval.id],
@@ -142,15 +143,16 @@ export function describeApproval(approval: ApprovalJson): string {
   ];
   if (approval.decision_reason) rows.push(["reason", approval.decision_reason]);
   if (approval.revoked_at) rows.push(["revoked", approval.revoked_at]);
-  return `${rows.map(([key, value]) => `${`${key}:`.padEnd(13)}${value}`).join("\n")}\n`;
+  return `${rows.map(([key, value]) => `${`${key}:`.padEnd(13)}${safeText(value)}`).join("\n")}\n`;
 }
 
-/** One line saying what a decision did. */
+/** One line saying what a decision did (the approval's strings {@link safeText}). */
 function decided(verb: string, approval: ApprovalJson): string {
+  const id = safeText(approval.id);
   if (verb === "approved") {
-    return `approved ${approval.id} for ${approval.client_id}: scope "${approval.scope}", ${approval.max_tokens} tokens, expires ${approval.expires_at}\n`;
+    return `approved ${id} for ${safeText(approval.client_id)}: scope "${safeText(approval.scope)}", ${approval.max_tokens} tokens, expires ${safeText(approval.expires_at)}\n`;
   }
-  return `${verb} ${approval.id}${approval.decision_reason ? `: ${approval.decision_reason}` : ""}\n`;
+  return `${verb} ${id}${approval.decision_reason ? `: ${safeText(approval.decision_reason)}` : ""}\n`;
 }
 
 function checkId(id: string): string {
@@ -206,7 +208,7 @@ export function registerApprovalCommands(program: Command): void {
             ]),
           ),
         );
-        if (page.next_cursor) process.stdout.write(`more: --cursor ${page.next_cursor}\n`);
+        if (page.next_cursor) process.stdout.write(`more: --cursor ${safeText(page.next_cursor)}\n`);
       }),
     );
 

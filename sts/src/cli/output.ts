@@ -1,7 +1,10 @@
 /**
  * Output helpers of the operator CLI: one-line errors with an exit code, plain-text tables, and the
- * action wrapper every command runs through.
+ * action wrapper every command runs through. Text that came from the STS (an agent's task, ids, error
+ * descriptions) is printed through {@link safeText}, JSON through {@link safeJsonText}: nothing an
+ * agent writes can move the cursor, rewrite a line or reorder what the operator reads.
  */
+import { safeJsonText, safeText } from "../ops/safe_text.js";
 
 /** Exit codes of the operator CLI (sysexits.h where one fits). */
 export const EXIT = {
@@ -36,19 +39,23 @@ export function action<A extends unknown[]>(
       await run(...args);
     } catch (error) {
       if (!(error instanceof CliError)) throw error;
-      process.stderr.write(`countersign: ${error.message}\n`);
+      process.stderr.write(`countersign: ${safeText(error.message)}\n`);
       process.exitCode = error.exitCode;
     }
   };
 }
 
-/** Writes `value` as one line of JSON. */
+/** Writes `value` as indented JSON (control and bidi characters escaped, see {@link safeJsonText}). */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${safeJsonText(JSON.stringify(value, null, 2))}\n`);
 }
 
-/** Formats rows as a left-aligned table with a header row, two spaces between columns. */
-export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+/**
+ * Formats rows as a left-aligned table with a header row, two spaces between columns; every cell
+ * goes through {@link safeText}.
+ */
+export function table(headers: readonly string[], cells: readonly (readonly string[])[]): string {
+  const rows = cells.map((row) => row.map(safeText));
   const widths = headers.map((header, i) =>
     Math.max(header.length, ...rows.map((row) => (row[i] ?? "").length)),
   );
@@ -60,8 +67,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return `${[line(headers), ...rows.map(line)].join("\n")}\n`;
 }
 
-/** Shortens `text` to `max` characters with an ellipsis. */
+/**
+ * `text` on one line (whitespace runs become one space), made safe ({@link safeText}), and shortened
+ * to `max` characters (code points) with an ellipsis.
+ */
 export function truncate(text: string, max: number): string {
-  const single = text.replace(/\s+/g, " ");
-  return single.length <= max ? single : `${single.slice(0, max - 1)}…`;
+  const single = [...safeText(text.replace(/\s+/g, " "))];
+  return single.length <= max ? single.join("") : `${single.slice(0, max - 1).join("")}…`;
 }

@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger } from "pino";
+import { safeJsonText } from "./safe_text.js";
 
 export type { Logger };
 
@@ -29,7 +30,12 @@ const REDACTED_PATHS = [
   "*.privateJwk",
 ];
 
-/** Creates the JSON logger. Secrets and tokens are censored by key (see `REDACTED_PATHS`). */
+/**
+ * Creates the JSON logger. Secrets and tokens are censored by key (see `REDACTED_PATHS`). Every line
+ * is JSON, so C0 controls (ESC, CR, LF, …) in logged strings are escaped by the serializer; the
+ * characters JSON leaves raw (DEL, C1 controls, bidi controls, U+2028/U+2029) are escaped too
+ * ({@link safeJsonText}), so text an agent wrote cannot act on the terminal of whoever reads the log.
+ */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
@@ -37,6 +43,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       base: { service: "countersign" },
       redact: { paths: REDACTED_PATHS, censor: "[redacted]" },
       timestamp: pino.stdTimeFunctions.isoTime,
+      hooks: { streamWrite: safeJsonText },
     },
     destination,
   );
