@@ -16,6 +16,7 @@ export async function insertApproval(
     resource?: string;
     scope?: string;
     subject?: string | null;
+    subject_issuer?: string | null;
     max_tokens?: number;
     tokens_issued?: number;
     ttl_seconds?: number;
@@ -38,6 +39,7 @@ export async function insertApproval(
       requested_scope: scope,
       task: values.task ?? "reconcile the March invoices",
       subject: values.subject === undefined ? "alice" : values.subject,
+      subject_issuer: values.subject_issuer ?? null,
       max_tokens: values.max_tokens ?? 10,
       tokens_issued: values.tokens_issued ?? 0,
       rate_limit: values.rate_limit ? JSON.stringify(values.rate_limit) : null,

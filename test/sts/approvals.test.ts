@@ -153,6 +153,7 @@ for (const engine of testEngines()) {
             scope: "crm:read crm:write",
             task: "reconcile March invoices",
             subject: null,
+            subject_issuer: null,
             max_tokens: 10,
             tokens_issued: 0,
             rate_limit: null,
@@ -989,6 +990,7 @@ for (const engine of testEngines()) {
             .setIssuer("https://idp.example.test")
             .setSubject("erin@example.test")
             .setAudience("countersign")
+            .setIssuedAt()
             .setExpirationTime("5m")
             .sign(privateKey);
         const withRole = await call<{ approvals: unknown[] }>(
@@ -999,11 +1001,17 @@ for (const engine of testEngines()) {
         );
         assert.equal(withRole.status, 200);
         assert.deepEqual(withRole.body.approvals, []);
+        // Authenticated but without the approver role: 403 insufficient_scope, not 401.
+        const roleless = await call(other.url, "GET", "/approvals", await sign({ roles: ["staff"] }));
         assertError(
-          await call(other.url, "GET", "/approvals", await sign({ roles: ["staff"] })),
-          401,
-          "invalid_token",
-          "the token's roles claim does not include approver",
+          roleless,
+          403,
+          "insufficient_scope",
+          "the token's roles claim does not include approver: this account may not decide approvals",
+        );
+        assert.equal(
+          roleless.headers.get("www-authenticate"),
+          'Bearer realm="countersign", error="insufficient_scope", error_description="the token\'s roles claim does not include approver: this account may not decide approvals"',
         );
         const down = await new SignJWT({})
           .setProtectedHeader({ alg: "ES256", kid: "idp-1" })

@@ -381,7 +381,7 @@ for (const engine of testEngines()) {
         assert.deepEqual(sales.body, {
           error: "access_denied",
           error_description:
-            "policy approver-department forbids this approval: only an approver of the resource's department may approve access to it",
+            "policy approver-department forbids this approval: only an approver of the resource's department may decide access to it",
         });
         const none = await approve(approvalId, await mint("erin", "approver"));
         assert.equal(none.status, 403);

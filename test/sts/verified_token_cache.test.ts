@@ -6,7 +6,12 @@ import { IdentityTokenError, type VerifiedIdentity } from "../../sts/src/identit
 const T0 = 1_800_000_000_000;
 
 function identity(expSeconds: number): VerifiedIdentity {
-  return { issuer: "https://idp.example.test", subject: "alice", claims: { sub: "alice", exp: expSeconds } };
+  return {
+    issuer: "https://idp.example.test",
+    subject: "alice",
+    claims: { sub: "alice", exp: expSeconds },
+    usages: ["subject"],
+  };
 }
 
 describe("verified token cache", () => {

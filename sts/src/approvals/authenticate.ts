@@ -1,4 +1,5 @@
-import { decodeJwt, errors as joseErrors } from "jose";
+import { decodeJwt, type JWTPayload, errors as joseErrors } from "jose";
+import { DpopChecker } from "../../../gateway-verifier/src/dpop.js";
 import type { Config } from "../config/load.js";
 import {
   IdentityTokenError,
@@ -21,7 +22,7 @@ export const REALM = "countersign";
 
 /** A caller of the approval API: an agent (OAuth client) or a human approver. */
 export type Principal =
-  | { readonly kind: "agent"; readonly clientId: string }
+  | { readonly kind: "agent"; readonly clientId: string; readonly claims: JWTPayload }
   | { readonly kind: "approver"; readonly subject: string; readonly identity: VerifiedIdentity };
 
 /** What {@link createAuthenticator} needs. */
@@ -31,8 +32,37 @@ export interface AuthenticatorDependencies {
   readonly trustedIssuers: TrustedIssuers;
 }
 
-/** Turns an `Authorization` header into a {@link Principal}, or throws an {@link ApprovalError} (401/503). */
-export type Authenticator = (authorization: string | undefined) => Promise<Principal>;
+/** The parts of an HTTP request that carry its credentials. */
+export interface CredentialRequest {
+  /** The `Authorization` header, if any. */
+  readonly authorization: string | undefined;
+  /** The `DPoP` header, if any (RFC 9449 §7.1: required with a DPoP-bound credential). */
+  readonly dpop: string | undefined;
+  /** The HTTP method, upper case. */
+  readonly method: string;
+  /** The request's path (no query): the DPoP proof's `htu` is `<issuer><path>`. */
+  readonly path: string;
+}
+
+/** The credentials of a Koa request. */
+export function credentialsOf(ctx: {
+  get(field: string): string;
+  readonly method: string;
+  readonly path: string;
+}): CredentialRequest {
+  return {
+    authorization: ctx.get("Authorization") || undefined,
+    dpop: ctx.get("DPoP") || undefined,
+    method: ctx.method.toUpperCase(),
+    path: ctx.path,
+  };
+}
+
+/**
+ * Turns a request's credentials into a {@link Principal}, or throws an {@link ApprovalError}
+ * (401, 403 for an authenticated approver without the approver claim, 503).
+ */
+export type Authenticator = (request: CredentialRequest) => Promise<Principal>;
 
 function quoted(value: string): string {
   return value.replace(/["\\]/g, "");
@@ -69,10 +99,22 @@ export function wrongRole(needed: "agent" | "approver"): ApprovalError {
 
 const IDENTITY_REASONS: Partial<Record<IdentityTokenError["reason"], ApprovalRefusalReason>> = {
   token_expired: "credentials_expired",
+  token_too_old: "credentials_stale",
+  auth_time_missing: "credentials_stale",
   audience_mismatch: "credentials_wrong_audience",
+  audience_ambiguous: "credentials_wrong_audience",
   usage_not_allowed: "approver_not_allowed",
-  approver_claim_missing: "approver_not_allowed",
 };
+
+/** The `cnf.jkt` a credential is bound to (RFC 9449 §6.1), if any. */
+function boundKey(claims: JWTPayload): string | undefined | null {
+  const cnf = claims.cnf;
+  if (cnf === undefined) return undefined;
+  if (typeof cnf !== "object" || cnf === null) return null;
+  const jkt = (cnf as { jkt?: unknown }).jkt;
+  if (jkt === undefined) return undefined;
+  return typeof jkt === "string" && jkt.length > 0 ? jkt : null;
+}
 
 /**
  * Builds the approval API's authenticator. The unverified `iss` only picks the verifier: this STS's
@@ -87,6 +129,52 @@ export function createAuthenticator({
 }: AuthenticatorDependencies): Authenticator {
   const audience = approvalsResource(config.issuer);
   const clients = new Set(config.clients.map((client) => client.client_id));
+
+  const dpop = new DpopChecker({}, 5);
+
+  /**
+   * RFC 9449 §7.1: a credential bound to a key (`cnf.jkt`) is accepted only as `Authorization: DPoP`
+   * with a proof of that key for this request; a bound credential sent as Bearer is refused, so a
+   * stolen copy alone never acts. An unbound credential sent with the DPoP scheme is refused too.
+   */
+  function checkBinding(claims: JWTPayload, token: string, scheme: string, request: CredentialRequest): void {
+    const jkt = boundKey(claims);
+    if (jkt === null) {
+      throw unauthorized("invalid_token", "the token's cnf claim is malformed", "credentials_invalid");
+    }
+    if (jkt === undefined) {
+      if (scheme === "dpop") {
+        throw unauthorized(
+          "invalid_token",
+          "the token is not DPoP-bound: send it as Bearer",
+          "credentials_invalid",
+        );
+      }
+      return;
+    }
+    if (scheme !== "dpop" || request.dpop === undefined) {
+      throw unauthorized(
+        "invalid_token",
+        "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof of its key",
+        "credentials_dpop_bound",
+      );
+    }
+    const reason = dpop.check({
+      proof: request.dpop,
+      accessToken: token,
+      jkt,
+      method: request.method,
+      url: `${config.issuer}${request.path}`,
+      nowMs: Date.now(),
+    });
+    if (reason !== undefined) {
+      throw unauthorized(
+        "invalid_token",
+        `the DPoP proof is not acceptable (${reason})`,
+        "dpop_proof_invalid",
+      );
+    }
+  }
 
   async function authenticateAgent(token: string): Promise<Principal> {
     let claims: Awaited<ReturnType<OwnTokenVerifier["verify"]>>;
@@ -118,7 +206,7 @@ export function createAuthenticator({
     if (typeof clientId !== "string" || !clients.has(clientId)) {
       throw unauthorized("invalid_token", "the access token's client is not configured", "client_unknown");
     }
-    return { kind: "agent", clientId };
+    return { kind: "agent", clientId, claims };
   }
 
   async function authenticateApprover(token: string): Promise<Principal> {
@@ -127,6 +215,15 @@ export function createAuthenticator({
       return { kind: "approver", subject: identity.subject, identity };
     } catch (error) {
       if (!(error instanceof IdentityTokenError)) throw error;
+      if (error.reason === "approver_claim_missing") {
+        // Authenticated, but not an approver: RFC 6750 §3.1 insufficient_scope, not 401.
+        const description = `${error.message}: this account may not decide approvals`;
+        throw new ApprovalError(403, "insufficient_scope", description, "approver_claim_missing", {
+          headers: {
+            "WWW-Authenticate": `Bearer realm="${REALM}", error="insufficient_scope", error_description="${quoted(description)}"`,
+          },
+        });
+      }
       if (error.reason === "jwks_unavailable") {
         // Fail closed, but say it is temporary: the credential may well be good.
         throw new ApprovalError(
@@ -145,7 +242,8 @@ export function createAuthenticator({
     }
   }
 
-  return async (authorization) => {
+  return async (request) => {
+    const { authorization } = request;
     if (authorization === undefined || authorization === "") {
       throw unauthorized("invalid_request", "a Bearer token is required", "credentials_missing");
     }
@@ -156,21 +254,30 @@ export function createAuthenticator({
         "credentials_invalid",
       );
     }
-    // RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive.
-    const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(authorization);
+    // RFC 6750 §2.1 / RFC 9449 §7.1: "Bearer" or "DPoP" 1*SP token68; the scheme is case-insensitive.
+    const match = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(authorization);
     if (!match) {
-      if (!/^Bearer(\s|$)/i.test(authorization)) {
+      if (!/^(Bearer|DPoP)(\s|$)/i.test(authorization)) {
         throw unauthorized("invalid_request", "a Bearer token is required", "credentials_missing");
       }
       throw unauthorized("invalid_token", "the Bearer token is malformed", "credentials_invalid");
     }
-    const token = match[1] as string;
+    const scheme = (match[1] as string).toLowerCase();
+    const token = match[2] as string;
     let iss: unknown;
     try {
       iss = decodeJwt(token).iss;
     } catch {
       throw unauthorized("invalid_token", "the Bearer token is not a JWT", "credentials_invalid");
     }
-    return iss === config.issuer ? authenticateAgent(token) : authenticateApprover(token);
+    const principal =
+      iss === config.issuer ? await authenticateAgent(token) : await authenticateApprover(token);
+    checkBinding(
+      principal.kind === "agent" ? principal.claims : principal.identity.claims,
+      token,
+      scheme,
+      request,
+    );
+    return principal;
   };
 }

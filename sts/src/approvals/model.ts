@@ -10,6 +10,8 @@ export interface ApprovalJson {
   scope: string;
   task: string;
   subject: string | null;
+  /** The issuer whose `sub` `subject` is, when the approval binds a subject. */
+  subject_issuer: string | null;
   max_tokens: number;
   tokens_issued: number;
   rate_limit: { per_second: number; burst: number } | null;
@@ -57,6 +59,7 @@ export function toApprovalJson(approval: Approval, now = Date.now()): ApprovalJs
     scope: approval.scope,
     task: approval.task,
     subject: approval.subject,
+    subject_issuer: approval.subject_issuer,
     max_tokens: approval.max_tokens,
     tokens_issued: approval.tokens_issued,
     rate_limit: approval.rate_limit,

@@ -1,9 +1,15 @@
 import type { VerifiedIdentity } from "../identity/trusted_issuers.js";
 import type { ApprovalJson } from "./model.js";
 
-/** What an approver is about to decide: the approval as requested, and the terms being approved. */
+/** The decisions an approver makes. */
+export type ApprovalDecisionAction = "approve" | "deny" | "revoke";
+
+/**
+ * What an approver is about to decide: the approval as it stands, and the terms it will carry (for
+ * `approve`, the narrowed terms being granted; for `deny` and `revoke`, its current terms).
+ */
 export interface ApprovalDecisionInput {
-  readonly action: "approve";
+  readonly action: ApprovalDecisionAction;
   /** The human deciding (a verified approver token). */
   readonly approver: VerifiedIdentity;
   /** The approval as it stands (pending). */
@@ -23,7 +29,7 @@ export type ApprovalDecisionResult =
   | { readonly allowed: false; readonly policyId: string; readonly reason: string };
 
 /**
- * Decides whether an approver may approve an approval (e.g. Cedar policies: who may approve what, for
+ * Decides whether an approver may approve, deny or revoke an approval (e.g. Cedar policies: who may approve what, for
  * which resource and scope). Called after the request is validated and before the compare-and-set.
  * An exception is a refusal (fail closed).
  */
@@ -31,7 +37,7 @@ export interface ApproverPolicy {
   authorizeDecision(input: ApprovalDecisionInput): Promise<ApprovalDecisionResult>;
 }
 
-/** The default policy: any authenticated approver may approve anything within what was requested. */
+/** The default policy: any authenticated approver may decide anything within what was requested. */
 export const allowAllApprovers: ApproverPolicy = {
   authorizeDecision: async () => ({ allowed: true }),
 };

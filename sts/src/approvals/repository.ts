@@ -16,6 +16,8 @@ export interface NewApprovalRequest {
   readonly scope: string;
   readonly task: string;
   readonly subject: string | null;
+  /** The issuer of `subject` (null when there is no subject). */
+  readonly subjectIssuer: string | null;
   readonly maxTokens: number;
   /** Lifetime from creation, in seconds. */
   readonly ttlSeconds: number;
@@ -45,6 +47,7 @@ export async function insertApproval(
         requested_scope: request.scope,
         task: request.task,
         subject: request.subject,
+        subject_issuer: request.subjectIssuer,
         max_tokens: request.maxTokens,
         rate_limit: request.rateLimit ? JSON.stringify(request.rateLimit) : null,
         requested_by: request.clientId,

@@ -4,7 +4,7 @@ import type { AuditEvent } from "../audit/audit_log.js";
 import { recordAudit } from "../audit/audit_log.js";
 import type { Approval } from "../db/schema.js";
 import type { StsServices } from "../services.js";
-import { createAuthenticator, type Principal, wrongRole } from "./authenticate.js";
+import { createAuthenticator, credentialsOf, type Principal, wrongRole } from "./authenticate.js";
 import { readJsonBody } from "./body.js";
 import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
 import {
@@ -16,7 +16,12 @@ import {
   toApprovalJson,
 } from "./model.js";
 import { narrowTerms } from "./narrow.js";
-import { type ApproverPolicy, allowAllApprovers } from "./policy.js";
+import {
+  type ApprovalDecisionAction,
+  type ApprovalDecisionInput,
+  type ApproverPolicy,
+  allowAllApprovers,
+} from "./policy.js";
 import {
   approveApproval,
   type Decider,
@@ -166,8 +171,90 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
     };
   }
 
+  /**
+   * The issuer an approval's subject binding names. With several issuers trusted for subject tokens a
+   * bare `sub` is ambiguous (two IdPs may both have an "alice"), so `subject_issuer` is then required;
+   * with one, that one is recorded, so trusting a second issuer later widens no existing approval.
+   */
+  function subjectIssuerOf(subject: string | undefined, named: string | undefined): string | null {
+    const trusted = services.trustedIssuers.issuersFor("subject");
+    if (subject === undefined) {
+      if (named !== undefined) throw invalidRequest("subject_issuer: may only be given with subject");
+      return null;
+    }
+    if (named !== undefined) {
+      if (!trusted.includes(named)) {
+        throw invalidRequest("subject_issuer: is not an issuer trusted for subject tokens");
+      }
+      return named;
+    }
+    if (trusted.length > 1) {
+      throw invalidRequest(
+        "subject_issuer: is required with subject, because several issuers are trusted for subject tokens",
+      );
+    }
+    return trusted[0] ?? null;
+  }
+
+  /**
+   * Asks the approver policy whether `principal` may take `action` on `approval` with `terms`; a
+   * refusal or an evaluation failure is a 403 (fail closed).
+   */
+  async function authorizeDecision(
+    action: ApprovalDecisionAction,
+    principal: Principal & { kind: "approver" },
+    approval: Approval,
+    terms: ApprovalDecisionInput["terms"],
+  ): Promise<void> {
+    const refusal = { approvalId: approval.id };
+    let verdict: Awaited<ReturnType<ApproverPolicy["authorizeDecision"]>>;
+    try {
+      verdict = await policy.authorizeDecision({
+        action,
+        approver: principal.identity,
+        approval: toApprovalJson(approval),
+        terms,
+      });
+    } catch (error) {
+      logger.error(
+        { err: { message: (error as Error).message }, approval_id: approval.id, action },
+        "approver policy failed",
+      );
+      throw new ApprovalError(
+        403,
+        "access_denied",
+        "the approver policy could not be evaluated",
+        "policy_error",
+        refusal,
+      );
+    }
+    if (!verdict.allowed) {
+      const noun =
+        action === "approve"
+          ? "this approval"
+          : `${action === "deny" ? "denying" : "revoking"} this approval`;
+      throw new ApprovalError(
+        403,
+        "access_denied",
+        `policy ${verdict.policyId} forbids ${noun}: ${verdict.reason}`,
+        "policy_denied",
+        refusal,
+      );
+    }
+  }
+
+  /** An approval's current terms, as the policy sees them for deny and revoke. */
+  function currentTerms(approval: Approval): ApprovalDecisionInput["terms"] {
+    return {
+      scope: approval.scope,
+      max_tokens: approval.max_tokens,
+      expires_at: approval.expires_at.toISOString(),
+      rate_limit: approval.rate_limit,
+    };
+  }
+
   async function principalOf(ctx: Context, state: CallState): Promise<Principal> {
-    state.principal = await authenticate(ctx.get("Authorization") || undefined);
+    state.principal = await authenticate(credentialsOf(ctx));
     return state.principal;
   }
 
@@ -223,6 +310,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           "scope_invalid",
         );
       }
+      const subjectIssuer = subjectIssuerOf(body.subject, body.subject_issuer);
       const id = newApprovalId();
       const approval = await insertApproval(
         db,
@@ -233,6 +321,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           scope: scopes.join(" "),
           task: body.task,
           subject: body.subject ?? null,
+          subjectIssuer,
           maxTokens: body.max_tokens,
           ttlSeconds: body.ttl_seconds,
           rateLimit: body.rate_limit ?? null,
@@ -306,7 +395,6 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       const principal = await approver(ctx, state);
       const body = await readJsonBody(ctx, approveBody);
       const approval = await load(ctx.params.id);
-      const refusal = { approvalId: approval.id };
       if (effectiveStatus(approval) !== "pending") throw stateConflict(approval, "approve");
 
       const narrowed = narrowTerms(approval, body);
@@ -317,36 +405,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         expires_at: expiresAt.toISOString(),
         rate_limit: rateLimit,
       };
-      let verdict: Awaited<ReturnType<ApproverPolicy["authorizeDecision"]>>;
-      try {
-        verdict = await policy.authorizeDecision({
-          action: "approve",
-          approver: principal.identity,
-          approval: toApprovalJson(approval),
-          terms,
-        });
-      } catch (error) {
-        logger.error(
-          { err: { message: (error as Error).message }, approval_id: approval.id },
-          "approver policy failed",
-        );
-        throw new ApprovalError(
-          403,
-          "access_denied",
-          "the approver policy could not be evaluated",
-          "policy_error",
-          refusal,
-        );
-      }
-      if (!verdict.allowed) {
-        throw new ApprovalError(
-          403,
-          "access_denied",
-          `policy ${verdict.policyId} forbids this approval: ${verdict.reason}`,
-          "policy_denied",
-          refusal,
-        );
-      }
+      await authorizeDecision("approve", principal, approval, terms);
 
       const approved = await approveApproval(db, approval.id, narrowed, decider(principal), {
         event: "approval.approved",
@@ -374,6 +433,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       const body = await readJsonBody(ctx, decisionBody);
       const approval = await load(ctx.params.id);
       if (effectiveStatus(approval) !== "pending") throw stateConflict(approval, "deny");
+      await authorizeDecision("deny", principal, approval, currentTerms(approval));
       const denied = await denyApproval(db, approval.id, body.reason ?? null, decider(principal), {
         event: "approval.denied",
         outcome: "granted",
@@ -400,6 +460,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       const body = await readJsonBody(ctx, decisionBody);
       const approval = await load(ctx.params.id);
       if (effectiveStatus(approval) !== "approved") throw stateConflict(approval, "revoke");
+      await authorizeDecision("revoke", principal, approval, currentTerms(approval));
       const revoked = await revokeApproval(db, approval.id, body.reason ?? null, {
         event: "approval.revoked",
         outcome: "granted",

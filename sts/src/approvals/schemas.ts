@@ -57,6 +57,17 @@ export const createApprovalBody = z
       .refine(isUsableSubject, "must be well-formed Unicode without control characters")
       .optional()
       .describe("The only `sub` tokens under the approval may carry."),
+    /**
+     * The issuer (`iss`) of `subject`: one of the issuers trusted for subject tokens. Required with
+     * `subject` when several issuers are; with one, that one is recorded.
+     */
+    subject_issuer: text()
+      .min(1)
+      .max(2048)
+      .optional()
+      .describe(
+        "The issuer (`iss`) whose `sub` is `subject`; required with `subject` when several issuers are trusted for subject tokens.",
+      ),
     /** Rate and burst limit written into tokens minted under the approval. */
     rate_limit: rateLimitSchema
       .optional()
@@ -138,6 +149,10 @@ export const approvalSchema = z
     scope: z.string().describe("The approved scope (the requested scope while pending), space-separated."),
     task: z.string(),
     subject: z.string().nullable().describe("When set, the only `sub` tokens under the approval may carry."),
+    subject_issuer: z
+      .string()
+      .nullable()
+      .describe("When set, the only issuer (`iss`) of subject tokens under the approval."),
     max_tokens: z.number().int(),
     tokens_issued: z.number().int().describe("Tokens minted so far; never above max_tokens."),
     rate_limit: wireRateLimit.nullable(),

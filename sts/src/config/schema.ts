@@ -110,6 +110,18 @@ const clientSchema = z
     }
   });
 
+/** What an identity token from a trusted issuer may be presented as. */
+export const TOKEN_USAGES = ["subject", "actor", "approver"] as const;
+
+/** Default of `trusted_issuers[].approver_max_age_seconds`: 15 minutes. */
+export const DEFAULT_APPROVER_MAX_AGE_SECONDS = 900;
+
+/**
+ * One trusted issuer entry: tokens from `issuer` that carry `audience` are accepted for `usage`.
+ * The same `issuer` may appear in several entries with distinct audiences (one IdP, two audiences).
+ * Security: an entry with `approver` usage may have no other usage, so a token an agent holds (a
+ * subject or actor token) can never be accepted as a human's approval credential.
+ */
 const trustedIssuerSchema = z
   .object({
     /** The `iss` value of the issuer's JWTs. */
@@ -121,18 +133,39 @@ const trustedIssuerSchema = z
       .object({ keys: z.array(jwkSchema).max(32) })
       .strict()
       .optional(),
-    /** The `aud` its tokens must carry to be accepted here. */
+    /**
+     * The `aud` its tokens must carry to be accepted through this entry. A token is accepted only
+     * through the one entry of its issuer whose audience it carries; a token carrying the audiences of
+     * two entries is refused.
+     */
     audience: z.string().min(1).max(2048),
-    /** What its tokens may be used as: subject tokens, actor tokens, approver (human) credentials. */
-    usage: z
-      .array(z.enum(["subject", "actor", "approver"]))
-      .min(1)
-      .max(3),
+    /**
+     * What its tokens may be used as: subject tokens, actor tokens (whose `sub` becomes `act`, and whose
+     * `act` claims are carried), or approver (human) credentials. `approver` may not be combined with
+     * another usage: list the IdP twice, with a separate audience for approvers.
+     */
+    usage: z.array(z.enum(TOKEN_USAGES)).min(1).max(3),
     /** For `approver` usage: a claim that must contain (or equal) a value, e.g. roles ∋ approver. */
     approver_claim: z
       .object({ name: z.string().min(1).max(128), value: z.string().min(1).max(256) })
       .strict()
       .optional(),
+    /**
+     * For `approver` usage: the oldest approver token accepted, in seconds, measured from its `iat` and,
+     * when present, its `auth_time` (a refreshed token has a new `iat` but keeps the old `auth_time`).
+     * Default 900. Security: a stolen or forgotten approver credential stops deciding after this long.
+     */
+    approver_max_age_seconds: z.number().int().min(1).max(86_400).optional(),
+    /**
+     * For `approver` usage: refuse approver tokens without an `auth_time` claim (OIDC Core §2), so the
+     * age of the human's sign-in, not only of the token, is always known. Default false.
+     */
+    require_auth_time: z.boolean().optional(),
+    /**
+     * Refuse tokens through this entry whose `iat` is older than this many seconds, and tokens without
+     * `iat`, whatever their `exp` says (e.g. long-lived workload identities). Unset: only `exp` applies.
+     */
+    max_token_age_seconds: z.number().int().min(1).max(31_536_000).optional(),
     /** Accepted signature algorithms. Never `none` or HMAC. Default: ES256, RS256, PS256, EdDSA. */
     algorithms: z
       .array(
@@ -142,9 +175,39 @@ const trustedIssuerSchema = z
       .optional(),
   })
   .strict()
-  .refine((issuer) => (issuer.jwks_uri === undefined) !== (issuer.jwks === undefined), {
-    message: "exactly one of jwks_uri and jwks is required",
-    path: ["jwks_uri"],
+  .superRefine((entry, ctx) => {
+    if ((entry.jwks_uri === undefined) === (entry.jwks === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["jwks_uri"],
+        message: "exactly one of jwks_uri and jwks is required",
+      });
+    }
+    const approver = entry.usage.includes("approver");
+    if (approver && entry.usage.length > 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["usage"],
+        message:
+          "approver may not be combined with another usage: a human's approval credential must have its own " +
+          "audience, never one an agent's subject or actor token carries (list the issuer twice, with a " +
+          "separate audience for approvers)",
+      });
+    }
+    if (new Set(entry.usage).size !== entry.usage.length) {
+      ctx.addIssue({ code: "custom", path: ["usage"], message: "names a usage twice" });
+    }
+    if (!approver) {
+      for (const key of ["approver_claim", "approver_max_age_seconds", "require_auth_time"] as const) {
+        if (entry[key] !== undefined) {
+          ctx.addIssue({
+            code: "custom",
+            path: [key],
+            message: "applies only to an entry with approver usage",
+          });
+        }
+      }
+    }
   });
 
 /**
@@ -307,6 +370,18 @@ export const configFileSchema = z
         ctx.addIssue({ code: "custom", path: ["resources", i, "id"], message: "is a duplicate" });
       }
       resources.add(resource.id);
+    });
+    const issuerAudiences = new Set<string>();
+    config.trusted_issuers.forEach((entry, i) => {
+      const key = JSON.stringify([entry.issuer, entry.audience]);
+      if (issuerAudiences.has(key)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["trusted_issuers", i, "audience"],
+          message: "another entry has the same issuer and audience: each (issuer, audience) may appear once",
+        });
+      }
+      issuerAudiences.add(key);
     });
     const webhookUrls = new Set<string>();
     config.webhooks.forEach((webhook, i) => {

@@ -1,5 +1,5 @@
 import Router from "@koa/router";
-import { createAuthenticator, wrongRole } from "../approvals/authenticate.js";
+import { createAuthenticator, credentialsOf, wrongRole } from "../approvals/authenticate.js";
 import { approvalNotFound } from "../approvals/errors.js";
 import { APPROVAL_ID_PATTERN } from "../approvals/model.js";
 import { findApproval } from "../approvals/repository.js";
@@ -32,7 +32,7 @@ export function approvalAuditRoutes(services: StsServices): Router {
   const router = new Router();
 
   router.get("/approvals/:id/audit", async (ctx) => {
-    const principal = await authenticate(ctx.get("Authorization") || undefined);
+    const principal = await authenticate(credentialsOf(ctx));
     if (principal.kind !== "approver") throw wrongRole("approver");
     const id = ctx.params.id;
     if (id === undefined || !APPROVAL_ID_PATTERN.test(id)) throw approvalNotFound();

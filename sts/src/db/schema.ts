@@ -20,6 +20,8 @@ export interface ApprovalsTable {
   requested_scope: string;
   task: string;
   subject: string | null;
+  /** The `iss` a subject token must carry besides `sub` (null: no subject, or bound before issuers were). */
+  subject_issuer: string | null;
   max_tokens: number;
   tokens_issued: Generated<number>;
   rate_limit: NullableJson<{ per_second: number; burst: number }>;

@@ -18,8 +18,23 @@ import { createIssuanceStore } from "./issuance_store.js";
 import { newJti } from "./jti.js";
 import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS, TOKEN_TYPE } from "./parameters.js";
 import { isRefusal, refusal, unavailable } from "./refusal.js";
+import { MAX_ACCESS_TOKEN_BYTES, taskClaim } from "./task_claim.js";
 import { type ActClaim, actDepth, validateActorToken, validateSubjectToken } from "./token_validators.js";
 import { createVerifiedTokenCache } from "./verified_token_cache.js";
+
+/**
+ * The token's RFC 9396 `agent_task` authorization details: the approval and its task, the task bounded
+ * in size (`task_truncated` when shortened; the approval holds the whole text).
+ */
+function agentTaskDetail(approvalId: string, task: string) {
+  const claim = taskClaim(task);
+  return {
+    type: "agent_task",
+    approval_id: approvalId,
+    task: claim.task,
+    ...(claim.truncated ? { task_truncated: true } : {}),
+  };
+}
 
 /** Tighter of two optional rate limits, member by member. */
 function tighterRateLimit(
@@ -87,7 +102,13 @@ export function tokenExchangeGrant(
     if (approval.resource !== resource.id) {
       throw refusal(errors.InvalidTarget, "resource_not_approved", "the approval is for another resource");
     }
-    if (approval.subject !== null && approval.subject !== subject.sub) {
+    // The binding is (issuer, sub); a token this STS issued was matched when it was first minted under
+    // this same approval (checked below), so its own issuer is not compared.
+    if (
+      approval.subject !== null &&
+      (approval.subject !== subject.sub ||
+        (approval.subject_issuer !== null && !subject.bounds && approval.subject_issuer !== subject.issuer))
+    ) {
       throw refusal(
         errors.InvalidGrant,
         "subject_mismatch",
@@ -196,11 +217,19 @@ export function tokenExchangeGrant(
       exp,
       jti,
       approval_id: approval.id,
-      authorization_details: [{ type: "agent_task", approval_id: approval.id, task: approval.task }],
+      authorization_details: [agentTaskDetail(approval.id, approval.task)],
       ...(act ? { act } : {}),
       ...(rateLimit ? { rate_limit: rateLimit } : {}),
       ...(dPoP ? { cnf: { jkt: dPoP.thumbprint } } : {}),
     });
+    if (accessToken.length > MAX_ACCESS_TOKEN_BYTES) {
+      // Before the budget: a token no gateway accepts must not cost the approval a unit.
+      throw refusal(
+        errors.InvalidGrant,
+        "token_too_large",
+        `the access token would exceed ${MAX_ACCESS_TOKEN_BYTES} bytes (long scope, subject or delegation chain)`,
+      );
+    }
     if (dPoP) {
       try {
         await assertDpopNotReplayed(ctx.oidc.provider, ctx, dPoP, clientId);

@@ -95,10 +95,20 @@ export async function validateSubjectToken(
       const usage: TokenUsage = "subject";
       const verify = () => services.trustedIssuers.verify(token, usage);
       const identity = await (cache ? cache.verify(token, usage, verify) : verify());
+      const act = readAct(identity.claims, "subject");
+      // An `act` claim widens trust (it names who acted before): it counts only from an issuer entry
+      // trusted for actor tokens.
+      if (act !== undefined && !identity.usages.includes("actor")) {
+        throw refusal(
+          errors.InvalidGrant,
+          "subject_act_untrusted",
+          "the subject token carries an act claim, but its issuer is not trusted for actor tokens",
+        );
+      }
       return {
         sub: identity.subject,
         issuer: identity.issuer,
-        act: readAct(identity.claims, "subject"),
+        act,
         bounds: undefined,
         issuedAt: identity.claims.iat,
       };

@@ -67,7 +67,10 @@ export function createVerifiedTokenCache(options: VerifiedTokenCacheOptions = {}
       const exp = identity.claims.exp;
       // Only tokens with a numeric exp are cached (the verifier requires one).
       if (typeof exp === "number" && Number.isFinite(exp)) {
-        const until = Math.min(at + maxAgeMs, exp * 1000 + toleranceMs);
+        // An age bound of the issuer entry (max_token_age_seconds) ends reuse too (it includes the tolerance).
+        const aged =
+          identity.acceptUntil === undefined ? Number.POSITIVE_INFINITY : identity.acceptUntil * 1000;
+        const until = Math.min(at + maxAgeMs, exp * 1000 + toleranceMs, aged);
         if (until > at) {
           entries.set(key, { identity, until });
           if (entries.size > maxEntries) {

@@ -37,7 +37,12 @@ export interface CedarPolicy extends ExchangePolicy, ApproverPolicy {
   readonly files: readonly string[];
 }
 
-const NOUN: Record<PolicyAction, string> = { exchange: "this token exchange", approve: "this approval" };
+const NOUN: Record<PolicyAction, string> = {
+  exchange: "this token exchange",
+  approve: "this approval",
+  deny: "denying this approval",
+  revoke: "revoking this approval",
+};
 
 /**
  * Builds the policy engine over a loaded policy set. Decisions follow Cedar: allowed when a `permit`
@@ -132,7 +137,7 @@ export function createCedarPolicy(options: CedarPolicyOptions): CedarPolicy {
     async authorizeDecision(input: ApprovalDecisionInput): Promise<ApprovalDecisionResult> {
       const log = { approval_id: input.approval.id, actor: input.approver.subject };
       const request = approveRequest(input, resources.get(input.approval.resource), clock?.() ?? new Date());
-      return decide("approve", request, log);
+      return decide(input.action, request, log);
     },
   };
 }

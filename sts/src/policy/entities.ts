@@ -109,7 +109,8 @@ export function exchangeRequest(
 }
 
 /**
- * The request for `Action::"approve"`: the approver approves the approval on these terms.
+ * The request for `Action::"approve"`, `"deny"` or `"revoke"`: the approver decides the approval, on
+ * these terms (for deny and revoke, its current ones).
  * @param now the policy clock's time
  */
 export function approveRequest(
@@ -136,7 +137,7 @@ export function approveRequest(
   });
   return {
     principal: { type: ENTITY.approver, id: approver.subject },
-    action: action("approve"),
+    action: action(input.action),
     resource: { type: ENTITY.resource, id: approval.resource },
     context,
     entities: [

@@ -21,7 +21,7 @@ export const ENTITY = {
 } as const;
 
 /** The actions policies decide. */
-export type PolicyAction = "exchange" | "approve";
+export type PolicyAction = "exchange" | "approve" | "deny" | "revoke";
 
 /**
  * The policy id of a refusal caused by an evaluation error (or a wasm failure): fail closed. Reserved;
