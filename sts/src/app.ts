@@ -8,8 +8,12 @@ import { consoleRoutes } from "./console/routes.js";
 import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
+import { createApprovalCache } from "./exchange/approval_cache.js";
 import { tokenExchangeGrant } from "./exchange/grant.js";
 import type { ExchangeGuards } from "./exchange/guards.js";
+import { createIssuanceStore } from "./exchange/issuance_store.js";
+import { createMinter } from "./exchange/mint.js";
+import { createVerifiedTokenCache } from "./exchange/verified_token_cache.js";
 import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
 import { loadDevIssuer } from "./identity/dev_issuer.js";
@@ -145,8 +149,24 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       limiter: options.exchangeGuards?.limiter ?? issuanceLimiter,
     };
     revocations = await startRevocationService(database, config.revocations, logger);
-    const exchangeGrant = tokenExchangeGrant(services, () => keyRing.current.signer, exchangeGuards, {
-      pool: database.pool,
+    const issuanceStore = createIssuanceStore(database.db, database.pool, {
+      onBatch: (size) => metrics.issueBatchSize.observe(size),
+    });
+    // A policy that reads the live budget must see a fresh approval at every exchange.
+    const approvalCache =
+      exchangeGuards.policy?.readsApprovalBudget === false ? createApprovalCache() : undefined;
+    const exchangeGrant = tokenExchangeGrant({
+      ...services,
+      store: issuanceStore,
+      approvals: approvalCache,
+      verifiedTokens: createVerifiedTokenCache(),
+      minter: createMinter({
+        config,
+        signer: () => keyRing.current.signer,
+        guards: exchangeGuards,
+        store: issuanceStore,
+        approvals: approvalCache,
+      }),
     });
     const buildProvider = (keys: KeySnapshot["keys"]) =>
       createProvider({

@@ -137,7 +137,7 @@ describe("trusted issuers: the configuration refuses a shared approver credentia
         {
           issuer: IDP,
           jwks: { keys: [jwk] },
-          audience: SUBJECT_AUDIENCE + "-x",
+          audience: `${SUBJECT_AUDIENCE}-x`,
           usage: ["subject", "approver"],
         },
       ]),
@@ -634,14 +634,14 @@ for (const engine of testEngines()) {
         "invalid_grant",
         "the subject token's iat lies in the future: check the issuer's clock",
       );
-      assert.equal(await lastRefusalReason(approval), "subject_token_token_not_yet_valid");
+      assert.equal(await lastRefusalReason(approval), "subject_token_not_yet_valid");
       assertError(
         await attempt(await idpToken({ sub: "alice", iat: now() - 700 }, { issuer: PARTNER })),
         400,
         "invalid_grant",
         "the subject token was issued more than 600 seconds ago",
       );
-      assert.equal(await lastRefusalReason(approval), "subject_token_token_too_old");
+      assert.equal(await lastRefusalReason(approval), "subject_token_too_old");
       assertError(
         await attempt(await idpToken({ sub: "alice", iat: null }, { issuer: PARTNER })),
         400,
@@ -695,7 +695,7 @@ for (const engine of testEngines()) {
     });
 
     test("a long non-ASCII task never makes a token the gateway refuses; the approval keeps the whole text", async () => {
-      const task = "€".repeat(1990) + "\u0007\u001b[2K" + "ok";
+      const task = `${"€".repeat(1990)}\u0007\u001b[2Kok`;
       const approval = await insertApproval(sts.handle.db, { subject: null, task });
       const minted = await exchange(sts.url, {
         subject_token: await subjectToken("alice"),

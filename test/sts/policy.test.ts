@@ -342,7 +342,7 @@ for (const engine of testEngines()) {
         assert.equal(read.status, 200, JSON.stringify(read.body));
       });
 
-      test("the refusal is audited with reason policy_forbids", async () => {
+      test("the refusal is audited with reason policy_denied", async () => {
         now = WEDNESDAY_NIGHT;
         await exchangeFor("crm:write");
         const row = await sts.handle.db
@@ -353,7 +353,7 @@ for (const engine of testEngines()) {
           .orderBy("id", "desc")
           .limit(1)
           .executeTakeFirstOrThrow();
-        assert.equal(row.reason, "policy_forbids");
+        assert.equal(row.reason, "policy_denied");
         assert.match(String(row.detail?.description), /^forbidden by policy crm-write-office-hours: /);
       });
 

@@ -224,7 +224,7 @@ export function createAuthenticator({
           },
         });
       }
-      if (error.reason === "jwks_unavailable") {
+      if (error.reason === "issuer_keys_unavailable") {
         // Fail closed, but say it is temporary: the credential may well be good.
         throw new ApprovalError(
           503,

@@ -17,6 +17,17 @@ export interface AuditEvent {
   detail?: Record<string, unknown> | null;
 }
 
+/**
+ * An event's detail as stored: JSON in which every string Postgres cannot store (NUL, lone surrogates)
+ * has U+FFFD instead, since details may echo request text. The one text rule of every audit row,
+ * whether written here or by the exchange's database function.
+ */
+export function auditDetailJson(detail: Record<string, unknown>): string {
+  return JSON.stringify(detail, (_key, value: unknown) =>
+    typeof value === "string" ? toStorableText(value) : value,
+  );
+}
+
 /** Appends an audit event; pass a transaction to commit it atomically with the change it records. */
 export async function recordAudit(
   db: Kysely<Database> | Transaction<Database>,
@@ -32,11 +43,7 @@ export async function recordAudit(
       client_id: event.client_id ?? null,
       actor: event.actor ?? null,
       // Details may echo request text: anything Postgres cannot store (NUL, lone surrogates) becomes U+FFFD.
-      detail: event.detail
-        ? JSON.stringify(event.detail, (_key, value: unknown) =>
-            typeof value === "string" ? toStorableText(value) : value,
-          )
-        : null,
+      detail: event.detail ? auditDetailJson(event.detail) : null,
     })
     .execute();
 }

@@ -1,7 +1,6 @@
-import { errors } from "oidc-provider";
 import { effectiveStatus } from "../approvals/model.js";
 import type { Approval } from "../db/schema.js";
-import { refusal } from "./refusal.js";
+import { refuse } from "./refusal.js";
 
 /**
  * Checks that `approval` lets `clientId` mint a token now (CONTRACT §4). Unknown approvals and other
@@ -14,27 +13,23 @@ export function assertApprovalUsable(
   now = Date.now(),
 ): Approval {
   if (!approval || approval.client_id !== clientId) {
-    throw refusal(errors.InvalidGrant, "approval_not_found", "no such approval for this client");
+    throw refuse("approval_not_found", "no such approval for this client");
   }
   const status = effectiveStatus(approval, now);
   switch (status) {
     case "pending":
-      throw refusal(
-        errors.AuthorizationPending,
-        "approval_pending",
-        "the approval is still pending a human decision",
-      );
+      throw refuse("approval_pending", "the approval is still pending a human decision");
     case "denied":
-      throw refusal(errors.InvalidGrant, "approval_denied", "the approval was denied");
+      throw refuse("approval_denied", "the approval was denied");
     case "revoked":
-      throw refusal(errors.InvalidGrant, "approval_revoked", "the approval was revoked");
+      throw refuse("approval_revoked", "the approval was revoked");
     case "expired":
-      throw refusal(errors.InvalidGrant, "approval_expired", "the approval has expired");
+      throw refuse("approval_expired", "the approval has expired");
     case "approved":
       break;
   }
   if (approval.tokens_issued >= approval.max_tokens) {
-    throw refusal(errors.InvalidGrant, "approval_used_up", "the approval's token budget is used up");
+    throw refuse("approval_used_up", "the approval's token budget is used up");
   }
   return approval;
 }

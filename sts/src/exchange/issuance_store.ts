@@ -2,6 +2,7 @@ import { CompiledQuery, type Kysely } from "kysely";
 import type pg from "pg";
 import type { Approval, Database } from "../db/schema.js";
 import type { LimitTake } from "./guards.js";
+import { ISSUE_SQL, type IssueRefusal, type IssueRow, issueValues } from "./issue_function.js";
 
 /** The record of a minted access token (`issued_tokens`). */
 export interface IssuedTokenRecord {
@@ -33,8 +34,8 @@ export interface IssueRequest {
 /** {@link IssuanceStore.issue}'s answer. */
 export type IssueOutcome =
   | { ok: true; tokensIssued: number }
-  /** No token: the approval as it now stands, to say why (revoked, expired, used up, changed). */
-  | { ok: false; approval: Approval | undefined }
+  /** No token, and why, read from the approval as it stood in the same database call. */
+  | { ok: false; refused: IssueRefusal }
   /** A rate limit refused; its window ends at this time (epoch ms). Nothing but the counters changed. */
   | { ok: false; limitedUntil: number }
   /** Too many of this agent's requests already wait for the database: nothing was written. */
@@ -45,7 +46,7 @@ export interface IssuanceStore {
   findApproval(id: string): Promise<Approval | undefined>;
   /**
    * Takes the rate-limit points (if any) and one token of the approval's budget, and records the
-   * issued token and its audit event — atomically, with `countersign_issue` (migration 0006):
+   * issued token and its audit event — atomically, with `countersign_issue` (migrations/FUNCTIONS.md):
    * the budget is taken by a conditional `UPDATE … WHERE status = 'approved' AND expires_at > now()
    * AND tokens_issued < max_tokens AND <terms unchanged>` and the `issued_tokens` and `audit_events`
    * rows are inserted in the same transaction only when it took one. So under any concurrency and
@@ -59,17 +60,6 @@ export interface IssuanceStore {
 
 /** Most requests written in one call. */
 const MAX_BATCH = 64;
-
-const ISSUE = `select n, outcome, tokens_issued, expire from countersign_issue(
-  $1, $2, $3, $4, $5, $6, $7, cast($8 as jsonb[]), $9, $10, $11, $12, $13, $14,
-  $15, $16, $17, $18, $19, $20, cast($21 as jsonb[]))`;
-
-interface IssueRow {
-  n: number;
-  outcome: "issued" | "limited_client" | "limited_approval" | "refused";
-  tokens_issued: number | null;
-  expire: string | null;
-}
 
 interface Pending {
   readonly request: IssueRequest;
@@ -87,35 +77,6 @@ function lockOrder(a: Pending, b: Pending): number {
   if (x.clientId !== y.clientId) return x.clientId < y.clientId ? -1 : 1;
   if (x.approvalId !== y.approvalId) return x.approvalId < y.approvalId ? -1 : 1;
   return 0; // the sort is stable: one approval's requests keep their arrival order
-}
-
-/** `countersign_issue`'s parameters for a batch already in {@link lockOrder}. */
-function issueParameters(batch: readonly Pending[], nowMs: number): unknown[] {
-  const records = batch.map((pending) => pending.request.record);
-  const limits = batch.map((pending) => pending.request.limits);
-  return [
-    nowMs,
-    records.map((r) => r.approvalId),
-    records.map((r) => r.clientId),
-    records.map((r) => r.aud),
-    records.map((r) => r.terms.scope),
-    records.map((r) => r.terms.subject),
-    records.map((r) => r.terms.expires_at),
-    records.map((r) => (r.terms.rate_limit === null ? null : JSON.stringify(r.terms.rate_limit))),
-    limits.map((l) => l?.keys[0] ?? null),
-    limits.map((l) => l?.keys[1] ?? null),
-    limits.map((l) => (l ? nowMs + Math.ceil(l.durationsMs[0]) : null)),
-    limits.map((l) => (l ? nowMs + Math.ceil(l.durationsMs[1]) : null)),
-    limits.map((l) => l?.points[0] ?? null),
-    limits.map((l) => l?.points[1] ?? null),
-    records.map((r) => r.jti),
-    records.map((r) => r.sub),
-    records.map((r) => r.scope),
-    records.map((r) => r.jkt),
-    records.map((r) => r.iat),
-    records.map((r) => r.exp),
-    batch.map((pending) => JSON.stringify(pending.request.auditDetail)),
-  ];
 }
 
 /** Options of {@link createIssuanceStore}. */
@@ -148,9 +109,9 @@ export function createIssuanceStore(
 
   const run = async (values: unknown[]): Promise<IssueRow[]> => {
     if (pool === undefined) {
-      return (await db.executeQuery(CompiledQuery.raw(ISSUE, values) as CompiledQuery<IssueRow>)).rows;
+      return (await db.executeQuery(CompiledQuery.raw(ISSUE_SQL, values) as CompiledQuery<IssueRow>)).rows;
     }
-    return (await pool.query<IssueRow>({ name: "countersign-issue", text: ISSUE, values })).rows;
+    return (await pool.query<IssueRow>({ name: "countersign-issue", text: ISSUE_SQL, values })).rows;
   };
 
   const maxWaiting = options.maxWaitingPerAgent ?? 1024;
@@ -162,25 +123,17 @@ export function createIssuanceStore(
       const batch = queue.splice(0, MAX_BATCH).sort(lockOrder);
       options.onBatch?.(batch.length);
       try {
-        const rows = await run(issueParameters(batch, Date.now()));
-        const approvals = new Map<string, Promise<Approval | undefined>>();
+        const rows = await run(issueValues(batch, Date.now()));
         for (const [index, pending] of batch.entries()) {
           const row = rows.find((candidate) => Number(candidate.n) === index + 1);
-          const { approvalId } = pending.request.record;
           if (row === undefined) {
             pending.reject(new Error("countersign_issue returned no row for a request"));
           } else if (row.outcome === "issued") {
             pending.resolve({ ok: true, tokensIssued: Number(row.tokens_issued) });
-          } else if (row.outcome === "refused") {
-            // One re-read per approval, to say why (revoked, expired, used up, changed).
-            let approval = approvals.get(approvalId);
-            if (approval === undefined) {
-              approval = findApproval(approvalId);
-              approvals.set(approvalId, approval);
-            }
-            approval.then((found) => pending.resolve({ ok: false, approval: found }), pending.reject);
-          } else {
+          } else if (row.outcome === "limited_client" || row.outcome === "limited_approval") {
             pending.resolve({ ok: false, limitedUntil: Number(row.expire) });
+          } else {
+            pending.resolve({ ok: false, refused: row.outcome });
           }
         }
       } catch (error) {

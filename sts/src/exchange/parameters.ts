@@ -1,6 +1,6 @@
-import { errors } from "oidc-provider";
 import { parseScope } from "../approvals/model.js";
 import { hasControlCharacter, isStorableText } from "../db/text.js";
+import { refuse } from "./refusal.js";
 
 /** RFC 8693 §3 token type identifiers. */
 export const TOKEN_TYPE = {
@@ -48,7 +48,7 @@ type RawParams = Record<string, unknown>;
 function single(params: RawParams, name: string): string | undefined {
   const value = params[name];
   if (value === undefined || value === "") return undefined;
-  if (typeof value !== "string") throw new errors.InvalidRequest(`${name} must be given once`);
+  if (typeof value !== "string") throw refuse("parameter_repeated", `${name} must be given once`);
   return value;
 }
 
@@ -65,35 +65,37 @@ function targets(params: RawParams, name: string): string[] {
 export function parseTokenExchangeRequest(params: RawParams): TokenExchangeRequest {
   const subjectToken = single(params, "subject_token");
   const subjectTokenType = single(params, "subject_token_type");
-  if (!subjectToken) throw new errors.InvalidRequest("missing required parameter 'subject_token'");
-  if (!subjectTokenType) throw new errors.InvalidRequest("missing required parameter 'subject_token_type'");
+  if (!subjectToken) throw refuse("parameter_missing", "missing required parameter 'subject_token'");
+  if (!subjectTokenType) throw refuse("parameter_missing", "missing required parameter 'subject_token_type'");
   if (!SUBJECT_TOKEN_TYPES.has(subjectTokenType)) {
-    throw new errors.InvalidRequest("unsupported subject_token_type");
+    throw refuse("token_type_unsupported", "unsupported subject_token_type");
   }
-  if (subjectToken.length > MAX_TOKEN_BYTES) throw new errors.InvalidRequest("subject_token is too large");
+  if (subjectToken.length > MAX_TOKEN_BYTES)
+    throw refuse("parameter_too_large", "subject_token is too large");
 
   const actorToken = single(params, "actor_token");
   const actorTokenType = single(params, "actor_token_type");
   if ((actorToken === undefined) !== (actorTokenType === undefined)) {
     // RFC 8693 §2.1: actor_token_type is required when actor_token is present, and must not be sent without it.
-    throw new errors.InvalidRequest("actor_token and actor_token_type must be given together");
+    throw refuse("actor_token_type_missing", "actor_token and actor_token_type must be given together");
   }
   if (actorTokenType !== undefined && !ACTOR_TOKEN_TYPES.has(actorTokenType)) {
-    throw new errors.InvalidRequest("unsupported actor_token_type");
+    throw refuse("token_type_unsupported", "unsupported actor_token_type");
   }
   if (actorToken !== undefined && actorToken.length > MAX_TOKEN_BYTES) {
-    throw new errors.InvalidRequest("actor_token is too large");
+    throw refuse("parameter_too_large", "actor_token is too large");
   }
 
   const requestedTokenType = single(params, "requested_token_type");
   if (requestedTokenType !== undefined && requestedTokenType !== TOKEN_TYPE.accessToken) {
-    throw new errors.InvalidRequest("only access tokens can be requested (requested_token_type)");
+    throw refuse("token_type_unsupported", "only access tokens can be requested (requested_token_type)");
   }
 
   // The same value given as both `resource` and `audience` is one target.
   const allTargets = [...new Set([...targets(params, "resource"), ...targets(params, "audience")])];
   if (allTargets.length !== 1) {
-    throw new errors.InvalidTarget(
+    throw refuse(
+      "target_invalid",
       allTargets.length === 0
         ? "exactly one resource or audience is required"
         : "exactly one target is allowed",
@@ -111,18 +113,21 @@ export function parseTokenExchangeRequest(params: RawParams): TokenExchangeReque
 /** `authorization_details` (RFC 9396): a JSON array holding exactly one `agent_task` with an `approval_id`. */
 function parseAuthorizationDetails(raw: string | undefined): string {
   if (raw === undefined) {
-    throw new errors.InvalidRequest("authorization_details with an agent_task approval_id is required");
+    throw refuse(
+      "authorization_details_invalid",
+      "authorization_details with an agent_task approval_id is required",
+    );
   }
   if (raw.length > MAX_AUTHORIZATION_DETAILS_BYTES)
-    throw new errors.InvalidRequest("authorization_details is too large");
+    throw refuse("parameter_too_large", "authorization_details is too large");
   let details: unknown;
   try {
     details = JSON.parse(raw);
   } catch {
-    throw new errors.InvalidRequest("authorization_details is not valid JSON");
+    throw refuse("authorization_details_invalid", "authorization_details is not valid JSON");
   }
   if (!Array.isArray(details) || details.length === 0) {
-    throw new errors.InvalidRequest("authorization_details must be a non-empty JSON array");
+    throw refuse("authorization_details_invalid", "authorization_details must be a non-empty JSON array");
   }
   const tasks = details.filter(
     (detail): detail is Record<string, unknown> =>
@@ -131,7 +136,7 @@ function parseAuthorizationDetails(raw: string | undefined): string {
       (detail as Record<string, unknown>).type === "agent_task",
   );
   if (tasks.length !== 1 || details.length !== 1) {
-    throw new errors.InvalidRequest("authorization_details must hold exactly one agent_task");
+    throw refuse("authorization_details_invalid", "authorization_details must hold exactly one agent_task");
   }
   const approvalId = (tasks[0] as Record<string, unknown>).approval_id;
   if (
@@ -141,7 +146,7 @@ function parseAuthorizationDetails(raw: string | undefined): string {
     !isStorableText(approvalId) ||
     hasControlCharacter(approvalId)
   ) {
-    throw new errors.InvalidRequest("the agent_task must carry an approval_id");
+    throw refuse("authorization_details_invalid", "the agent_task must carry an approval_id");
   }
   return approvalId;
 }

@@ -1,10 +1,10 @@
 import { type JWTPayload, errors as joseErrors } from "jose";
-import { errors } from "oidc-provider";
 import { parseScope } from "../approvals/model.js";
 import { IdentityTokenError, type TokenUsage } from "../identity/trusted_issuers.js";
 import type { StsServices } from "../services.js";
 import { TOKEN_TYPE } from "./parameters.js";
-import { type Refusal, refusal, unavailable } from "./refusal.js";
+import { identityTokenReason, type Refusal, refuse } from "./refusal.js";
+import { actDepth } from "./rules.js";
 import type { VerifiedTokenCache } from "./verified_token_cache.js";
 
 /** The RFC 8693 §4.1 `act` claim: the acting party, with prior actors nested inside. */
@@ -42,28 +42,21 @@ export interface SubjectIdentity {
 /** Largest `act` nesting accepted from a presented token. */
 export const MAX_ACT_DEPTH = 8;
 
-/** How many actors a (possibly nested) `act` claim holds. */
-export function actDepth(act: unknown): number {
-  let depth = 0;
-  let node = act;
-  while (node && typeof node === "object") {
-    depth += 1;
-    if (depth > MAX_ACT_DEPTH) return depth;
-    node = (node as { act?: unknown }).act;
-  }
-  return depth;
-}
+/** What the validators need: this STS's issuer and the two token verifiers. */
+export type TokenValidatorDependencies = Pick<StsServices, "config" | "trustedIssuers" | "ownTokens">;
 
-function readAct(claims: JWTPayload, label: string): ActClaim | undefined {
+function readAct(claims: JWTPayload, label: "subject" | "actor"): ActClaim | undefined {
   const act = claims.act;
   if (act === undefined) return undefined;
   if (typeof act !== "object" || act === null || typeof (act as ActClaim).sub !== "string") {
-    throw refusal(errors.InvalidGrant, `${label}_act_invalid`, `the ${label} token's act claim is malformed`);
+    throw refuse(
+      label === "subject" ? "subject_act_invalid" : "actor_act_invalid",
+      `the ${label} token's act claim is malformed`,
+    );
   }
-  if (actDepth(act) > MAX_ACT_DEPTH) {
-    throw refusal(
-      errors.InvalidGrant,
-      `${label}_act_too_deep`,
+  if (actDepth(act, MAX_ACT_DEPTH) > MAX_ACT_DEPTH) {
+    throw refuse(
+      label === "subject" ? "subject_act_too_deep" : "actor_act_too_deep",
       `the ${label} token's delegation chain is too long`,
     );
   }
@@ -71,11 +64,8 @@ function readAct(claims: JWTPayload, label: string): ActClaim | undefined {
 }
 
 function fromIdentityError(error: unknown, label: "subject" | "actor"): Refusal {
-  if (error instanceof IdentityTokenError) {
-    if (error.reason === "jwks_unavailable")
-      return unavailable(`${label}_token_${error.reason}`, error.message);
-    return refusal(errors.InvalidGrant, `${label}_token_${error.reason}`, error.message);
-  }
+  if (error instanceof IdentityTokenError)
+    return refuse(identityTokenReason(label, error.reason), error.message);
   throw error;
 }
 
@@ -85,7 +75,7 @@ function fromIdentityError(error: unknown, label: "subject" | "actor"): Refusal 
  * verification reused from `cache` while the same token is presented again).
  */
 export async function validateSubjectToken(
-  services: StsServices,
+  services: TokenValidatorDependencies,
   token: string,
   tokenType: string,
   cache?: VerifiedTokenCache,
@@ -99,8 +89,7 @@ export async function validateSubjectToken(
       // An `act` claim widens trust (it names who acted before): it counts only from an issuer entry
       // trusted for actor tokens.
       if (act !== undefined && !identity.usages.includes("actor")) {
-        throw refusal(
-          errors.InvalidGrant,
+        throw refuse(
           "subject_act_untrusted",
           "the subject token carries an act claim, but its issuer is not trusted for actor tokens",
         );
@@ -117,8 +106,7 @@ export async function validateSubjectToken(
     }
   }
   if (tokenType !== TOKEN_TYPE.accessToken) {
-    throw refusal(
-      errors.InvalidRequest,
+    throw refuse(
       "subject_token_type_mismatch",
       "a token issued by this STS must be presented as an access_token",
     );
@@ -128,8 +116,7 @@ export async function validateSubjectToken(
     claims = await services.ownTokens.verify(token, {});
   } catch (error) {
     const reason = error instanceof joseErrors.JWTExpired ? "subject_token_expired" : "subject_token_invalid";
-    throw refusal(
-      errors.InvalidGrant,
+    throw refuse(
       reason,
       reason === "subject_token_expired" ? "the subject token has expired" : "the subject token is invalid",
     );
@@ -137,11 +124,7 @@ export async function validateSubjectToken(
   const approvalId = claims.approval_id;
   if (typeof approvalId !== "string" || typeof claims.sub !== "string" || typeof claims.aud !== "string") {
     // E.g. an approval API credential: it is not a delegation of anybody's authority.
-    throw refusal(
-      errors.InvalidGrant,
-      "subject_token_not_exchangeable",
-      "the subject token cannot be exchanged",
-    );
+    throw refuse("subject_token_not_exchangeable", "the subject token cannot be exchanged");
   }
   return {
     sub: claims.sub,
@@ -164,7 +147,7 @@ export async function validateSubjectToken(
 
 /** Validates the actor token (a JWT from a trusted issuer with usage `actor`) and returns it as `act`. */
 export async function validateActorToken(
-  services: StsServices,
+  services: TokenValidatorDependencies,
   token: string,
   cache?: VerifiedTokenCache,
 ): Promise<ActClaim> {

@@ -31,7 +31,7 @@ export type IdentityTokenReason =
   | "auth_time_missing"
   | "claim_missing"
   | "approver_claim_missing"
-  | "jwks_unavailable";
+  | "issuer_keys_unavailable";
 
 /** A refused identity token. `reason` is stable; the message is for humans and never echoes the token. */
 export class IdentityTokenError extends Error {
@@ -353,7 +353,7 @@ function toIdentityError(error: unknown, usage: TokenUsage): IdentityTokenError 
     (error instanceof Error && /fetch|ECONN|network/i.test(error.message))
   ) {
     return new IdentityTokenError(
-      "jwks_unavailable",
+      "issuer_keys_unavailable",
       `the ${usage} token's issuer keys could not be fetched`,
     );
   }
@@ -366,5 +366,5 @@ function toIdentityError(error: unknown, usage: TokenUsage): IdentityTokenError 
   if (error instanceof joseErrors.JOSEError) {
     return new IdentityTokenError("token_malformed", `the ${usage} token is invalid (${error.code})`);
   }
-  return new IdentityTokenError("jwks_unavailable", `the ${usage} token could not be verified`);
+  return new IdentityTokenError("issuer_keys_unavailable", `the ${usage} token could not be verified`);
 }
