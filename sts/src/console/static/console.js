@@ -23,11 +23,7 @@ const LIST_LIMIT = 200;
 /** Most closed (denied, revoked, expired) approvals kept on the page. */
 const CLOSED_LIMIT = 20;
 
-/** @typedef {{ id: string, status: string, client_id: string, resource: string, scope: string,
- *   requested_scope?: string, task: string, subject: string | null, max_tokens: number,
- *   tokens_issued: number, rate_limit: { per_second: number, burst: number } | null,
- *   requested_by: string, approved_by: string | null, created_at: string, decided_at: string | null,
- *   expires_at: string, decision_reason?: string | null, revoked_at?: string | null }} Approval */
+/** @import { Approval } from "./api.js" */
 
 /** @typedef {{ root: HTMLElement, kind: string, approval: Approval, update: (a: Approval) => void,
  *   auditOpen: () => boolean, refreshAudit: () => void }} Card */
@@ -601,6 +597,7 @@ function render(kind, approvals) {
         announce(`New request from ${approval.client_id}: “${approval.task}” on ${approval.resource}.`);
       }
     }
+    /** @type {ChildNode | null} */
     const expectedNext = previous ? previous.nextSibling : target.list.firstChild;
     if (expectedNext !== card.root) {
       target.list.insertBefore(card.root, expectedNext);
@@ -631,10 +628,12 @@ let closedApprovals = [];
 async function collectClosed(ids) {
   const answers = await Promise.all(
     ids.slice(0, CLOSED_LIMIT).map((id) =>
-      api.call("GET", `approvals/${encodeURIComponent(id)}`).catch((error) => {
-        if (error instanceof api.ApiError && error.status === 404) return null;
-        throw error;
-      }),
+      /** @type {Promise<Approval>} */ (api.call("GET", `approvals/${encodeURIComponent(id)}`)).catch(
+        (error) => {
+          if (error instanceof api.ApiError && error.status === 404) return null;
+          throw error;
+        },
+      ),
     ),
   );
   for (const approval of answers) {
