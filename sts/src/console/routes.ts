@@ -16,11 +16,20 @@ export const CONSOLE_CSP =
 /** Lifetime of a development approver token minted by `POST /console/dev-token`, in seconds. */
 export const DEV_TOKEN_TTL_SECONDS = 900;
 
-/** The console's static files: name under `/console/assets/` → content type. */
+/**
+ * The console's static files: name under `/console/assets/` → content type. An allow-list: a file
+ * in static/ that is not named here is not served (404), so every module the page imports is listed.
+ */
 const ASSETS: Readonly<Record<string, string>> = {
   "console.js": "text/javascript; charset=utf-8",
   "api.js": "text/javascript; charset=utf-8",
   "view.js": "text/javascript; charset=utf-8",
+  "page.js": "text/javascript; charset=utf-8",
+  "state.js": "text/javascript; charset=utf-8",
+  "auth.js": "text/javascript; charset=utf-8",
+  "decide.js": "text/javascript; charset=utf-8",
+  "card.js": "text/javascript; charset=utf-8",
+  "list.js": "text/javascript; charset=utf-8",
   "console.css": "text/css; charset=utf-8",
   "favicon.svg": "image/svg+xml",
 };

@@ -4,6 +4,26 @@
 
 const TOKEN_KEY = "countersign.approver_token";
 
+/**
+ * An approval as the API returns it. Times are ISO 8601.
+ * @typedef {{ id: string, status: string, client_id: string, resource: string, scope: string,
+ *   requested_scope?: string, task: string, subject: string | null, max_tokens: number,
+ *   tokens_issued: number, rate_limit: { per_second: number, burst: number } | null,
+ *   requested_by: string, approved_by: string | null, created_at: string, decided_at: string | null,
+ *   expires_at: string, decision_reason?: string | null, revoked_at?: string | null }} Approval
+ */
+
+/** One page of `GET /approvals`. @typedef {{ approvals: Approval[], next_cursor: string | null }} ApprovalPage */
+
+/**
+ * One event of an approval's audit trail.
+ * @typedef {{ at: string, event: string, outcome: string, reason: string | null, actor: string | null }} AuditEvent
+ */
+
+/** `GET /approvals/{id}/audit`: the latest events, `truncated` when older ones were left out. @typedef {{ events: AuditEvent[], truncated?: boolean }} AuditTrail */
+
+/** A development approver token from `POST /console/dev-token`. @typedef {{ access_token: string, token_type: string, expires_in: number, sub: string }} DevToken */
+
 /** An error answer of the API: `status`, `error` and `error_description`. */
 export class ApiError extends Error {
   /**
@@ -56,6 +76,7 @@ export function peekClaims(token) {
  * @param {string} method
  * @param {string} path relative to the site root, without the leading slash
  * @param {{ body?: unknown, token?: string | null }} [options]
+ * @returns {Promise<unknown>}
  */
 export async function call(method, path, options = {}) {
   const token = options.token === undefined ? storedToken() : options.token;
@@ -98,9 +119,12 @@ function approvalPath(id) {
 /**
  * @param {string} status
  * @param {number} limit
+ * @returns {Promise<ApprovalPage>}
  */
 export function listApprovals(status, limit) {
-  return call("GET", `approvals?status=${encodeURIComponent(status)}&limit=${limit}`);
+  return /** @type {Promise<ApprovalPage>} */ (
+    call("GET", `approvals?status=${encodeURIComponent(status)}&limit=${limit}`)
+  );
 }
 
 /**
@@ -127,12 +151,18 @@ export function revoke(id, reason) {
   return call("POST", `${approvalPath(id)}/revoke`, { body: reason ? { reason } : {} });
 }
 
-/** @param {string} id */
+/**
+ * @param {string} id
+ * @returns {Promise<AuditTrail>}
+ */
 export function auditTrail(id) {
-  return call("GET", `${approvalPath(id)}/audit`);
+  return /** @type {Promise<AuditTrail>} */ (call("GET", `${approvalPath(id)}/audit`));
 }
 
-/** @param {string} sub */
+/**
+ * @param {string} sub
+ * @returns {Promise<DevToken>}
+ */
 export function devToken(sub) {
-  return call("POST", "console/dev-token", { body: { sub }, token: null });
+  return /** @type {Promise<DevToken>} */ (call("POST", "console/dev-token", { body: { sub }, token: null }));
 }
