@@ -123,7 +123,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       db: database.db,
       logger,
       metrics,
-      trustedIssuers: createTrustedIssuers(config.trusted_issuers, devIssuer),
+      trustedIssuers: createTrustedIssuers(config.trusted_issuers, devIssuer, logger),
       ownTokens: { verify: (token, verifyOptions) => keyRing.current.ownTokens.verify(token, verifyOptions) },
       devIssuer,
     };

@@ -1,6 +1,6 @@
 import {
   createLocalJWKSet,
-  createRemoteJWKSet,
+  type createRemoteJWKSet,
   decodeJwt,
   decodeProtectedHeader,
   type JSONWebKeySet,
@@ -10,7 +10,9 @@ import {
 } from "jose";
 import type { TrustedIssuerConfig } from "../config/schema.js";
 import { hasControlCharacter, isStorableText } from "../db/text.js";
+import type { Logger } from "../ops/logger.js";
 import type { DevIssuer } from "./dev_issuer.js";
+import { createBoundedRemoteJWKSet } from "./remote_jwks.js";
 
 /** What an identity token is presented as. */
 export type TokenUsage = "subject" | "actor" | "approver";
@@ -83,14 +85,16 @@ function claimContains(value: unknown, expected: string): boolean {
 export function createTrustedIssuers(
   issuers: readonly TrustedIssuerConfig[],
   devIssuer?: DevIssuer,
+  logger?: Logger,
 ): TrustedIssuers {
   const entries = new Map<string, IssuerEntry>();
   for (const config of issuers) {
     const keys = config.jwks_uri
-      ? createRemoteJWKSet(new URL(config.jwks_uri), {
+      ? createBoundedRemoteJWKSet(new URL(config.jwks_uri), {
           timeoutDuration: 3000,
           cooldownDuration: 30_000,
           cacheMaxAge: 600_000,
+          logger,
         })
       : createLocalJWKSet(config.jwks as unknown as JSONWebKeySet);
     entries.set(config.issuer, { config, keys, requireUsageClaim: false });
