@@ -19,6 +19,7 @@ import { createKeyRing, type KeyRing, type KeySnapshot } from "./keys/key_ring.j
 import { startKeyMaintenance } from "./keys/maintenance.js";
 import type { RotationResult } from "./keys/rotation.js";
 import { ensureSigningKey } from "./keys/signing_keys.js";
+import { createClientCredentialsLimiter } from "./limits/client_credentials_limiter.js";
 import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
 import { createProvider } from "./oidc/provider.js";
 import { openApiRoutes } from "./openapi/routes.js";
@@ -139,6 +140,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       perApproval: config.issuance_limits.per_approval,
       pool: database.pool,
     });
+    const clientCredentialsLimiter = createClientCredentialsLimiter({
+      limit: config.issuance_limits.client_credentials,
+      pool: database.pool,
+    });
     const exchangeGuards: ExchangeGuards = {
       ...options.exchangeGuards,
       policy: options.exchangeGuards?.policy ?? cedarPolicy,
@@ -156,6 +161,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         logger,
         cookieSecret: kek.derive("countersign oidc-provider cookies"),
         grants: [exchangeGrant],
+        clientCredentialsLimiter,
       });
     // After a rotation (here or on another instance) oidc-provider is rebuilt with the new key set, so
     // /jwks and client_credentials follow; requests in flight finish on the provider they started on.

@@ -160,6 +160,13 @@ const issuanceLimitsSchema = z
     per_client: rateLimitSchema.default({ per_second: 100, burst: 200 }),
     /** Per approval. Default 50 per second, burst 100. */
     per_approval: rateLimitSchema.default({ per_second: 50, burst: 100 }),
+    /**
+     * Per agent (`client_id`), for the `client_credentials` grant (the approval API credential): past it
+     * 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent
+     * can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per
+     * few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.
+     */
+    client_credentials: rateLimitSchema.default({ per_second: 10, burst: 20 }),
   })
   .strict();
 
@@ -272,10 +279,11 @@ export const configFileSchema = z
     trusted_issuers: z.array(trustedIssuerSchema).max(64).default([]),
     /** Cedar policy files, relative to the config file. */
     policies: z.array(z.string().min(1).max(4096)).max(64).default([]),
-    /** Issuance rate and burst limits (token exchange). Defaults: see each key. */
+    /** Issuance rate and burst limits (token exchange and client_credentials). Defaults: see each key. */
     issuance_limits: issuanceLimitsSchema.default({
       per_client: { per_second: 100, burst: 200 },
       per_approval: { per_second: 50, burst: 100 },
+      client_credentials: { per_second: 10, burst: 20 },
     }),
     /** Revocation feed and stream settings. Defaults: see each key. */
     revocations: revocationsSchema.default({

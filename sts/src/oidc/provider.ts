@@ -9,6 +9,7 @@ import Provider, {
 import type { Config } from "../config/load.js";
 import type { Database } from "../db/schema.js";
 import type { SigningKeyMaterial } from "../keys/signing_keys.js";
+import type { ClientCredentialsLimiter } from "../limits/client_credentials_limiter.js";
 import type { Logger } from "../ops/logger.js";
 import { PostgresAdapter } from "./adapter.js";
 import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
@@ -31,6 +32,8 @@ export interface ProviderDependencies {
   cookieSecret: Buffer;
   /** Extension grants to register (e.g. RFC 8693 token exchange). */
   grants?: readonly GrantRegistration[];
+  /** The per-agent issuance limit of the `client_credentials` grant. None: unlimited. */
+  clientCredentialsLimiter?: ClientCredentialsLimiter;
 }
 
 /** An extension grant: one file per grant exports these (STYLE §1). */
@@ -54,6 +57,7 @@ export function createProvider({
   logger,
   cookieSecret,
   grants = [],
+  clientCredentialsLimiter,
 }: ProviderDependencies): Provider {
   const current = keys.find((key) => key.status === "current" && key.alg === config.tokens.signing_alg);
   if (!current) throw new Error(`no current ${config.tokens.signing_alg} signing key`);
@@ -121,6 +125,26 @@ export function createProvider({
     },
     ttl: {
       ClientCredentials: config.tokens.default_ttl_seconds,
+    },
+    // Called once per token, just before it is signed: after client authentication and every check of
+    // the request, so the limit counts tokens an authenticated agent would get, and nobody else can
+    // spend its bucket. oidc-provider has no earlier hook inside its built-in client_credentials grant.
+    extraTokenClaims: async (ctx, token) => {
+      if (token.kind !== "ClientCredentials" || !clientCredentialsLimiter) return undefined;
+      const clientId = token.clientId as string;
+      const limit = await clientCredentialsLimiter.consume(clientId);
+      if (limit.allowed) return undefined;
+      logger.info(
+        { client_id: clientId, grant_type: "client_credentials", reason: "rate_limited", error: "slow_down" },
+        "client_credentials refused",
+      );
+      // The same 429 the token exchange answers (RFC 9110 §10.2.3 Retry-After, in seconds).
+      ctx.set("Retry-After", String(limit.retryAfterSeconds));
+      throw Object.assign(new errors.SlowDown("too many token requests; retry after the indicated delay"), {
+        error_description: "too many token requests; retry after the indicated delay",
+        status: 429,
+        statusCode: 429,
+      });
     },
     renderError: (ctx, out) => {
       ctx.type = "json";
