@@ -10,6 +10,7 @@ import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { tokenExchangeGrant } from "./exchange/grant.js";
 import type { ExchangeGuards } from "./exchange/guards.js";
+import { type ClientErrorLog, createClientErrorLog, koaErrorListener } from "./http/client_errors.js";
 import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
 import { loadDevIssuer } from "./identity/dev_issuer.js";
@@ -46,6 +47,8 @@ export interface App {
   /** Rotates the signing keys now (next → current → previous) and reloads them here. */
   rotateKeys(): Promise<RotationResult | undefined>;
   readonly logger: Logger;
+  /** One log line per failed client connection (reset, malformed request); the server reports here too. */
+  readonly clientErrors: ClientErrorLog;
   readonly metrics: Metrics;
   readonly services: StsServices;
   /** The revocation feed, its stream and the expiry sweeper. */
@@ -153,8 +156,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const exchangeGrant = tokenExchangeGrant(services, () => keyRing.current.signer, exchangeGuards, {
       pool: database.pool,
     });
-    const buildProvider = (keys: KeySnapshot["keys"]) =>
-      createProvider({
+    const clientErrors = createClientErrorLog(logger);
+    // Koa's report of an error (a socket failing under a response, an error past every handler), from
+    // our app and from oidc-provider's (itself a Koa app): one JSON line, not Koa's stack on stderr.
+    const onKoaError = koaErrorListener(clientErrors, logger);
+    const buildProvider = (keys: KeySnapshot["keys"]) => {
+      const built = createProvider({
         config,
         db: database.db,
         keys,
@@ -163,6 +170,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         grants: [exchangeGrant],
         clientCredentialsLimiter,
       });
+      // oidc-provider's Provider is a Koa app; its typings list only its own events.
+      (built as unknown as Koa).on("error", onKoaError);
+      return built;
+    };
     // After a rotation (here or on another instance) oidc-provider is rebuilt with the new key set, so
     // /jwks and client_credentials follow; requests in flight finish on the provider they started on.
     let provider = buildProvider(keyRing.current.keys);
@@ -191,7 +202,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         );
       }
     });
-    koa.use(errorHandler(logger, isDatabaseUnavailable));
+    koa.on("error", onKoaError);
+    koa.use(errorHandler(logger, isDatabaseUnavailable, clientErrors));
 
     const ops = opsRoutes(database.db, metrics, () => draining);
     koa.use(ops.routes());
@@ -238,6 +250,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       keyRing,
       rotateKeys: () => keyMaintenance.rotateNow(),
       logger,
+      clientErrors,
       metrics,
       services,
       revocations,
