@@ -15,7 +15,7 @@ import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
 import { loadDevIssuer } from "./identity/dev_issuer.js";
 import { createTrustedIssuers } from "./identity/trusted_issuers.js";
-import { resolveKeyEncryptionKey } from "./keys/kek.js";
+import { dataDirKekAdvice, resolveKeyEncryptionKey } from "./keys/kek.js";
 import { createKeyRing, type KeyRing, type KeySnapshot } from "./keys/key_ring.js";
 import { startKeyMaintenance } from "./keys/maintenance.js";
 import type { RotationResult } from "./keys/rotation.js";
@@ -109,7 +109,18 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (applied.length > 0)
       logger.info({ migrations: applied.map((m) => m.migrationName) }, "migrations applied");
 
-    const kek = resolveKeyEncryptionKey({ kek: config.kek, dataDir: config.database.dataDir });
+    const kek = resolveKeyEncryptionKey({
+      kek: config.kek,
+      dataDir: config.database.dataDir,
+      // Outside dev mode only PGlite gets here (config refuses DATABASE_URL without COUNTERSIGN_KEK).
+      onDataDirKey: config.dev_mode
+        ? undefined
+        : ({ file, generated }) =>
+            logger.warn(
+              { event: "kek.data_dir", reason: "kek_in_data_dir", file, generated },
+              dataDirKekAdvice(file),
+            ),
+    });
     await ensureSigningKey(database.db, kek, config.tokens.signing_alg);
     const keyRing = await createKeyRing({
       db: database.db,

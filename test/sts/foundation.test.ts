@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -14,7 +15,8 @@ import {
   SignJWT,
 } from "jose";
 import { sql } from "kysely";
-import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { dataDirKekAdvice } from "../../sts/src/keys/kek.js";
+import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { createTestDatabase, testEngines } from "../helpers/database.js";
 
 const run = promisify(execFile);
@@ -247,6 +249,62 @@ for (const engine of testEngines()) {
     });
   });
 }
+
+describe("key-encryption key in the data directory", () => {
+  const kekLines = (sts: TestApp) =>
+    sts.logs.lines
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.event === "kek.data_dir");
+
+  test("outside dev mode on PGlite: a warning naming COUNTERSIGN_KEK and how to make one, at every start", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "countersign-kek-"));
+    try {
+      const config = { ...baseConfig(), dev_mode: false };
+      for (const generated of [true, false]) {
+        const sts = await startTestApp({ engine: "pglite", config, dataDir });
+        try {
+          const file = path.join(dataDir, "kek");
+          assert.equal(statSync(file).mode & 0o777, 0o600);
+          const lines = kekLines(sts);
+          assert.equal(lines.length, 1, sts.logs.text);
+          const [line] = lines;
+          assert.equal(line?.level, 40);
+          assert.equal(line?.reason, "kek_in_data_dir");
+          assert.equal(line?.file, file);
+          assert.equal(line?.generated, generated);
+          assert.equal(line?.msg, dataDirKekAdvice(file));
+          assert.match(line?.msg as string, /set COUNTERSIGN_KEK \(32 bytes, base64url\)/);
+          assert.match(line?.msg as string, /randomBytes\(32\)\.toString\('base64url'\)/);
+          assert.ok(
+            !sts.logs.text.includes(readFileSync(file, "utf8").trim()),
+            "the key itself is never logged",
+          );
+        } finally {
+          await sts.stop();
+        }
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("no warning in dev mode, nor with COUNTERSIGN_KEK set", async () => {
+    for (const options of [
+      { config: { ...baseConfig(), dev_mode: true } },
+      {
+        config: { ...baseConfig(), dev_mode: false },
+        env: { COUNTERSIGN_KEK: randomBytes(32).toString("base64url") },
+      },
+    ]) {
+      const sts = await startTestApp({ engine: "pglite", ...options });
+      try {
+        assert.deepEqual(kekLines(sts), []);
+      } finally {
+        await sts.stop();
+      }
+    }
+  });
+});
 
 describe("restarts", () => {
   test("the same signing key (kid) after a restart on the embedded database", async () => {

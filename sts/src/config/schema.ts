@@ -341,8 +341,11 @@ export const envSchema = z.object({
   /** Data directory of the embedded database and of a generated key-encryption key. Default `./.countersign`. */
   COUNTERSIGN_DATA_DIR: z.string().min(1).default("./.countersign"),
   /**
-   * Key-encryption key for signing keys at rest: 32 bytes, base64url. Required outside dev mode;
-   * in dev mode one is generated into the data directory (mode 0600) when absent.
+   * Key-encryption key for signing keys at rest: 32 bytes, base64url. Required with `DATABASE_URL`
+   * outside dev mode. When absent, one is generated into the data directory (mode 0600); outside dev
+   * mode each start then warns (`kek_in_data_dir`). Security: keep it out of the data directory and its
+   * backups. Generate one with
+   * `node -e "console.log(require('node:crypto').randomBytes(32).toString('base64url'))"`.
    */
   COUNTERSIGN_KEK: z
     .string()
