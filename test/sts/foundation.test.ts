@@ -250,6 +250,67 @@ for (const engine of testEngines()) {
   });
 }
 
+describe("CORS at the token endpoint", () => {
+  const ORIGIN = "https://evil.example";
+  let sts: TestApp;
+  before(async () => {
+    sts = await startTestApp({ engine: "pglite" });
+  });
+  after(() => sts.stop());
+
+  const corsHeaders = (headers: Headers) =>
+    [...headers.keys()].filter((name) => name.toLowerCase().startsWith("access-control-"));
+
+  test("a preflight and every POST /token, with an Origin or without, answer no Access-Control-* header", async () => {
+    const preflight = await fetch(`${sts.url}/token`, {
+      method: "OPTIONS",
+      headers: {
+        origin: ORIGIN,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, dpop",
+      },
+    });
+    assert.equal(preflight.status, 204);
+    assert.deepEqual(corsHeaders(preflight.headers), []);
+
+    const grant = { grant_type: "client_credentials", scope: "approvals:request" };
+    const fromPage = await postForm(`${sts.url}/token`, grant, {
+      origin: ORIGIN,
+      authorization: basicAuth("billing-agent", TEST_SECRET),
+    });
+    assert.equal(fromPage.status, 400, JSON.stringify(fromPage.body));
+    assert.deepEqual(fromPage.body, {
+      error: "invalid_request",
+      error_description: `origin ${ORIGIN} not allowed for client: billing-agent`,
+    });
+    assert.deepEqual(corsHeaders(fromPage.headers), []);
+
+    const unknownClient = await postForm(`${sts.url}/token`, grant, {
+      origin: ORIGIN,
+      authorization: basicAuth("nobody", TEST_SECRET),
+    });
+    assert.equal(unknownClient.status, 401, JSON.stringify(unknownClient.body));
+    assert.equal(unknownClient.body.error, "invalid_client");
+    assert.deepEqual(corsHeaders(unknownClient.headers), []);
+
+    const noAuth = await postForm(`${sts.url}/token`, grant, { origin: ORIGIN });
+    assert.equal(noAuth.status, 400, JSON.stringify(noAuth.body));
+    assert.equal(noAuth.body.error, "invalid_request");
+    assert.deepEqual(corsHeaders(noAuth.headers), []);
+
+    const agent = await postForm(`${sts.url}/token`, grant, {
+      authorization: basicAuth("billing-agent", TEST_SECRET),
+    });
+    assert.equal(agent.status, 200, JSON.stringify(agent.body));
+    assert.deepEqual(corsHeaders(agent.headers), []);
+
+    // Public documents stay readable cross-origin.
+    const jwks = await fetch(`${sts.url}/jwks`, { headers: { origin: ORIGIN } });
+    assert.equal(jwks.status, 200);
+    assert.equal(jwks.headers.get("access-control-allow-origin"), ORIGIN);
+  });
+});
+
 describe("key-encryption key in the data directory", () => {
   const kekLines = (sts: TestApp) =>
     sts.logs.lines

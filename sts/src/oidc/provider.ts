@@ -14,6 +14,9 @@ import type { Logger } from "../ops/logger.js";
 import { PostgresAdapter } from "./adapter.js";
 import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
 
+/** The token endpoint's path (oidc-provider's default route). */
+export const TOKEN_ENDPOINT_PATH = "/token";
+
 /** The scope of the approval API's own credential. */
 export const APPROVALS_SCOPE = "approvals:request";
 
@@ -146,6 +149,9 @@ export function createProvider({
         statusCode: 429,
       });
     },
+    // No client is a browser application (agents hold secrets or private keys), so no origin may
+    // call the token endpoint cross-site: a request with an Origin header is refused for every client.
+    clientBasedCORS: () => false,
     renderError: (ctx, out) => {
       ctx.type = "json";
       ctx.body = out;
@@ -161,6 +167,20 @@ export function createProvider({
       grant.allowedDuplicateParameters ? [...grant.allowedDuplicateParameters] : undefined,
     );
   }
+  // oidc-provider answers a /token preflight, and a request whose client it could not load, with
+  // Access-Control-Allow-Origin echoing the Origin (or `*`) before clientBasedCORS is consulted. The
+  // token endpoint answers no CORS headers at all; discovery and /jwks stay readable cross-origin.
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      if (ctx.path === TOKEN_ENDPOINT_PATH) {
+        for (const header of Object.keys(ctx.response.headers)) {
+          if (header.toLowerCase().startsWith("access-control-")) ctx.remove(header);
+        }
+      }
+    }
+  });
   provider.on("server_error", (_ctx, error) => {
     logger.error({ err: { name: error.name, message: error.message } }, "oidc-provider server error");
   });
