@@ -324,7 +324,7 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
         clients: [
           { client_id: CLIENT_ID, client_secret: secret, token_endpoint_auth_method: "client_secret_basic" },
         ],
-        issuance_limits: { per_client: GENEROUS, per_approval: GENEROUS },
+        issuance_limits: { per_client: GENEROUS, per_approval: GENEROUS, client_credentials: GENEROUS },
         dev_mode: true,
       }),
     );

@@ -14,15 +14,17 @@ import type { ExchangeGuards } from "./exchange/guards.js";
 import { createIssuanceStore } from "./exchange/issuance_store.js";
 import { createMinter } from "./exchange/mint.js";
 import { createVerifiedTokenCache } from "./exchange/verified_token_cache.js";
+import { type ClientErrorLog, createClientErrorLog, koaErrorListener } from "./http/client_errors.js";
 import { errorHandler } from "./http/errors.js";
 import { opsRoutes } from "./http/ops_routes.js";
 import { loadDevIssuer } from "./identity/dev_issuer.js";
 import { createTrustedIssuers } from "./identity/trusted_issuers.js";
-import { resolveKeyEncryptionKey } from "./keys/kek.js";
+import { dataDirKekAdvice, resolveKeyEncryptionKey } from "./keys/kek.js";
 import { createKeyRing, type KeyRing, type KeySnapshot } from "./keys/key_ring.js";
 import { startKeyMaintenance } from "./keys/maintenance.js";
 import type { RotationResult } from "./keys/rotation.js";
 import { ensureSigningKey } from "./keys/signing_keys.js";
+import { createClientCredentialsLimiter } from "./limits/client_credentials_limiter.js";
 import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
 import { createProvider } from "./oidc/provider.js";
 import { openApiRoutes } from "./openapi/routes.js";
@@ -49,6 +51,8 @@ export interface App {
   /** Rotates the signing keys now (next → current → previous) and reloads them here. */
   rotateKeys(): Promise<RotationResult | undefined>;
   readonly logger: Logger;
+  /** One log line per failed client connection (reset, malformed request); the server reports here too. */
+  readonly clientErrors: ClientErrorLog;
   readonly metrics: Metrics;
   readonly services: StsServices;
   /** The revocation feed, its stream and the expiry sweeper. */
@@ -109,7 +113,18 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (applied.length > 0)
       logger.info({ migrations: applied.map((m) => m.migrationName) }, "migrations applied");
 
-    const kek = resolveKeyEncryptionKey({ kek: config.kek, dataDir: config.database.dataDir });
+    const kek = resolveKeyEncryptionKey({
+      kek: config.kek,
+      dataDir: config.database.dataDir,
+      // Outside dev mode only PGlite gets here (config refuses DATABASE_URL without COUNTERSIGN_KEK).
+      onDataDirKey: config.dev_mode
+        ? undefined
+        : ({ file, generated }) =>
+            logger.warn(
+              { event: "kek.data_dir", reason: "kek_in_data_dir", file, generated },
+              dataDirKekAdvice(file),
+            ),
+    });
     await ensureSigningKey(database.db, kek, config.tokens.signing_alg);
     const keyRing = await createKeyRing({
       db: database.db,
@@ -127,7 +142,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       db: database.db,
       logger,
       metrics,
-      trustedIssuers: createTrustedIssuers(config.trusted_issuers, devIssuer),
+      trustedIssuers: createTrustedIssuers(config.trusted_issuers, devIssuer, logger),
       ownTokens: { verify: (token, verifyOptions) => keyRing.current.ownTokens.verify(token, verifyOptions) },
       devIssuer,
     };
@@ -141,6 +156,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const issuanceLimiter = createIssuanceLimiter({
       perClient: config.issuance_limits.per_client,
       perApproval: config.issuance_limits.per_approval,
+      pool: database.pool,
+    });
+    const clientCredentialsLimiter = createClientCredentialsLimiter({
+      limit: config.issuance_limits.client_credentials,
       pool: database.pool,
     });
     const exchangeGuards: ExchangeGuards = {
@@ -168,15 +187,24 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         approvals: approvalCache,
       }),
     });
-    const buildProvider = (keys: KeySnapshot["keys"]) =>
-      createProvider({
+    const clientErrors = createClientErrorLog(logger);
+    // Koa's report of an error (a socket failing under a response, an error past every handler), from
+    // our app and from oidc-provider's (itself a Koa app): one JSON line, not Koa's stack on stderr.
+    const onKoaError = koaErrorListener(clientErrors, logger);
+    const buildProvider = (keys: KeySnapshot["keys"]) => {
+      const built = createProvider({
         config,
         db: database.db,
         keys,
         logger,
         cookieSecret: kek.derive("countersign oidc-provider cookies"),
         grants: [exchangeGrant],
+        clientCredentialsLimiter,
       });
+      // oidc-provider's Provider is a Koa app; its typings list only its own events.
+      (built as unknown as Koa).on("error", onKoaError);
+      return built;
+    };
     // After a rotation (here or on another instance) oidc-provider is rebuilt with the new key set, so
     // /jwks and client_credentials follow; requests in flight finish on the provider they started on.
     let provider = buildProvider(keyRing.current.keys);
@@ -205,7 +233,8 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         );
       }
     });
-    koa.use(errorHandler(logger, isDatabaseUnavailable));
+    koa.on("error", onKoaError);
+    koa.use(errorHandler(logger, isDatabaseUnavailable, clientErrors));
 
     const ops = opsRoutes(database.db, metrics, () => draining);
     koa.use(ops.routes());
@@ -252,6 +281,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       keyRing,
       rotateKeys: () => keyMaintenance.rotateNow(),
       logger,
+      clientErrors,
       metrics,
       services,
       revocations,

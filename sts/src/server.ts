@@ -2,6 +2,7 @@ import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { App } from "./app.js";
+import { clientErrorListener } from "./http/client_errors.js";
 
 /** A listening STS. */
 export interface RunningServer {
@@ -22,6 +23,7 @@ export async function listen(app: App, host: string, port: number): Promise<Runn
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   server.maxHeadersCount = 100;
+  server.on("clientError", clientErrorListener(app.clientErrors));
   server.listen(port, host);
   await once(server, "listening");
   const address = server.address() as AddressInfo;

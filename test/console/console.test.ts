@@ -1,11 +1,20 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { CONSOLE_CSP } from "../../sts/src/console/routes.js";
-import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import {
+  baseConfig,
+  basicAuth,
+  type LogCapture,
+  postForm,
+  startTestApp,
+  TEST_SECRET,
+  type TestApp,
+} from "../helpers/app.js";
 import { agentTask, exchange } from "../helpers/exchange.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -175,6 +184,104 @@ describe("approval console: HTTP", () => {
     assert.equal(event.actor, "billing-agent");
     assert.equal(event.reason, null);
     assert.ok(!Number.isNaN(Date.parse(event.at)));
+  });
+});
+
+/** POSTs `{"sub": "carol"}` to `/console/dev-token` with the given `Host` header (fetch cannot set it). */
+function devTokenWithHost(
+  base: string,
+  host: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const url = new URL("/console/dev-token", base);
+  const body = JSON.stringify({ sub: "carol" });
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        hostname: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: "POST",
+        headers: {
+          host,
+          "content-type": "application/json",
+          "content-length": String(Buffer.byteLength(body)),
+        },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, unknown>,
+          }),
+        );
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+/** The log lines of `logs` about refused development tokens. */
+function hostRefusals(logs: LogCapture): Record<string, unknown>[] {
+  return logs.lines
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => line.event === "console.dev_token" && line.reason === "host_not_allowed");
+}
+
+describe("approval console: dev-token answers only loopback and issuer Host names (DNS rebinding)", () => {
+  const DESCRIPTION =
+    "dev-token: the Host header must name 127.0.0.1, [::1], localhost or the issuer's host and port";
+
+  test("a forged Host (a rebound name, the issuer's name on another port) is 403 access_denied, logged", async () => {
+    const sts = await startTestApp({
+      engine: "pglite",
+      config: { ...baseConfig(), issuer: "https://countersign.dev.test:8443" },
+    });
+    try {
+      const port = new URL(sts.url).port;
+      for (const host of [
+        `127.0.0.1:${port}`,
+        "127.0.0.1",
+        `localhost:${port}`,
+        "LOCALHOST:1",
+        `[::1]:${port}`,
+        "countersign.dev.test:8443",
+        "COUNTERSIGN.dev.test:8443",
+      ]) {
+        const minted = await devTokenWithHost(sts.url, host);
+        assert.equal(minted.status, 200, `${host}: ${JSON.stringify(minted.body)}`);
+        assert.equal(minted.body.token_type, "Bearer");
+      }
+      assert.deepEqual(hostRefusals(sts.logs), []);
+
+      const forged = [
+        `evil.example:${port}`,
+        "evil.example",
+        "countersign.dev.test",
+        "countersign.dev.test:443",
+        `127.0.0.1.evil.example:${port}`,
+        `localhost.evil.example:${port}`,
+        `evil.example@127.0.0.1:${port}`,
+        `127.0.0.1:${port}/x`,
+        "[::2]",
+      ];
+      for (const host of forged) {
+        const refused = await devTokenWithHost(sts.url, host);
+        assert.equal(refused.status, 403, `${host}: ${JSON.stringify(refused.body)}`);
+        assert.deepEqual(refused.body, { error: "access_denied", error_description: DESCRIPTION }, host);
+      }
+
+      const logged = hostRefusals(sts.logs);
+      assert.deepEqual(
+        logged.map((line) => line.host),
+        forged,
+      );
+      assert.ok(logged.every((line) => line.level === 40));
+    } finally {
+      await sts.stop();
+    }
   });
 });
 

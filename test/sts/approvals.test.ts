@@ -468,6 +468,53 @@ for (const engine of testEngines()) {
         for (const id of ids) assert.ok(seen.includes(id));
       });
 
+      test("a cursor holding a date the database cannot store: 400 invalid_request (cursor_invalid), not 500", async () => {
+        const id = `apr_${"A".repeat(22)}`;
+        const cursorAt = (createdAt: string) =>
+          Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
+        // JS Date's extremes (Postgres stores 4713 BC to 294276 AD), ISO years PGlite cannot send
+        // (year 0, five digits), and a year JS Date cannot hold at all.
+        const dates = [
+          "-271821-04-20T00:00:00.000Z",
+          "+275760-09-13T00:00:00.000Z",
+          "+300000-01-01T00:00:00.000Z",
+          "-004714-11-24T00:00:00.000Z",
+          "0000-01-01T00:00:00.000Z",
+          "+010000-01-01T00:00:00.000Z",
+        ];
+        for (const createdAt of dates) {
+          const before = await sts.app.services.db
+            .selectFrom("audit_events")
+            .select((eb) => eb.fn.max("id").as("id"))
+            .executeTakeFirstOrThrow();
+          assertError(
+            await api("GET", `/approvals?cursor=${cursorAt(createdAt)}`, alice),
+            400,
+            "invalid_request",
+            "cursor: is not a cursor this API returned",
+          );
+          const rows = await sts.app.services.db
+            .selectFrom("audit_events")
+            .select(["event", "outcome", "reason", "actor"])
+            .where("id", ">", before.id ?? "0")
+            .execute();
+          assert.deepEqual(
+            rows,
+            [{ event: "approval.list", outcome: "refused", reason: "cursor_invalid", actor: "alice" }],
+            createdAt,
+          );
+        }
+        // The range's ends are still cursors.
+        for (const createdAt of ["0001-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z"]) {
+          const answer = await api<{ approvals: ApprovalJson[] }>(
+            "GET",
+            `/approvals?status=denied&cursor=${cursorAt(createdAt)}`,
+            alice,
+          );
+          assert.equal(answer.status, 200, JSON.stringify(answer.body));
+        }
+      });
+
       test("bad list queries: 400 invalid_request", async () => {
         assertError(await api("GET", "/approvals?status=maybe", alice), 400, "invalid_request", /^status: /);
         assertError(await api("GET", "/approvals?limit=0", alice), 400, "invalid_request", /^limit: /);

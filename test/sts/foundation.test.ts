@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -14,7 +15,8 @@ import {
   SignJWT,
 } from "jose";
 import { sql } from "kysely";
-import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { dataDirKekAdvice } from "../../sts/src/keys/kek.js";
+import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { createTestDatabase, testEngines } from "../helpers/database.js";
 
 const run = promisify(execFile);
@@ -247,6 +249,123 @@ for (const engine of testEngines()) {
     });
   });
 }
+
+describe("CORS at the token endpoint", () => {
+  const ORIGIN = "https://evil.example";
+  let sts: TestApp;
+  before(async () => {
+    sts = await startTestApp({ engine: "pglite" });
+  });
+  after(() => sts.stop());
+
+  const corsHeaders = (headers: Headers) =>
+    [...headers.keys()].filter((name) => name.toLowerCase().startsWith("access-control-"));
+
+  test("a preflight and every POST /token, with an Origin or without, answer no Access-Control-* header", async () => {
+    const preflight = await fetch(`${sts.url}/token`, {
+      method: "OPTIONS",
+      headers: {
+        origin: ORIGIN,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, dpop",
+      },
+    });
+    assert.equal(preflight.status, 204);
+    assert.deepEqual(corsHeaders(preflight.headers), []);
+
+    const grant = { grant_type: "client_credentials", scope: "approvals:request" };
+    const fromPage = await postForm(`${sts.url}/token`, grant, {
+      origin: ORIGIN,
+      authorization: basicAuth("billing-agent", TEST_SECRET),
+    });
+    assert.equal(fromPage.status, 400, JSON.stringify(fromPage.body));
+    assert.deepEqual(fromPage.body, {
+      error: "invalid_request",
+      error_description: `origin ${ORIGIN} not allowed for client: billing-agent`,
+    });
+    assert.deepEqual(corsHeaders(fromPage.headers), []);
+
+    const unknownClient = await postForm(`${sts.url}/token`, grant, {
+      origin: ORIGIN,
+      authorization: basicAuth("nobody", TEST_SECRET),
+    });
+    assert.equal(unknownClient.status, 401, JSON.stringify(unknownClient.body));
+    assert.equal(unknownClient.body.error, "invalid_client");
+    assert.deepEqual(corsHeaders(unknownClient.headers), []);
+
+    const noAuth = await postForm(`${sts.url}/token`, grant, { origin: ORIGIN });
+    assert.equal(noAuth.status, 400, JSON.stringify(noAuth.body));
+    assert.equal(noAuth.body.error, "invalid_request");
+    assert.deepEqual(corsHeaders(noAuth.headers), []);
+
+    const agent = await postForm(`${sts.url}/token`, grant, {
+      authorization: basicAuth("billing-agent", TEST_SECRET),
+    });
+    assert.equal(agent.status, 200, JSON.stringify(agent.body));
+    assert.deepEqual(corsHeaders(agent.headers), []);
+
+    // Public documents stay readable cross-origin.
+    const jwks = await fetch(`${sts.url}/jwks`, { headers: { origin: ORIGIN } });
+    assert.equal(jwks.status, 200);
+    assert.equal(jwks.headers.get("access-control-allow-origin"), ORIGIN);
+  });
+});
+
+describe("key-encryption key in the data directory", () => {
+  const kekLines = (sts: TestApp) =>
+    sts.logs.lines
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.event === "kek.data_dir");
+
+  test("outside dev mode on PGlite: a warning naming COUNTERSIGN_KEK and how to make one, at every start", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "countersign-kek-"));
+    try {
+      const config = { ...baseConfig(), dev_mode: false };
+      for (const generated of [true, false]) {
+        const sts = await startTestApp({ engine: "pglite", config, dataDir });
+        try {
+          const file = path.join(dataDir, "kek");
+          assert.equal(statSync(file).mode & 0o777, 0o600);
+          const lines = kekLines(sts);
+          assert.equal(lines.length, 1, sts.logs.text);
+          const [line] = lines;
+          assert.equal(line?.level, 40);
+          assert.equal(line?.reason, "kek_in_data_dir");
+          assert.equal(line?.file, file);
+          assert.equal(line?.generated, generated);
+          assert.equal(line?.msg, dataDirKekAdvice(file));
+          assert.match(line?.msg as string, /set COUNTERSIGN_KEK \(32 bytes, base64url\)/);
+          assert.match(line?.msg as string, /randomBytes\(32\)\.toString\('base64url'\)/);
+          assert.ok(
+            !sts.logs.text.includes(readFileSync(file, "utf8").trim()),
+            "the key itself is never logged",
+          );
+        } finally {
+          await sts.stop();
+        }
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("no warning in dev mode, nor with COUNTERSIGN_KEK set", async () => {
+    for (const options of [
+      { config: { ...baseConfig(), dev_mode: true } },
+      {
+        config: { ...baseConfig(), dev_mode: false },
+        env: { COUNTERSIGN_KEK: randomBytes(32).toString("base64url") },
+      },
+    ]) {
+      const sts = await startTestApp({ engine: "pglite", ...options });
+      try {
+        assert.deepEqual(kekLines(sts), []);
+      } finally {
+        await sts.stop();
+      }
+    }
+  });
+});
 
 describe("restarts", () => {
   test("the same signing key (kid) after a restart on the embedded database", async () => {

@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import pg from "pg";
 import { migrateToLatest } from "../../sts/src/db/migrate.js";
 import { createIssuanceLimiter, retryAfterSeconds, windowOf } from "../../sts/src/limits/issuance_limiter.js";
-import { baseConfig, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { createTestDatabase, type TestEngine, testEngines } from "../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../helpers/exchange.js";
 import { allowAllPolicy } from "./revocations_support.js";
@@ -141,7 +141,48 @@ for (const engine of testEngines()) {
         assert.deepEqual(sts.config.issuance_limits, {
           per_client: { per_second: 100, burst: 200 },
           per_approval: { per_second: 50, burst: 100 },
+          client_credentials: { per_second: 10, burst: 20 },
         });
+      } finally {
+        await sts.stop();
+      }
+    });
+
+    test("client_credentials: burst 3 admits exactly 3 per agent, the 4th is 429 slow_down with Retry-After", async () => {
+      const sts = await start(engine, {
+        issuance_limits: { client_credentials: { per_second: 0.03, burst: 3 } },
+      });
+      const clientCredentials = (clientId: string, secret = TEST_SECRET) =>
+        postForm(
+          `${sts.url}/token`,
+          { grant_type: "client_credentials", scope: "approvals:request" },
+          { authorization: basicAuth(clientId, secret) },
+        );
+      try {
+        // Failed client authentication spends nothing: nobody but the agent can empty its bucket.
+        for (let i = 0; i < 5; i++) {
+          const forged = await clientCredentials("billing-agent", `${TEST_SECRET}-wrong`);
+          assert.equal(forged.status, 401, JSON.stringify(forged.body));
+          assert.equal(forged.body.error, "invalid_client");
+        }
+        const results = [];
+        for (let i = 0; i < 4; i++) results.push(await clientCredentials("billing-agent"));
+        assert.deepEqual(
+          results.map((r) => r.status),
+          [200, 200, 200, 429],
+        );
+        for (const granted of results.slice(0, 3)) assert.equal(typeof granted.body.access_token, "string");
+        assertSlowDown(results[3]!);
+        const refusals = sts.logs.lines
+          .map((line) => JSON.parse(line) as Record<string, unknown>)
+          .filter((line) => line.msg === "client_credentials refused");
+        assert.deepEqual(
+          refusals.map((line) => [line.client_id, line.reason, line.error]),
+          [["billing-agent", "rate_limited", "slow_down"]],
+        );
+        // Another agent has its own bucket.
+        const other = await clientCredentials("triage-agent");
+        assert.equal(other.status, 200, JSON.stringify(other.body));
       } finally {
         await sts.stop();
       }

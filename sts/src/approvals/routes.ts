@@ -96,20 +96,32 @@ function encodeCursor(approval: Approval): string {
   return Buffer.from(JSON.stringify([approval.created_at.toISOString(), approval.id])).toString("base64url");
 }
 
+/**
+ * The earliest and latest `created_at` a cursor may hold: years 1 to 9999, where every engine agrees.
+ * Postgres stores 4713 BC to 294276 AD, but PGlite sends a `Date` as ISO 8601, whose years past 9999
+ * (`+010000-…`) and before 1 (`0000-…`, `-000001-…`) Postgres refuses; outside this range the query
+ * would fail with a 500 instead of a 400.
+ */
+const CURSOR_EARLIEST = Date.parse("0001-01-01T00:00:00.000Z");
+const CURSOR_LATEST = Date.parse("9999-12-31T23:59:59.999Z");
+
 function decodeCursor(cursor: string): ListPosition {
   try {
     const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
     if (Array.isArray(value) && value.length === 2) {
       const [createdAt, id] = value as unknown[];
       if (typeof createdAt === "string" && typeof id === "string" && APPROVAL_ID_PATTERN.test(id)) {
-        const date = new Date(createdAt);
-        if (!Number.isNaN(date.getTime())) return { createdAt: date, id };
+        const time = Date.parse(createdAt);
+        // Exactly what encodeCursor writes (toISOString), within the range the database takes.
+        if (time >= CURSOR_EARLIEST && time <= CURSOR_LATEST && new Date(time).toISOString() === createdAt) {
+          return { createdAt: new Date(time), id };
+        }
       }
     }
   } catch {
     // fall through
   }
-  throw invalidRequest("cursor: is not a cursor this API returned");
+  throw invalidRequest("cursor: is not a cursor this API returned", "cursor_invalid");
 }
 
 /**

@@ -223,6 +223,13 @@ const issuanceLimitsSchema = z
     per_client: rateLimitSchema.default({ per_second: 100, burst: 200 }),
     /** Per approval. Default 50 per second, burst 100. */
     per_approval: rateLimitSchema.default({ per_second: 50, burst: 100 }),
+    /**
+     * Per agent (`client_id`), for the `client_credentials` grant (the approval API credential): past it
+     * 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent
+     * can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per
+     * few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.
+     */
+    client_credentials: rateLimitSchema.default({ per_second: 10, burst: 20 }),
   })
   .strict();
 
@@ -335,10 +342,11 @@ export const configFileSchema = z
     trusted_issuers: z.array(trustedIssuerSchema).max(64).default([]),
     /** Cedar policy files, relative to the config file. */
     policies: z.array(z.string().min(1).max(4096)).max(64).default([]),
-    /** Issuance rate and burst limits (token exchange). Defaults: see each key. */
+    /** Issuance rate and burst limits (token exchange and client_credentials). Defaults: see each key. */
     issuance_limits: issuanceLimitsSchema.default({
       per_client: { per_second: 100, burst: 200 },
       per_approval: { per_second: 50, burst: 100 },
+      client_credentials: { per_second: 10, burst: 20 },
     }),
     /** Revocation feed and stream settings. Defaults: see each key. */
     revocations: revocationsSchema.default({
@@ -408,8 +416,11 @@ export const envSchema = z.object({
   /** Data directory of the embedded database and of a generated key-encryption key. Default `./.countersign`. */
   COUNTERSIGN_DATA_DIR: z.string().min(1).default("./.countersign"),
   /**
-   * Key-encryption key for signing keys at rest: 32 bytes, base64url. Required outside dev mode;
-   * in dev mode one is generated into the data directory (mode 0600) when absent.
+   * Key-encryption key for signing keys at rest: 32 bytes, base64url. Required with `DATABASE_URL`
+   * outside dev mode. When absent, one is generated into the data directory (mode 0600); outside dev
+   * mode each start then warns (`kek_in_data_dir`). Security: keep it out of the data directory and its
+   * backups. Generate one with
+   * `node -e "console.log(require('node:crypto').randomBytes(32).toString('base64url'))"`.
    */
   COUNTERSIGN_KEK: z
     .string()

@@ -3,6 +3,8 @@ import Router from "@koa/router";
 import type { Context, Next } from "koa";
 import { z } from "zod";
 import { readJsonBody } from "../approvals/body.js";
+import { isAllowedHost } from "../http/allowed_host.js";
+import { HttpError } from "../http/errors.js";
 import type { StsServices } from "../services.js";
 
 /**
@@ -65,7 +67,9 @@ function securityHeaders(ctx: Context): void {
  *
  * In dev mode only, `POST /console/dev-token` `{"sub"}` mints a short-lived development approver
  * token (the same as `countersign dev-token --usage approver`); without dev mode the route does not
- * exist (404). It requires a JSON body, so a cross-site form cannot trigger it.
+ * exist (404). It requires a JSON body, so a cross-site form cannot trigger it, and a `Host` header
+ * naming loopback or the issuer's host and port (else 403 `access_denied`, logged with reason
+ * `host_not_allowed`), so a DNS-rebound page cannot call it same-origin.
  */
 export function consoleRoutes(services: StsServices): Router {
   const { config, devIssuer, logger } = services;
@@ -107,6 +111,18 @@ export function consoleRoutes(services: StsServices): Router {
 
   if (devMode && devIssuer) {
     router.post("/console/dev-token", async (ctx) => {
+      const host = ctx.get("Host") || undefined;
+      if (!isAllowedHost(host, config.issuer)) {
+        logger.warn(
+          { event: "console.dev_token", reason: "host_not_allowed", host: host?.slice(0, 256) ?? null },
+          "development token refused: the Host header names neither loopback nor the issuer",
+        );
+        throw new HttpError(
+          403,
+          "access_denied",
+          "dev-token: the Host header must name 127.0.0.1, [::1], localhost or the issuer's host and port",
+        );
+      }
       const { sub } = await readJsonBody(ctx, devTokenBody);
       const token = await devIssuer.mint({ sub, usage: "approver", ttlSeconds: DEV_TOKEN_TTL_SECONDS });
       logger.info({ event: "console.dev_token", sub }, "development approver token minted");

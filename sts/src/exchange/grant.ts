@@ -147,14 +147,17 @@ export async function refused(
   const error =
     !isRefusal(caught) && isDatabaseUnavailable(caught) ? unavailable("database_unavailable") : caught;
   if (!(error instanceof errors.OIDCProviderError)) {
-    logger.error({ err: error }, "token request failed");
+    logger.error({ err: error }, `${grantType.replaceAll("_", " ")} failed`);
     metrics.tokenRequests.inc({ grant_type: grantType, error: "server_error" });
     return error;
   }
   // Refusals from oidc-provider's own checks (e.g. DPoP) carry no reason of ours: their error code is it.
   const reason = isRefusal(error) ? error.reason : error.error;
   metrics.tokenRequests.inc({ grant_type: grantType, error: error.error });
-  logger.info({ client_id: clientId, reason, error: error.error }, "token request refused");
+  logger.info(
+    { client_id: clientId, reason, error: error.error },
+    `${grantType.replaceAll("_", " ")} refused`,
+  );
   if (reason !== "database_unavailable") {
     await recordAudit(db, {
       event: grantType,

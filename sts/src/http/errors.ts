@@ -1,5 +1,6 @@
 import type { Context, Next } from "koa";
 import type { Logger } from "../ops/logger.js";
+import { type ClientErrorLog, createClientErrorLog, isClientDisconnect } from "./client_errors.js";
 
 /**
  * An HTTP error with an OAuth-style body: `{"error", "error_description"}` (CONTRACT §3). Every refusal
@@ -20,8 +21,14 @@ export class HttpError extends Error {
 /**
  * Koa middleware rendering {@link HttpError}s as JSON and anything else as a 500 without internals
  * (or a 503 `temporarily_unavailable` when the database is unreachable): no stack traces on the wire.
+ * A client that closed its connection mid-request (e.g. while its body was read) is one line on
+ * `clientErrors` (reason `client_disconnected`), not an error: nobody is left to answer.
  */
-export function errorHandler(logger: Logger, isDatabaseError: (error: unknown) => boolean) {
+export function errorHandler(
+  logger: Logger,
+  isDatabaseError: (error: unknown) => boolean,
+  clientErrors: ClientErrorLog = createClientErrorLog(logger),
+) {
   return async (ctx: Context, next: Next): Promise<void> => {
     try {
       await next();
@@ -38,6 +45,12 @@ export function errorHandler(logger: Logger, isDatabaseError: (error: unknown) =
         // Koa/body-parser client errors (e.g. malformed JSON, body too large).
         ctx.status = status;
         ctx.body = { error: "invalid_request", error_description: (error as Error).message };
+        return;
+      }
+      // Before the database check: a reset client's "aborted" carries ECONNRESET too.
+      if (isClientDisconnect(error) && (ctx.req.destroyed || ctx.req.socket?.destroyed)) {
+        clientErrors.report(ctx.req.socket, error, { method: ctx.method, path: ctx.path.slice(0, 256) });
+        ctx.status = 400;
         return;
       }
       if (isDatabaseError(error)) {

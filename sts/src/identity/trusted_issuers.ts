@@ -1,6 +1,6 @@
 import {
   createLocalJWKSet,
-  createRemoteJWKSet,
+  type createRemoteJWKSet,
   decodeJwt,
   decodeProtectedHeader,
   type JSONWebKeySet,
@@ -10,7 +10,9 @@ import {
 } from "jose";
 import { DEFAULT_APPROVER_MAX_AGE_SECONDS, type TrustedIssuerConfig } from "../config/schema.js";
 import { hasControlCharacter, isStorableText } from "../db/text.js";
+import type { Logger } from "../ops/logger.js";
 import type { DevIssuer } from "./dev_issuer.js";
+import { createBoundedRemoteJWKSet } from "./remote_jwks.js";
 
 /** What an identity token is presented as. */
 export type TokenUsage = "subject" | "actor" | "approver";
@@ -110,10 +112,11 @@ function isNumericDate(value: unknown): value is number {
 export function createTrustedIssuers(
   issuers: readonly TrustedIssuerConfig[],
   devIssuer?: DevIssuer,
+  logger?: Logger,
   now: () => number = () => Date.now() / 1000,
 ): TrustedIssuers {
   const byIssuer = new Map<string, IssuerEntry[]>();
-  const remoteKeys = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+  const remoteKeys = new Map<string, ReturnType<typeof createBoundedRemoteJWKSet>>();
   const add = (entry: IssuerEntry) => {
     const list = byIssuer.get(entry.config.issuer) ?? [];
     list.push(entry);
@@ -124,10 +127,11 @@ export function createTrustedIssuers(
     if (config.jwks_uri) {
       let remote = remoteKeys.get(config.jwks_uri);
       if (!remote) {
-        remote = createRemoteJWKSet(new URL(config.jwks_uri), {
+        remote = createBoundedRemoteJWKSet(new URL(config.jwks_uri), {
           timeoutDuration: 3000,
           cooldownDuration: 30_000,
           cacheMaxAge: 600_000,
+          logger,
         });
         remoteKeys.set(config.jwks_uri, remote);
       }

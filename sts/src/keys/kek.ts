@@ -48,17 +48,39 @@ export function createKeyEncryptionKey(raw: Buffer): KeyEncryptionKey {
 }
 
 /**
- * Resolves the key-encryption key: from `COUNTERSIGN_KEK` (base64url) when given; otherwise (development
- * only) from `<dataDir>/kek`, generated on first use with owner-only permissions. Creation is exclusive,
- * so two instances starting together end up with the same key.
+ * What to do instead of keeping the key-encryption key in the data directory: the warning logged when
+ * a deployment outside dev mode does so (`file` is the key's path).
+ */
+export function dataDirKekAdvice(file: string): string {
+  return (
+    "the key-encryption key is stored next to the data it protects, so a copy of the data directory " +
+    "opens the signing keys: set COUNTERSIGN_KEK (32 bytes, base64url) from a secret store instead. " +
+    `To keep the existing signing keys, put the content of ${file} in COUNTERSIGN_KEK and delete the file; ` +
+    "for a new deployment, generate one with " +
+    `node -e "console.log(require('node:crypto').randomBytes(32).toString('base64url'))"`
+  );
+}
+
+/**
+ * Resolves the key-encryption key: from `COUNTERSIGN_KEK` (base64url) when given; otherwise (meant for
+ * development) from `<dataDir>/kek`, generated on first use with owner-only permissions, and
+ * `onDataDirKey` is told (so the caller can warn outside dev mode). Creation is exclusive, so two
+ * instances starting together end up with the same key.
  */
 export function resolveKeyEncryptionKey(options: {
   kek: string | undefined;
   dataDir: string;
+  /** Called when the key comes from the data directory: its path, and whether it was generated now. */
+  onDataDirKey?: (key: { file: string; generated: boolean }) => void;
 }): KeyEncryptionKey {
   if (options.kek) return createKeyEncryptionKey(Buffer.from(options.kek, "base64url"));
   const file = path.join(options.dataDir, "kek");
-  const encoded = readOrCreatePrivateFile(file, () => `${randomBytes(32).toString("base64url")}\n`).trim();
+  let generated = false;
+  const encoded = readOrCreatePrivateFile(file, () => {
+    generated = true;
+    return `${randomBytes(32).toString("base64url")}\n`;
+  }).trim();
   if (!/^[A-Za-z0-9_-]{43}$/.test(encoded)) throw new Error(`${file} does not hold a 32-byte base64url key`);
+  options.onDataDirKey?.({ file, generated });
   return createKeyEncryptionKey(Buffer.from(encoded, "base64url"));
 }

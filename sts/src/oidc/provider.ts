@@ -9,9 +9,13 @@ import Provider, {
 import type { Config } from "../config/load.js";
 import type { Database } from "../db/schema.js";
 import type { SigningKeyMaterial } from "../keys/signing_keys.js";
+import type { ClientCredentialsLimiter } from "../limits/client_credentials_limiter.js";
 import type { Logger } from "../ops/logger.js";
 import { PostgresAdapter } from "./adapter.js";
 import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
+
+/** The token endpoint's path (oidc-provider's default route). */
+export const TOKEN_ENDPOINT_PATH = "/token";
 
 /** The scope of the approval API's own credential. */
 export const APPROVALS_SCOPE = "approvals:request";
@@ -31,6 +35,8 @@ export interface ProviderDependencies {
   cookieSecret: Buffer;
   /** Extension grants to register (e.g. RFC 8693 token exchange). */
   grants?: readonly GrantRegistration[];
+  /** The per-agent issuance limit of the `client_credentials` grant. None: unlimited. */
+  clientCredentialsLimiter?: ClientCredentialsLimiter;
 }
 
 /** An extension grant: one file per grant exports these (STYLE §1). */
@@ -54,6 +60,7 @@ export function createProvider({
   logger,
   cookieSecret,
   grants = [],
+  clientCredentialsLimiter,
 }: ProviderDependencies): Provider {
   const current = keys.find((key) => key.status === "current" && key.alg === config.tokens.signing_alg);
   if (!current) throw new Error(`no current ${config.tokens.signing_alg} signing key`);
@@ -122,6 +129,29 @@ export function createProvider({
     ttl: {
       ClientCredentials: config.tokens.default_ttl_seconds,
     },
+    // Called once per token, just before it is signed: after client authentication and every check of
+    // the request, so the limit counts tokens an authenticated agent would get, and nobody else can
+    // spend its bucket. oidc-provider has no earlier hook inside its built-in client_credentials grant.
+    extraTokenClaims: async (ctx, token) => {
+      if (token.kind !== "ClientCredentials" || !clientCredentialsLimiter) return undefined;
+      const clientId = token.clientId as string;
+      const limit = await clientCredentialsLimiter.consume(clientId);
+      if (limit.allowed) return undefined;
+      logger.info(
+        { client_id: clientId, grant_type: "client_credentials", reason: "rate_limited", error: "slow_down" },
+        "client_credentials refused",
+      );
+      // The same 429 the token exchange answers (RFC 9110 §10.2.3 Retry-After, in seconds).
+      ctx.set("Retry-After", String(limit.retryAfterSeconds));
+      throw Object.assign(new errors.SlowDown("too many token requests; retry after the indicated delay"), {
+        error_description: "too many token requests; retry after the indicated delay",
+        status: 429,
+        statusCode: 429,
+      });
+    },
+    // No client is a browser application (agents hold secrets or private keys), so no origin may
+    // call the token endpoint cross-site: a request with an Origin header is refused for every client.
+    clientBasedCORS: () => false,
     renderError: (ctx, out) => {
       ctx.type = "json";
       ctx.body = out;
@@ -137,6 +167,20 @@ export function createProvider({
       grant.allowedDuplicateParameters ? [...grant.allowedDuplicateParameters] : undefined,
     );
   }
+  // oidc-provider answers a /token preflight, and a request whose client it could not load, with
+  // Access-Control-Allow-Origin echoing the Origin (or `*`) before clientBasedCORS is consulted. The
+  // token endpoint answers no CORS headers at all; discovery and /jwks stay readable cross-origin.
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      if (ctx.path === TOKEN_ENDPOINT_PATH) {
+        for (const header of Object.keys(ctx.response.headers)) {
+          if (header.toLowerCase().startsWith("access-control-")) ctx.remove(header);
+        }
+      }
+    }
+  });
   provider.on("server_error", (_ctx, error) => {
     logger.error({ err: { name: error.name, message: error.message } }, "oidc-provider server error");
   });
