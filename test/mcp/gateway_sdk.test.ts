@@ -360,7 +360,10 @@ for (const engine of testEngines()) {
       assert.equal(large.content[0]?.text.length, LARGE_RESULT_CHARS);
     });
 
-    test("SSE is streamed, not buffered: a progress notification arrives while the tool still runs", async () => {
+    // The timeout only turns a buffering gateway's deadlock into a failure; nothing here is timed.
+    test("SSE is streamed, not buffered: a progress notification arrives while the tool still runs", {
+      timeout: 30_000,
+    }, async () => {
       const client = await connect(resource, await mint("tools:read"));
       const result = client.callTool({ name: "hold", arguments: {} }, undefined, {
         onprogress: (p) => {

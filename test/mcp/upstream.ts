@@ -101,7 +101,7 @@ export interface Upstream {
 export async function startUpstream(options: { json?: boolean } = {}): Promise<Upstream> {
   const requests: IncomingHttpHeaders[] = [];
   const transports = new Map<string, StreamableHTTPServerTransport>();
-  let release = () => undefined as void;
+  let release: () => void = () => undefined;
   const holds = new Promise<void>((resolve) => {
     release = resolve;
   });
