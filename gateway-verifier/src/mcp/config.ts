@@ -1,5 +1,5 @@
 import type { JwsAlgorithm, RateLimit } from "../types.js";
-import type { McpPolicy } from "./policy.js";
+import { compilePolicy, type McpPolicy, PolicyError } from "./policy.js";
 import type { McpGatewayServerOptions } from "./server.js";
 
 /**
@@ -203,7 +203,15 @@ export function mcpGatewayOptionsFromConfig(
   set("upstreamTimeoutMs", read.integer(file, "upstream_timeout_ms"));
   set("identityHeaders", read.boolean(file, "identity_headers"));
   set("realm", read.string(file, "realm"));
-  if (Object.keys(policy).length > 0) options.policy = policy as McpPolicy;
+  if (Object.keys(policy).length > 0) {
+    try {
+      compilePolicy(policy as McpPolicy, "");
+    } catch (error) {
+      if (!(error instanceof PolicyError)) throw error;
+      read.problems.push(...error.problems);
+    }
+    options.policy = policy as McpPolicy;
+  }
 
   const verifier: Obj = {};
   const put = (key: string, value: unknown) => {

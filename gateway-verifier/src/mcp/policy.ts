@@ -45,6 +45,14 @@ const MAX_ENTRIES = 10_000;
 const MAX_NAME_LENGTH = 2048;
 const RESOURCE_METHODS = new Set(["resources/read", "resources/subscribe", "resources/unsubscribe"]);
 
+/** An invalid {@link McpPolicy}; `problems` names every bad entry. */
+export class PolicyError extends TypeError {
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid MCP policy: ${problems.join("; ")}`);
+    this.name = "PolicyError";
+  }
+}
+
 /** A validated {@link McpPolicy} with lookups that never reach `Object.prototype`. */
 export interface CompiledPolicy {
   readonly defaultScopes: readonly string[];
@@ -96,10 +104,10 @@ function scopeMap(value: unknown, path: string, problems: string[]): Map<string,
  * Validates a policy and prepares its lookups.
  * @throws TypeError naming every problem.
  */
-export function compilePolicy(policy: McpPolicy = {}, path = "policy"): CompiledPolicy {
+export function compilePolicy(policy: McpPolicy = {}, prefix = "policy."): CompiledPolicy {
   const problems: string[] = [];
   if (typeof policy !== "object" || policy === null || Array.isArray(policy)) {
-    throw new TypeError(`${path} must be an object`);
+    throw new TypeError(`${prefix || "policy"} must be an object`);
   }
   const known = new Set([
     "default_scopes",
@@ -111,25 +119,25 @@ export function compilePolicy(policy: McpPolicy = {}, path = "policy"): Compiled
     "implied_scopes",
   ]);
   for (const key of Object.keys(policy))
-    if (!known.has(key)) problems.push(`${path}.${key} is not a known key`);
+    if (!known.has(key)) problems.push(`${prefix}${key} is not a known key`);
   const defaultScopes =
     policy.default_scopes === undefined
       ? []
-      : scopeList(policy.default_scopes, `${path}.default_scopes`, problems);
-  const methods = scopeMap(policy.methods, `${path}.methods`, problems);
+      : scopeList(policy.default_scopes, `${prefix}default_scopes`, problems);
+  const methods = scopeMap(policy.methods, `${prefix}methods`, problems);
   const targets = {
-    tool: scopeMap(policy.tools, `${path}.tools`, problems),
-    resource: scopeMap(policy.resources, `${path}.resources`, problems),
-    prompt: scopeMap(policy.prompts, `${path}.prompts`, problems),
+    tool: scopeMap(policy.tools, `${prefix}tools`, problems),
+    resource: scopeMap(policy.resources, `${prefix}resources`, problems),
+    prompt: scopeMap(policy.prompts, `${prefix}prompts`, problems),
   };
   const unlisted = policy.unlisted ?? "allow";
   if (unlisted !== "allow" && unlisted !== "deny")
-    problems.push(`${path}.unlisted must be "allow" or "deny"`);
-  const implied = scopeMap(policy.implied_scopes, `${path}.implied_scopes`, problems);
+    problems.push(`${prefix}unlisted must be "allow" or "deny"`);
+  const implied = scopeMap(policy.implied_scopes, `${prefix}implied_scopes`, problems);
   for (const key of implied.keys()) {
-    if (!SCOPE_TOKEN.test(key)) problems.push(`${path}.implied_scopes keys must be scope tokens`);
+    if (!SCOPE_TOKEN.test(key)) problems.push(`${prefix}implied_scopes keys must be scope tokens`);
   }
-  if (problems.length > 0) throw new TypeError(`invalid MCP policy: ${problems.join("; ")}`);
+  if (problems.length > 0) throw new PolicyError(problems);
 
   // Transitive closure of the hierarchy, computed once (cycles are harmless: visited set).
   const closure = new Map<string, readonly string[]>();
