@@ -150,19 +150,19 @@ export const MCP_REASONS = {
     error: "temporarily_unavailable",
     description: "The MCP server refused the gateway's credentials",
   },
-  /** The upstream sent no response headers within `upstreamTimeoutMs`. */
-  upstream_timeout: {
-    kind: "oauth",
-    status: 504,
-    error: "temporarily_unavailable",
-    description: "The MCP server did not answer in time",
-  },
   /** The `upstreamHeaders` hook threw or rejected (fail closed: nothing is forwarded). */
   upstream_credentials_unavailable: {
     kind: "oauth",
     status: 503,
     error: "temporarily_unavailable",
     description: "Credentials for the MCP server are temporarily unavailable",
+  },
+  /** The upstream sent no response headers within `upstreamTimeoutMs`. */
+  upstream_timeout: {
+    kind: "oauth",
+    status: 504,
+    error: "temporarily_unavailable",
+    description: "The MCP server did not answer in time",
   },
   /** Not UTF-8, or not JSON (JSON-RPC -32700). */
   parse_error: { kind: "jsonrpc", status: 400, code: -32700, description: "Parse error" },
