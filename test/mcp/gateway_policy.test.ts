@@ -461,6 +461,13 @@ describe("MCP gateway decisions (static keys, frozen clock, stand-in upstream)",
       targets: ["tool:echo"],
     });
     assert.ok(!JSON.stringify(decisions).includes("eyJ"), "no token in decisions");
+    decisions.length = 0;
+    await send(url, call("t".repeat(5000)), await bearer());
+    assert.deepEqual(
+      decisions[0]?.targets,
+      [`tool:${"t".repeat(199)}…`],
+      "agent-chosen text is cut in audit lines",
+    );
   });
 
   test("mountable: Koa (ctx.respond = false) and connect-style next() for other paths", async () => {

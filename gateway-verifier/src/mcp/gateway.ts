@@ -80,6 +80,11 @@ function originOf(url: string, name: string, problems: string[]): string {
   }
 }
 
+/** Agent-chosen text in decisions is cut to 200 characters: an audit line cannot be made huge. */
+function forLog(text: string): string {
+  return text.length <= 200 ? text : `${text.slice(0, 199)}…`;
+}
+
 function headerSafe(value: string): string {
   return VISIBLE_ASCII.test(value) ? value : encodeURIComponent(value);
 }
@@ -289,7 +294,7 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
       const found = targetOf(message);
       if (found === "invalid") return { reason: "invalid_params", required, targets };
       const messageTarget: McpTarget | undefined = found;
-      if (messageTarget !== undefined) targets.push(`${messageTarget.kind}:${messageTarget.name}`);
+      if (messageTarget !== undefined) targets.push(`${messageTarget.kind}:${forLog(messageTarget.name)}`);
       const scopes = compiled.scopesFor(message, messageTarget);
       if (typeof scopes === "string") {
         refusal ??= scopes;
@@ -445,7 +450,7 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
       const body = parsed.body;
       const soleId = body.batch ? null : (body.messages[0]?.id ?? null);
       base.methods = body.messages.flatMap((message) =>
-        message.method === undefined ? [] : [message.method],
+        message.method === undefined ? [] : [forLog(message.method)],
       );
       const mismatch: McpJsonRpcReason | undefined = checkMirroredHeaders(req.headersDistinct, body);
       if (mismatch !== undefined) {
