@@ -412,6 +412,58 @@ for (const engine of testEngines()) {
       assert.equal(after.body.reason, "session_not_found");
     });
 
+    test("a 2025-03-26 batch whose every element is allowed goes through as one request", async () => {
+      const auth = { authorization: `Bearer ${await mint("tools:read")}` };
+      const init = await fetch(resource, {
+        method: "POST",
+        headers: {
+          ...auth,
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+        },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 0,
+          method: "initialize",
+          params: {
+            protocolVersion: "2025-03-26",
+            capabilities: {},
+            clientInfo: { name: "old", version: "1" },
+          },
+        }),
+      });
+      await init.text();
+      const session = init.headers.get("mcp-session-id");
+      assert.equal(init.status, 200);
+      assert.ok(session);
+      const headers = { ...auth, "mcp-session-id": session, "mcp-protocol-version": "2025-03-26" };
+      assert.equal(
+        (await post(resource, { jsonrpc: "2.0", method: "notifications/initialized" }, headers)).status,
+        202,
+      );
+      const response = await fetch(resource, {
+        method: "POST",
+        headers: {
+          ...headers,
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+        },
+        body: JSON.stringify([call(1, "echo", { text: "a" }), call(2, "echo", { text: "b" })]),
+      });
+      assert.equal(response.status, 200);
+      const events = (await response.text())
+        .split("\n")
+        .filter((line) => line.startsWith("data: "))
+        .map((line) => JSON.parse(line.slice(6)) as { id: number; result: unknown });
+      assert.deepEqual(
+        events.sort((x, y) => x.id - y.id),
+        [
+          { jsonrpc: "2.0", id: 1, result: { content: [{ type: "text", text: "echo: a" }] } },
+          { jsonrpc: "2.0", id: 2, result: { content: [{ type: "text", text: "echo: b" }] } },
+        ],
+      );
+    });
+
     test("bodies are bounded: more than 1 MiB is refused 413 before the upstream", async () => {
       const token = await mint("tools:read");
       const before = upstream.requests.length;
