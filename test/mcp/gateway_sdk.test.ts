@@ -49,20 +49,29 @@ for (const engine of testEngines()) {
     let upstream: Upstream;
     let gateway: RunningMcpGateway;
     let resource: string;
+    /** A second upstream answering JSON (`enableJsonResponse`) behind its own gateway and resource. */
+    let jsonUpstream: Upstream;
+    let jsonGateway: RunningMcpGateway;
+    let jsonResource: string;
     let metadataUrl: string;
     const clients: Client[] = [];
 
     /** A token for `resource` minted by token exchange under a fresh approval of `scope`. */
     async function mint(
       scope: string,
-      options: { clientId?: string; tools?: string[]; resources?: string[] } = {},
+      options: { clientId?: string; tools?: string[]; resources?: string[]; resource?: string } = {},
     ): Promise<string> {
       const clientId = options.clientId ?? "billing-agent";
-      const approvalId = await insertApproval(sts.handle.db, { resource, scope, client_id: clientId });
+      const audience = options.resource ?? resource;
+      const approvalId = await insertApproval(sts.handle.db, {
+        resource: audience,
+        scope,
+        client_id: clientId,
+      });
       const subjectToken = await sts.app.services.devIssuer!.mint({ sub: "alice", usage: "subject" });
       const minted = await exchange(
         sts.url,
-        { subject_token: subjectToken, authorization_details: agentTask(approvalId), resource },
+        { subject_token: subjectToken, authorization_details: agentTask(approvalId), resource: audience },
         { id: clientId, secret: TEST_SECRET },
       );
       assert.equal(minted.status, 200, JSON.stringify(minted.body));
@@ -93,6 +102,9 @@ for (const engine of testEngines()) {
 
     before(async () => {
       upstream = await startUpstream();
+      jsonUpstream = await startUpstream({ json: true });
+      const jsonPort = await freePort();
+      jsonResource = `http://127.0.0.1:${jsonPort}/mcp`;
       const port = await freePort();
       resource = `http://127.0.0.1:${port}/mcp`;
       metadataUrl = `http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp`;
@@ -101,7 +113,11 @@ for (const engine of testEngines()) {
         engine,
         config: {
           ...config,
-          resources: [...(config.resources as unknown[]), { id: resource, scopes: SCOPES }],
+          resources: [
+            ...(config.resources as unknown[]),
+            { id: resource, scopes: SCOPES },
+            { id: jsonResource, scopes: SCOPES },
+          ],
           clients: [
             ...(config.clients as unknown[]),
             {
@@ -124,12 +140,21 @@ for (const engine of testEngines()) {
           prompts: { summarize: ["prompts:read"] },
         },
       });
+      jsonGateway = await startMcpGateway({
+        port: jsonPort,
+        upstream: jsonUpstream.url,
+        resource: jsonResource,
+        issuer: sts.url,
+        policy: { default_scopes: ["tools:read"] },
+      });
     });
 
     after(async () => {
       for (const client of clients) await client.close();
       await gateway.close();
       await upstream.close();
+      await jsonGateway.close();
+      await jsonUpstream.close();
       await sts.stop();
     });
 
@@ -323,42 +348,46 @@ for (const engine of testEngines()) {
       assert.equal(upstream.requests.length, before, "nothing reached the upstream");
     });
 
-    test("text, image, progress, tool errors and large results come through exactly as from the upstream", async () => {
-      const token = await mint("tools:read");
-      const direct = await connect(upstream.url);
-      const gated = await connect(resource, token);
-      const run = async (client: Client) => {
-        const progress: unknown[] = [];
-        const results = [
-          await client.callTool({ name: "echo", arguments: { text: "héllo ✓" } }),
-          await client.callTool({ name: "image", arguments: {} }),
-          await client.callTool({ name: "progress", arguments: { steps: 4 } }, undefined, {
-            onprogress: (p) => progress.push(p),
-          }),
-          await client.callTool({ name: "fail", arguments: {} }),
-          await client.callTool({ name: "large", arguments: {} }),
-          await client.readResource({ uri: "file:///reports/q2.txt" }),
-        ];
-        return { results, progress };
-      };
-      const viaUpstream = await run(direct);
-      const viaGateway = await run(gated);
-      assert.deepEqual(viaGateway, viaUpstream);
-      // And they are what the upstream produced (not two equal failures).
-      assert.deepEqual(viaGateway.results[1], {
-        content: [
-          { type: "text", text: "a pixel" },
-          { type: "image", data: PNG_1X1, mimeType: "image/png" },
-        ],
+    for (const mode of ["SSE", "JSON"] as const) {
+      test(`${mode} responses: text, image, progress, tool errors and large results come through exactly as from the upstream`, async () => {
+        const [origin, front] = mode === "SSE" ? [upstream, resource] : [jsonUpstream, jsonResource];
+        const token = await mint("tools:read", { resource: front });
+        const direct = await connect(origin.url);
+        const gated = await connect(front, token);
+        const run = async (client: Client) => {
+          const progress: unknown[] = [];
+          const results = [
+            await client.callTool({ name: "echo", arguments: { text: "héllo ✓" } }),
+            await client.callTool({ name: "image", arguments: {} }),
+            await client.callTool({ name: "progress", arguments: { steps: 4 } }, undefined, {
+              onprogress: (p) => progress.push(p),
+            }),
+            await client.callTool({ name: "fail", arguments: {} }),
+            await client.callTool({ name: "large", arguments: {} }),
+            await client.readResource({ uri: "file:///reports/q2.txt" }),
+          ];
+          return { results, progress };
+        };
+        const viaUpstream = await run(direct);
+        const viaGateway = await run(gated);
+        assert.deepEqual(viaGateway, viaUpstream);
+        // And they are what the upstream produced (not two equal failures).
+        assert.deepEqual(viaGateway.results[1], {
+          content: [
+            { type: "text", text: "a pixel" },
+            { type: "image", data: PNG_1X1, mimeType: "image/png" },
+          ],
+        });
+        // A JSON response has no stream to carry notifications: the SDK server drops them.
+        assert.equal(viaGateway.progress.length, mode === "SSE" ? 4 : 0);
+        assert.deepEqual(viaGateway.results[3], {
+          isError: true,
+          content: [{ type: "text", text: "the mailbox is full" }],
+        });
+        const large = viaGateway.results[4] as { content: { text: string }[] };
+        assert.equal(large.content[0]?.text.length, LARGE_RESULT_CHARS);
       });
-      assert.equal(viaGateway.progress.length, 4);
-      assert.deepEqual(viaGateway.results[3], {
-        isError: true,
-        content: [{ type: "text", text: "the mailbox is full" }],
-      });
-      const large = viaGateway.results[4] as { content: { text: string }[] };
-      assert.equal(large.content[0]?.text.length, LARGE_RESULT_CHARS);
-    });
+    }
 
     // The timeout only turns a buffering gateway's deadlock into a failure; nothing here is timed.
     test("SSE is streamed, not buffered: a progress notification arrives while the tool still runs", {
