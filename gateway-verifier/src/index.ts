@@ -12,6 +12,7 @@ export {
 } from "./envoy_ext_authz.js";
 export type { RequiredScopes } from "./http_adapter.js";
 export { type KoaMiddlewareOptions, koaVerifier } from "./koa.js";
+export * from "./mcp/index.js";
 export { createMemoryRateLimitStore, type MemoryRateLimitStoreOptions } from "./rate_limit.js";
 export { REASONS, type Reason, type VerifyErrorCode, type VerifyErrorStatus } from "./reasons.js";
 export {

@@ -1,6 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { registerApprovalCommands } from "./cli/approvals.js";
 import { registerClientCommands } from "./cli/clients.js";
+import { registerMcpGatewayCommand } from "./cli/mcp_gateway.js";
 import { ConfigError, loadConfig } from "./config/load.js";
 import { openDatabase } from "./db/connect.js";
 import { migrateToLatest } from "./db/migrate.js";
@@ -155,6 +156,7 @@ export function buildCli(): Command {
   registerKeyCommands(program, loadConfigOrExit);
   registerApprovalCommands(program);
   registerClientCommands(program);
+  registerMcpGatewayCommand(program);
   program
     .command("dev-token")
     .description("print a token from the local development issuer (dev_mode only)")
