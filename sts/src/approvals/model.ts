@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import type { RateLimit } from "../config/schema.js";
 import type { Approval, ApprovalStatus } from "../db/schema.js";
 
 /** An approval as the approval API returns it (CONTRACT §3). Times are ISO 8601. */
@@ -14,7 +15,7 @@ export interface ApprovalJson {
   subject_issuer: string | null;
   max_tokens: number;
   tokens_issued: number;
-  rate_limit: { per_second: number; burst: number } | null;
+  rate_limit: RateLimit | null;
   requested_by: string;
   approved_by: string | null;
   created_at: string;

@@ -1,3 +1,4 @@
+import type { RateLimit } from "../config/schema.js";
 import type { VerifiedIdentity } from "../identity/trusted_issuers.js";
 import type { ApprovalJson } from "./model.js";
 
@@ -19,7 +20,7 @@ export interface ApprovalDecisionInput {
     readonly scope: string;
     readonly max_tokens: number;
     readonly expires_at: string;
-    readonly rate_limit: { per_second: number; burst: number } | null;
+    readonly rate_limit: RateLimit | null;
   };
 }
 

@@ -1,5 +1,6 @@
 import { type ExpressionBuilder, type Kysely, sql, type Transaction } from "kysely";
 import { type AuditEvent, recordAudit } from "../audit/audit_log.js";
+import type { RateLimit } from "../config/schema.js";
 import type { Approval, ApprovalStatus, ApprovalUpdate, Database } from "../db/schema.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -21,7 +22,7 @@ export interface NewApprovalRequest {
   readonly maxTokens: number;
   /** Lifetime from creation, in seconds. */
   readonly ttlSeconds: number;
-  readonly rateLimit: { per_second: number; burst: number } | null;
+  readonly rateLimit: RateLimit | null;
 }
 
 /**
@@ -119,7 +120,7 @@ export interface ApprovalTerms {
   readonly scope: string;
   readonly maxTokens: number;
   readonly expiresAt: Date;
-  readonly rateLimit: { per_second: number; burst: number } | null;
+  readonly rateLimit: RateLimit | null;
 }
 
 /** Who decides: the approver's `sub` (`approved_by`) and issuer-qualified identity (`decided_by`). */

@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { ApprovalJson } from "../approvals/model.js";
 import { ConfigError, loadConfig } from "../config/load.js";
+import type { RateLimit } from "../config/schema.js";
 import { safeText } from "../ops/safe_text.js";
 import { type ApiClient, createApiClient, DEFAULT_STS_URL, parseBaseUrl } from "./api_client.js";
 import { action, CliError, EXIT, printJson, table, truncate } from "./output.js";
@@ -25,7 +26,7 @@ interface ApproveOptions extends ConnectionOptions {
   scope?: string[];
   maxTokens?: number;
   ttl?: number;
-  rate?: { per_second: number; burst: number };
+  rate?: RateLimit;
 }
 
 /** Options of `approvals deny` and `revoke`. */
@@ -43,7 +44,7 @@ function positiveInteger(name: string, max: number) {
   };
 }
 
-function parseRate(value: string): { per_second: number; burst: number } {
+function parseRate(value: string): RateLimit {
   const match = /^([0-9]+(?:\.[0-9]+)?):([0-9]+)$/.exec(value);
   const perSecond = Number(match?.[1]);
   const burst = Number(match?.[2]);

@@ -1,4 +1,5 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from "kysely";
+import type { RateLimit } from "../config/schema.js";
 
 /** Timestamps come back as `Date`; they may be written as `Date` or ISO strings. */
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
@@ -24,7 +25,7 @@ export interface ApprovalsTable {
   subject_issuer: string | null;
   max_tokens: number;
   tokens_issued: Generated<number>;
-  rate_limit: NullableJson<{ per_second: number; burst: number }>;
+  rate_limit: NullableJson<RateLimit>;
   requested_by: string;
   approved_by: string | null;
   decided_by: string | null;
@@ -81,6 +82,34 @@ export interface RevocationsTable {
   revoked_at: GeneratedTimestamp;
 }
 
+/**
+ * Fixed-window issuance counters (rate-limiter-flexible's Postgres layout), shared by the issuance
+ * limiter and `countersign_take_point`. `expire` is epoch milliseconds.
+ */
+export interface IssuanceRateLimitsTable {
+  key: string;
+  points: Generated<number>;
+  /** Epoch ms; bigint, returned as a string by pg. */
+  expire: ColumnType<string | null, number | string | null, number | string | null>;
+}
+
+/** The webhook outbox: one row per (event, webhook), delivered at least once. */
+export interface WebhookDeliveriesTable {
+  event_id: string;
+  webhook_url: string;
+  event_type: string;
+  approval_id: string | null;
+  /** The exact JSON sent (and signed) on every attempt. */
+  body: string;
+  status: Generated<"pending" | "delivered" | "failed">;
+  attempts: Generated<number>;
+  next_attempt_at: GeneratedTimestamp;
+  locked_until: NullableTimestamp;
+  last_error: string | null;
+  created_at: GeneratedTimestamp;
+  delivered_at: NullableTimestamp;
+}
+
 export interface OidcPayloadsTable {
   id: string;
   type: string;
@@ -100,6 +129,8 @@ export interface Database {
   signing_keys: SigningKeysTable;
   revocations: RevocationsTable;
   oidc_payloads: OidcPayloadsTable;
+  issuance_rate_limits: IssuanceRateLimitsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type Approval = Selectable<ApprovalsTable>;
