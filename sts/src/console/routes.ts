@@ -3,6 +3,7 @@ import Router from "@koa/router";
 import type { Context, Next } from "koa";
 import { z } from "zod";
 import { readJsonBody } from "../approvals/body.js";
+import { packagePath } from "../ops/package_root.js";
 import type { StsServices } from "../services.js";
 
 /**
@@ -33,7 +34,7 @@ const devTokenBody = z
   .strict();
 
 function readStatic(name: string): Buffer {
-  return readFileSync(new URL(`./static/${name}`, import.meta.url));
+  return readFileSync(packagePath(`sts/src/console/static/${name}`));
 }
 
 /** Sets the console's security headers on the response. */
