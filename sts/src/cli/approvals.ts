@@ -61,7 +61,7 @@ function collect(value: string, previous: string[] | undefined): string[] {
 function withConnection(command: Command): Command {
   return command
     .addOption(
-      new Option("--url <url>", "the STS base URL (default: http://127.0.0.1:$PORT, PORT 8080)").env(
+      new Option("--url <url>", "the STS base URL (default: http://HOST:PORT, where npm start listens)").env(
         "COUNTERSIGN_URL",
       ),
     )
