@@ -1,11 +1,16 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { readFileSync, realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Command, CommanderError } from "commander";
 import { registerApprovalCommands } from "./cli/approvals.js";
 import { registerClientCommands } from "./cli/clients.js";
+import { openDatabaseFor } from "./cli/database.js";
+import { registerDevTokenCommand } from "./cli/dev_token.js";
 import { registerMcpGatewayCommand } from "./cli/mcp_gateway.js";
+import { action, CliError } from "./cli/output.js";
 import { ConfigError, loadConfig } from "./config/load.js";
-import { openDatabase } from "./db/connect.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { registerKeyCommands } from "./keys/cli_commands.js";
+import { packagePath } from "./ops/package_root.js";
 import { safeText } from "./ops/safe_text.js";
 
 /** Prints a config error naming every bad key and exits non-zero (before anything listens). */
@@ -21,6 +26,14 @@ function loadConfigOrExit() {
   }
 }
 
+/** How long in-flight requests may take to finish after SIGTERM or SIGINT, in milliseconds. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+/**
+ * Runs the STS until SIGTERM or SIGINT, then stops gracefully (see {@link listen}'s `stop`) and exits 0.
+ * `npm start` runs this compiled (`node dist/sts/src/cli.js serve`) as npm's direct child, so the signal a
+ * container runtime, systemd or a process manager sends to npm reaches this process.
+ */
 async function serve(): Promise<void> {
   const config = loadConfigOrExit();
   const { createApp } = await import("./app.js");
@@ -39,7 +52,7 @@ async function serve(): Promise<void> {
   );
   const shutdown = (signal: string) => {
     app.logger.info({ signal }, "shutting down: finishing in-flight requests");
-    running.stop().then(
+    running.stop(SHUTDOWN_GRACE_MS).then(
       () => process.exit(0),
       (error: unknown) => {
         app.logger.error({ err: error }, "shutdown failed");
@@ -53,11 +66,7 @@ async function serve(): Promise<void> {
 
 async function migrate(): Promise<void> {
   const config = loadConfigOrExit();
-  const database = await openDatabase({
-    url: config.database.url,
-    dataDir: config.database.dataDir,
-    poolSize: 1,
-  });
+  const database = await openDatabaseFor("apply migrations", config, 1);
   try {
     const applied = await migrateToLatest(database.db);
     const names = applied.map((result) => result.migrationName);
@@ -66,65 +75,6 @@ async function migrate(): Promise<void> {
     );
   } finally {
     await database.close();
-  }
-}
-
-/** Options of `countersign dev-token`. */
-interface DevTokenOptions {
-  sub: string;
-  usage: "approver" | "subject" | "actor";
-  ttl: number;
-  json?: boolean;
-}
-
-/** Longest dev-token lifetime, in seconds (one day). */
-const MAX_DEV_TOKEN_TTL_SECONDS = 86_400;
-
-function parseTtl(value: string): number {
-  const ttl = /^[0-9]{1,6}$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_DEV_TOKEN_TTL_SECONDS) {
-    throw new InvalidArgumentError(`must be an integer from 1 to ${MAX_DEV_TOKEN_TTL_SECONDS} (seconds)`);
-  }
-  return ttl;
-}
-
-function parseSub(value: string): string {
-  if (value.length === 0 || value.length > 255) throw new InvalidArgumentError("must be 1 to 255 characters");
-  return value;
-}
-
-/**
- * Prints a token from the local development issuer (CONTRACT §1). Refused unless `dev_mode` is true:
- * a production STS never trusts these tokens, and the command says so instead of printing one.
- */
-async function devToken(options: DevTokenOptions): Promise<void> {
-  const config = loadConfigOrExit();
-  if (!config.dev_mode) {
-    process.stderr.write(
-      `countersign: dev-token is refused: dev_mode is false in ${config.source}; ` +
-        "this STS does not trust development tokens\n",
-    );
-    process.exit(1);
-  }
-  const { loadDevIssuer } = await import("./identity/dev_issuer.js");
-  const devIssuer = await loadDevIssuer({ issuer: config.issuer, dataDir: config.database.dataDir });
-  const token = await devIssuer.mint({ sub: options.sub, usage: options.usage, ttlSeconds: options.ttl });
-  if (options.json) {
-    const expiresAt = new Date(Date.now() + options.ttl * 1000).toISOString();
-    process.stdout.write(
-      `${JSON.stringify({
-        token,
-        token_type: "Bearer",
-        issuer: devIssuer.issuer,
-        audience: devIssuer.audience,
-        sub: options.sub,
-        usage: options.usage,
-        expires_in: options.ttl,
-        expires_at: expiresAt,
-      })}\n`,
-    );
-  } else {
-    process.stdout.write(`${token}\n`);
   }
 }
 
@@ -146,29 +96,37 @@ async function policyCheck(files: string[]): Promise<void> {
   process.exitCode = 1;
 }
 
+/** The `version` of the package's `package.json`. */
+function packageVersion(): string {
+  const { version } = JSON.parse(readFileSync(packagePath("package.json"), "utf8")) as { version: string };
+  return version;
+}
+
+/** The environment every command reads, the same wherever it runs (shown after `--help`). */
+const ENVIRONMENT_HELP = `
+Environment (the same for every command, wherever it runs):
+  COUNTERSIGN_URL       the running STS, for approvals and dev-token (default: http://HOST:PORT)
+  HOST, PORT            where serve listens (default 127.0.0.1, 8080)
+  COUNTERSIGN_DATA_DIR  embedded database and development keys (default: ./.countersign, relative
+                        to the current directory: set it to an absolute path to run from anywhere)
+  COUNTERSIGN_CONFIG    the JSON config file (default: the development default, dev_mode true)
+  DATABASE_URL          postgres://…: use that Postgres instead of the embedded database
+  COUNTERSIGN_TOKEN     an approver token for approvals (dev mode: one is fetched from the STS)`;
+
 /** Builds the `countersign` command line. Exported for tests. */
 export function buildCli(): Command {
   const program = new Command("countersign")
     .description("Countersign: an RFC 8693 security token service for AI agents")
-    .showHelpAfterError();
+    .version(packageVersion(), "-V, --version", "print the version")
+    .showHelpAfterError()
+    .addHelpText("after", ENVIRONMENT_HELP);
   program.command("serve").description("run the STS (migrations applied on start)").action(serve);
-  program.command("migrate").description("apply database migrations and exit").action(migrate);
+  program.command("migrate").description("apply database migrations and exit").action(action(migrate));
   registerKeyCommands(program, loadConfigOrExit);
   registerApprovalCommands(program);
   registerClientCommands(program);
   registerMcpGatewayCommand(program);
-  program
-    .command("dev-token")
-    .description("print a token from the local development issuer (dev_mode only)")
-    .requiredOption("--sub <sub>", "the token's subject (`sub`)", parseSub)
-    .addOption(
-      new Option("--usage <usage>", "what the token is for")
-        .choices(["approver", "subject", "actor"])
-        .makeOptionMandatory(),
-    )
-    .option("--ttl <seconds>", "lifetime in seconds", parseTtl, 3600)
-    .option("--json", "print JSON with the token and its details")
-    .action(devToken);
+  registerDevTokenCommand(program, loadConfigOrExit);
   program
     .command("policy")
     .description("Cedar policies")
@@ -179,12 +137,26 @@ export function buildCli(): Command {
   return program;
 }
 
-const isMain = process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/\\/g, "/"));
-if (isMain || process.env.COUNTERSIGN_CLI === "1") {
+/** True when this module is the program node runs (`node dist/sts/src/cli.js`, `tsx sts/src/cli.ts`). */
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return realpathSync(entry) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint() || process.env.COUNTERSIGN_CLI === "1") {
   buildCli()
     .parseAsync(process.argv)
     .catch((error: unknown) => {
       if (error instanceof CommanderError) process.exit(error.exitCode);
+      if (error instanceof CliError) {
+        process.stderr.write(`countersign: ${safeText(error.message)}\n`);
+        process.exit(error.exitCode);
+      }
       process.stderr.write(
         `countersign: ${safeText(error instanceof Error ? error.message : String(error))}\n`,
       );

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,38 +7,9 @@ import { after, before, describe, test } from "node:test";
 import type { ApprovalJson } from "../../sts/src/approvals/model.js";
 import { configFileSchema } from "../../sts/src/config/schema.js";
 import { basicAuth, freePort, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { countersign } from "../helpers/processes.js";
 
-const root = path.resolve(import.meta.dirname, "../..");
-const cli = path.join(root, "bin/countersign.js");
 const CRM = "https://crm.example.test";
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `countersign …` on this Node (22) and returns its exit code and output, whatever the code. */
-function countersign(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const {
-    DATABASE_URL: _db,
-    COUNTERSIGN_CONFIG: _config,
-    COUNTERSIGN_TOKEN: _token,
-    COUNTERSIGN_URL: _url,
-    ...rest
-  } = process.env;
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [cli, ...args],
-      { env: { ...rest, ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
 
 /**
  * The characters in `output` that act on a terminal or reorder text (controls, C1, bidi controls,
@@ -339,7 +309,7 @@ describe("countersign approvals", () => {
     assert.deepEqual(await countersign(["approvals", "list", "--url", down, "--token", alice]), {
       code: 69,
       stdout: "",
-      stderr: `countersign: cannot reach ${down}: is \`npm start\` running?\n`,
+      stderr: `countersign: cannot reach ${down}: is \`npm start\` running? (the STS's address: --url or COUNTERSIGN_URL)\n`,
     });
   });
 

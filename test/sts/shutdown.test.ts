@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
@@ -7,31 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { freePort, TEST_SECRET } from "../helpers/app.js";
-
-const root = path.resolve(import.meta.dirname, "../..");
-
-/** Resolves with the first stdout line matching `pattern`. */
-function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buffer = "";
-    let errors = "";
-    child.stderr?.on("data", (chunk: Buffer) => {
-      errors += chunk.toString();
-    });
-    const timer = setTimeout(
-      () => reject(new Error(`timed out waiting for ${pattern}: ${buffer} ${errors}`)),
-      timeoutMs,
-    );
-    child.stdout?.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const line = buffer.split("\n").find((l) => pattern.test(l));
-      if (line) {
-        clearTimeout(timer);
-        resolve(line);
-      }
-    });
-  });
-}
+import { cli, waitForLine } from "../helpers/processes.js";
 
 test("SIGTERM: an in-flight request finishes, then the process exits 0", async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "countersign-sigterm-"));
@@ -57,7 +33,7 @@ test("SIGTERM: an in-flight request finishes, then the process exits 0", async (
     COUNTERSIGN_CONFIG: configFile,
   };
   delete env.DATABASE_URL;
-  const child = spawn(process.execPath, [path.join(root, "bin/countersign.js"), "serve"], {
+  const child = spawn(process.execPath, [cli, "serve"], {
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });

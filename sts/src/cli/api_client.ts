@@ -1,7 +1,38 @@
+import { envSchema } from "../config/schema.js";
 import { CliError, EXIT } from "./output.js";
 
-/** Default STS URL of the operator CLI (`--url`, `COUNTERSIGN_URL`). */
-export const DEFAULT_STS_URL = "http://127.0.0.1:8080";
+/**
+ * Where the STS is when neither `--url` nor `COUNTERSIGN_URL` says: `http://HOST:PORT` from the same
+ * `HOST` and `PORT` the STS listens on (defaults `127.0.0.1` and `8080`), a wildcard `HOST` (`0.0.0.0`,
+ * `::`) reached over loopback. So `PORT=9000 npm start` and `PORT=9000 npx countersign …` agree.
+ * @throws {CliError} (exit 78) when `HOST` or `PORT` is invalid.
+ */
+export function defaultStsUrl(env: NodeJS.ProcessEnv): string {
+  const parsed = envSchema.pick({ HOST: true, PORT: true }).safeParse(env);
+  if (!parsed.success) {
+    const keys = [...new Set(parsed.error.issues.map((issue) => String(issue.path[0])))];
+    throw new CliError(`invalid ${keys.join(", ")}: set --url or COUNTERSIGN_URL instead`, EXIT.config);
+  }
+  const { HOST: host, PORT: port } = parsed.data;
+  const reachable = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
+  return `http://${reachable.includes(":") ? `[${reachable}]` : reachable}:${port}`;
+}
+
+/**
+ * The STS base URL the CLI talks to: `--url`, else `COUNTERSIGN_URL` (commander reads it into the same
+ * option), else {@link defaultStsUrl}; normalised by {@link parseBaseUrl}.
+ */
+export function stsUrl(option: string | undefined): string {
+  return parseBaseUrl(option ?? defaultStsUrl(process.env));
+}
+
+/** The one-line error when the STS at `url` cannot be reached. */
+export function unreachable(url: string, reason = ""): CliError {
+  return new CliError(
+    `cannot reach ${url}${reason}: is \`npm start\` running? (the STS's address: --url or COUNTERSIGN_URL)`,
+    EXIT.unavailable,
+  );
+}
 
 /** A JSON-over-HTTP client for a running STS's approval API, mapping failures to {@link CliError}s. */
 export interface ApiClient {
@@ -57,8 +88,7 @@ export function createApiClient(url: string, token: string): ApiClient {
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         });
       } catch (error) {
-        const reason = (error as Error).name === "TimeoutError" ? " (timed out)" : "";
-        throw new CliError(`cannot reach ${url}${reason}: is \`npm start\` running?`, EXIT.unavailable);
+        throw unreachable(url, (error as Error).name === "TimeoutError" ? " (timed out)" : "");
       }
       const text = await response.text();
       let body: unknown;

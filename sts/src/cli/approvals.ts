@@ -3,7 +3,8 @@ import type { ApprovalJson } from "../approvals/model.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { RateLimit } from "../config/schema.js";
 import { safeText } from "../ops/safe_text.js";
-import { type ApiClient, createApiClient, DEFAULT_STS_URL, parseBaseUrl } from "./api_client.js";
+import { type ApiClient, createApiClient, stsUrl } from "./api_client.js";
+import { requestDevApproverToken } from "./dev_credentials.js";
 import { action, CliError, EXIT, printJson, table, truncate } from "./output.js";
 
 /** Options every `approvals` subcommand takes. */
@@ -60,7 +61,11 @@ function collect(value: string, previous: string[] | undefined): string[] {
 
 function withConnection(command: Command): Command {
   return command
-    .addOption(new Option("--url <url>", "the STS base URL").env("COUNTERSIGN_URL").default(DEFAULT_STS_URL))
+    .addOption(
+      new Option("--url <url>", "the STS base URL (default: http://HOST:PORT, where npm start listens)").env(
+        "COUNTERSIGN_URL",
+      ),
+    )
     .addOption(
       new Option("--token <token>", "an approver token (a JWT from a trusted issuer)").env(
         "COUNTERSIGN_TOKEN",
@@ -68,7 +73,7 @@ function withConnection(command: Command): Command {
     )
     .option(
       "--as <sub>",
-      "dev mode without --token: mint a development approver token for this sub",
+      "dev mode without --token: get a development approver token for this sub from the STS",
       "operator",
     )
     .option("--json", "print JSON instead of text");
@@ -76,8 +81,9 @@ function withConnection(command: Command): Command {
 
 /**
  * The approver credential: `--token` / `COUNTERSIGN_TOKEN`, or in dev mode a development approver token
- * minted like `countersign dev-token` does (the issuer is read from the STS's discovery document, the
- * key from `COUNTERSIGN_DATA_DIR`, so the STS at `url` must share that data directory).
+ * for `--as` from the STS at `url` itself (`POST /console/dev-token`): nothing is read from or created
+ * in a local data directory, so this works from any directory given only the STS's address. Refused
+ * when the local config (`COUNTERSIGN_CONFIG`) says `dev_mode: false`.
  */
 async function approverToken(url: string, options: ConnectionOptions): Promise<string> {
   if (options.token) return options.token;
@@ -93,23 +99,11 @@ async function approverToken(url: string, options: ConnectionOptions): Promise<s
       `no approver token: pass --token or set COUNTERSIGN_TOKEN (dev_mode is false in ${config.source}, so no development token is minted)`,
     );
   }
-  let issuer = config.issuer;
-  try {
-    const response = await fetch(`${url}/.well-known/openid-configuration`, {
-      signal: AbortSignal.timeout(10_000),
-    });
-    const metadata = (await response.json()) as { issuer?: unknown };
-    if (typeof metadata.issuer === "string") issuer = metadata.issuer;
-  } catch {
-    throw new CliError(`cannot reach ${url}: is \`npm start\` running?`, EXIT.unavailable);
-  }
-  const { loadDevIssuer } = await import("../identity/dev_issuer.js");
-  const devIssuer = await loadDevIssuer({ issuer, dataDir: config.database.dataDir });
-  return devIssuer.mint({ sub: options.as, usage: "approver", ttlSeconds: 300 });
+  return requestDevApproverToken(url, options.as);
 }
 
 async function connect(options: ConnectionOptions): Promise<ApiClient> {
-  const url = parseBaseUrl(options.url ?? DEFAULT_STS_URL);
+  const url = stsUrl(options.url);
   return createApiClient(url, await approverToken(url, options));
 }
 

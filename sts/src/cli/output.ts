@@ -12,6 +12,8 @@ export const EXIT = {
   refused: 1,
   /** The STS could not be reached or answered 5xx (EX_UNAVAILABLE). */
   unavailable: 69,
+  /** The embedded database is held by another process, e.g. a running STS (EX_TEMPFAIL). */
+  busy: 75,
   /** A config file is missing or invalid (EX_CONFIG). */
   config: 78,
 } as const;

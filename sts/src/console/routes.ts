@@ -5,6 +5,7 @@ import { z } from "zod";
 import { readJsonBody } from "../approvals/body.js";
 import { isAllowedHost } from "../http/allowed_host.js";
 import { HttpError } from "../http/errors.js";
+import { packagePath } from "../ops/package_root.js";
 import type { StsServices } from "../services.js";
 
 /**
@@ -44,7 +45,7 @@ const devTokenBody = z
   .strict();
 
 function readStatic(name: string): Buffer {
-  return readFileSync(new URL(`./static/${name}`, import.meta.url));
+  return readFileSync(packagePath(`sts/src/console/static/${name}`));
 }
 
 /** Sets the console's security headers on the response. */

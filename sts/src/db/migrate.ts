@@ -5,7 +5,10 @@ import { type Kysely, sql } from "kysely";
 import { FileMigrationProvider, type MigrationResult, Migrator } from "kysely/migration";
 import type { Database } from "./schema.js";
 
-/** The repository's `migrations/` folder. */
+/**
+ * The `migrations/` folder beside this code: the TypeScript sources under tsx (`npm run dev`, the CLI,
+ * the tests), their compiled copies in `dist/migrations/` when running from `dist/` (`npm start`).
+ */
 export const migrationsFolder = fileURLToPath(new URL("../../../migrations", import.meta.url));
 
 /** An arbitrary, fixed key for the migration advisory lock ("countersign" in ASCII, truncated). */

@@ -1,4 +1,4 @@
-import { fileURLToPath } from "node:url";
+import { packagePath } from "../ops/package_root.js";
 import type { CedarValue } from "./cedar_wasm.js";
 
 /**
@@ -6,10 +6,10 @@ import type { CedarValue } from "./cedar_wasm.js";
  * there). It is part of the STS, not of the configuration: the STS builds the entities and contexts it
  * describes, so a policy can only talk about what the STS actually supplies.
  */
-export const SCHEMA_FILE = fileURLToPath(new URL("../../../policies/schema.cedarschema", import.meta.url));
+export const SCHEMA_FILE = packagePath("policies/schema.cedarschema");
 
 /** The shipped default policy, loaded when `config.policies` is empty. */
-export const DEFAULT_POLICY_FILE = fileURLToPath(new URL("../../../policies/default.cedar", import.meta.url));
+export const DEFAULT_POLICY_FILE = packagePath("policies/default.cedar");
 
 /** Entity type names in the schema. */
 export const ENTITY = {
