@@ -1,9 +1,9 @@
 import Router from "@koa/router";
 import Koa from "koa";
 import type Provider from "oidc-provider";
+import { approvalAuditRoutes } from "./approvals/audit_routes.js";
 import { approvalRoutes } from "./approvals/routes.js";
 import type { Config } from "./config/load.js";
-import { approvalAuditRoutes } from "./console/audit_routes.js";
 import { consoleRoutes } from "./console/routes.js";
 import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";

@@ -1,6 +1,6 @@
 import type { Approval } from "../db/schema.js";
+import { parseScope } from "../oauth/scope.js";
 import { ApprovalError } from "./errors.js";
-import { parseScope } from "./model.js";
 import type { ApprovalTerms } from "./repository.js";
 import type { ApproveBody } from "./schemas.js";
 

@@ -2,11 +2,9 @@ import { type ExpressionBuilder, type Kysely, sql, type Transaction } from "kyse
 import { type AuditEvent, recordAudit } from "../audit/audit_log.js";
 import type { RateLimit } from "../config/schema.js";
 import type { Approval, ApprovalStatus, ApprovalUpdate, Database } from "../db/schema.js";
+import { REVOCATIONS_CHANNEL } from "../revocations/channel.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
-
-/** The `NOTIFY` channel that tells every STS instance (and through the feed, every gateway) of a revocation. */
-export const REVOCATIONS_CHANNEL = "countersign_revocations";
 
 /** What an agent asks for (already validated against the configuration). */
 export interface NewApprovalRequest {

@@ -2,17 +2,17 @@ import Router from "@koa/router";
 import type { Context } from "koa";
 import type { AuditEvent } from "../audit/audit_log.js";
 import { recordAudit } from "../audit/audit_log.js";
+import { createAuthenticator, credentialsOf, type Principal, wrongRole } from "../auth/authenticate.js";
 import type { Approval } from "../db/schema.js";
+import { readJsonBody } from "../http/json_body.js";
+import { parseScope } from "../oauth/scope.js";
 import type { StsServices } from "../services.js";
-import { createAuthenticator, credentialsOf, type Principal, wrongRole } from "./authenticate.js";
-import { readJsonBody } from "./body.js";
 import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
 import {
   APPROVAL_ID_PATTERN,
   type ApprovalJson,
   effectiveStatus,
   newApprovalId,
-  parseScope,
   toApprovalJson,
 } from "./model.js";
 import { narrowTerms } from "./narrow.js";

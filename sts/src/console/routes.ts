@@ -2,9 +2,9 @@ import { readFileSync } from "node:fs";
 import Router from "@koa/router";
 import type { Context, Next } from "koa";
 import { z } from "zod";
-import { readJsonBody } from "../approvals/body.js";
 import { isAllowedHost } from "../http/allowed_host.js";
 import { HttpError } from "../http/errors.js";
+import { readJsonBody } from "../http/json_body.js";
 import { packagePath } from "../ops/package_root.js";
 import type { StsServices } from "../services.js";
 

@@ -1,6 +1,6 @@
 import { effectiveStatus } from "../approvals/model.js";
 import type { Approval } from "../db/schema.js";
-import { refuse } from "./refusal.js";
+import { refuse } from "../oidc/refusal.js";
 
 /**
  * Checks that `approval` lets `clientId` mint a token now (CONTRACT §4). Unknown approvals and other

@@ -6,13 +6,13 @@ import type { Approval } from "../db/schema.js";
 import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
 import { validateDpopProof } from "../oidc/dpop.js";
 import type { GrantRegistration } from "../oidc/provider.js";
+import { isRefusal, refuse, unavailable } from "../oidc/refusal.js";
 import type { StsServices } from "../services.js";
 import type { ApprovalCache } from "./approval_cache.js";
 import { assertApprovalUsable } from "./approval_checks.js";
 import type { IssuanceStore } from "./issuance_store.js";
 import type { Minter } from "./mint.js";
 import { parseTokenExchangeRequest, TOKEN_EXCHANGE_PARAMETERS } from "./parameters.js";
-import { isRefusal, refuse, unavailable } from "./refusal.js";
 import {
   assertApprovedResource,
   assertNarrowing,

@@ -1,5 +1,8 @@
 import type { Approval } from "../db/schema.js";
+import type { IssuanceLimiter } from "../limits/types.js";
 import type { ActClaim, SubjectIdentity } from "./token_validators.js";
+
+export type { IssuanceLimiter, LimitOutcome, LimitTake } from "../limits/types.js";
 
 /** What the exchange policy decides on (the Cedar context is built from this). */
 export interface ExchangeDecisionInput {
@@ -26,33 +29,6 @@ export interface ExchangePolicy {
    */
   readonly readsApprovalBudget?: boolean;
   authorizeExchange(input: ExchangeDecisionInput): Promise<PolicyDecision>;
-}
-
-/** A limiter's answer: admitted, or refused with the seconds to wait. */
-export type LimitOutcome = { allowed: true } | { allowed: false; retryAfterSeconds: number };
-
-/**
- * One point to take from each of two fixed-window counters (agent, then approval) in
- * `issuance_rate_limits`, in the same database call that takes the budget.
- */
-export interface LimitTake {
-  /** Counter keys, agent first: rows are always locked in this order. */
-  readonly keys: readonly [string, string];
-  /** Each window's length, in milliseconds, when it starts. */
-  readonly durationsMs: readonly [number, number];
-  /** The points each window admits. */
-  readonly points: readonly [number, number];
-}
-
-/** Issuance rate and burst limits (per agent and per approval), shared across instances. */
-export interface IssuanceLimiter {
-  consume(clientId: string, approvalId: string): Promise<LimitOutcome>;
-  /**
-   * For a limiter whose counters live in the exchange's own Postgres: the counters to take inside the
-   * budget's database call (one round trip for limits and budget). Absent: the grant calls
-   * {@link consume} first.
-   */
-  prepareTake?(clientId: string, approvalId: string): LimitTake;
 }
 
 /** Optional runtime controls plugged into the token exchange grant. */

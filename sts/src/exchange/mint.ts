@@ -6,12 +6,12 @@ import type { Approval } from "../db/schema.js";
 import type { AccessTokenSigner } from "../keys/access_token_signer.js";
 import { retryAfterSeconds } from "../limits/issuance_limiter.js";
 import { assertDpopNotReplayed, type DpopProof } from "../oidc/dpop.js";
+import { refuse } from "../oidc/refusal.js";
 import type { ApprovalCache } from "./approval_cache.js";
 import type { ExchangeGuards } from "./guards.js";
 import type { IssuanceStore } from "./issuance_store.js";
 import { newJti } from "./jti.js";
 import { TOKEN_TYPE } from "./parameters.js";
-import { refuse } from "./refusal.js";
 import {
   accessTokenClaims,
   chainAct,

@@ -1,6 +1,6 @@
-import { parseScope } from "../approvals/model.js";
 import { hasControlCharacter, isStorableText } from "../db/text.js";
-import { refuse } from "./refusal.js";
+import { parseScope } from "../oauth/scope.js";
+import { refuse } from "../oidc/refusal.js";
 
 /** RFC 8693 §3 token type identifiers. */
 export const TOKEN_TYPE = {

@@ -1,7 +1,7 @@
-import { parseScope } from "../approvals/model.js";
 import type { RateLimit } from "../config/schema.js";
 import type { Approval } from "../db/schema.js";
-import { refuse } from "./refusal.js";
+import { parseScope } from "../oauth/scope.js";
+import { refuse } from "../oidc/refusal.js";
 import type { ActClaim, IssuedTokenBounds, SubjectIdentity } from "./token_validators.js";
 
 /**

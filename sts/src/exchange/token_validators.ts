@@ -1,9 +1,9 @@
 import { type JWTPayload, errors as joseErrors } from "jose";
-import { parseScope } from "../approvals/model.js";
 import { IdentityTokenError, type TokenUsage } from "../identity/trusted_issuers.js";
+import { parseScope } from "../oauth/scope.js";
+import { identityTokenReason, type Refusal, refuse } from "../oidc/refusal.js";
 import type { StsServices } from "../services.js";
 import { TOKEN_TYPE } from "./parameters.js";
-import { identityTokenReason, type Refusal, refuse } from "./refusal.js";
 import { actDepth } from "./rules.js";
 import type { VerifiedTokenCache } from "./verified_token_cache.js";
 

@@ -2,9 +2,9 @@ import type pg from "pg";
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimit } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
-import type { LimitOutcome } from "../exchange/guards.js";
-import { unavailable } from "../exchange/refusal.js";
+import { unavailable } from "../oidc/refusal.js";
 import { retryAfterSeconds, windowOf } from "./issuance_limiter.js";
+import type { LimitOutcome } from "./types.js";
 
 /** The `client_credentials` issuance limit per agent. */
 export interface ClientCredentialsLimiter {

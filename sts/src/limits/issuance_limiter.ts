@@ -2,8 +2,8 @@ import type pg from "pg";
 import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { RateLimit } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
-import type { IssuanceLimiter, LimitOutcome, LimitTake } from "../exchange/guards.js";
-import { unavailable } from "../exchange/refusal.js";
+import { unavailable } from "../oidc/refusal.js";
+import type { IssuanceLimiter, LimitOutcome, LimitTake } from "./types.js";
 
 /** The table the migration `2026_11_25_0003` creates in rate-limiter-flexible's layout. */
 export const ISSUANCE_RATE_LIMITS_TABLE = "issuance_rate_limits";

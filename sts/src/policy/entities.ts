@@ -1,8 +1,8 @@
 import type { JWTPayload } from "jose";
-import { parseScope } from "../approvals/model.js";
 import type { ApprovalDecisionInput } from "../approvals/policy.js";
 import type { ResourceConfig } from "../config/schema.js";
 import type { ExchangeDecisionInput } from "../exchange/guards.js";
+import { parseScope } from "../oauth/scope.js";
 import type { CedarEntity, CedarValue, EntityRef } from "./cedar_wasm.js";
 import { approveContextJson, ENTITY, exchangeContextJson, type PolicyAction, timeContext } from "./schema.js";
 

@@ -1,9 +1,9 @@
 import type Router from "@koa/router";
 import { sql } from "kysely";
-import { REVOCATIONS_CHANNEL } from "../approvals/repository.js";
 import type { RevocationsConfig } from "../config/schema.js";
 import type { DatabaseHandle } from "../db/connect.js";
 import type { Logger } from "../ops/logger.js";
+import { REVOCATIONS_CHANNEL } from "./channel.js";
 import { RevocationHub } from "./hub.js";
 import { listenPglite, listenPostgres, type NotificationListener } from "./listener.js";
 import { revocationRoutes } from "./routes.js";

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Approval } from "../../../sts/src/db/schema.js";
-import { isRefusal } from "../../../sts/src/exchange/refusal.js";
 import {
   accessTokenClaims,
   actDepth,
@@ -15,6 +14,7 @@ import {
   tokenLifetime,
 } from "../../../sts/src/exchange/rules.js";
 import type { IssuedTokenBounds, SubjectIdentity } from "../../../sts/src/exchange/token_validators.js";
+import { isRefusal } from "../../../sts/src/oidc/refusal.js";
 
 /** Runs `fn` and returns the refusal it threw as {status, error, reason, description}. */
 function refusalOf(fn: () => unknown) {

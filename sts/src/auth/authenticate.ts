@@ -1,5 +1,6 @@
 import { decodeJwt, type JWTPayload, errors as joseErrors } from "jose";
 import { DpopChecker } from "../../../gateway-verifier/src/dpop.js";
+import { ApprovalError, type ApprovalRefusalReason } from "../approvals/errors.js";
 import type { Config } from "../config/load.js";
 import {
   IdentityTokenError,
@@ -7,9 +8,8 @@ import {
   type VerifiedIdentity,
 } from "../identity/trusted_issuers.js";
 import type { OwnTokenVerifier } from "../keys/own_tokens.js";
+import { parseScope } from "../oauth/scope.js";
 import { APPROVALS_SCOPE, approvalsResource } from "../oidc/provider.js";
-import { ApprovalError, type ApprovalRefusalReason } from "./errors.js";
-import { parseScope } from "./model.js";
 
 /**
  * Largest `Authorization` header accepted, in bytes. Larger headers are refused as `invalid_token`

@@ -1,9 +1,9 @@
 import Router from "@koa/router";
-import { createAuthenticator, credentialsOf, wrongRole } from "../approvals/authenticate.js";
-import { approvalNotFound } from "../approvals/errors.js";
-import { APPROVAL_ID_PATTERN } from "../approvals/model.js";
-import { findApproval } from "../approvals/repository.js";
+import { createAuthenticator, credentialsOf, wrongRole } from "../auth/authenticate.js";
 import type { StsServices } from "../services.js";
+import { approvalNotFound } from "./errors.js";
+import { APPROVAL_ID_PATTERN } from "./model.js";
+import { findApproval } from "./repository.js";
 
 /** Most audit events `GET /approvals/{id}/audit` returns: the latest ones, oldest first. */
 export const MAX_AUDIT_EVENTS = 500;

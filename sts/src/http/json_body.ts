@@ -1,7 +1,7 @@
 import type { Context } from "koa";
 import type { z } from "zod";
-import { ApprovalError, invalidRequest } from "./errors.js";
-import { describeIssues } from "./schemas.js";
+import { ApprovalError, invalidRequest } from "../approvals/errors.js";
+import { describeIssues } from "../approvals/schemas.js";
 
 /** Largest JSON request body accepted by the approval API, in bytes. */
 export const MAX_BODY_BYTES = 64 * 1024;
