@@ -295,3 +295,36 @@ export function streamRevocations(
     },
   };
 }
+
+/** The revocation feed as the per-request check reads it. */
+export interface RevocationState {
+  list: RevocationList;
+  source: RevocationSource;
+  /** Refuse every token when the last successful sync is older than this, in milliseconds. */
+  maxStalenessMs: number;
+}
+
+/**
+ * Starts following the revocation feed for a verifier: polling (and the SSE stream when
+ * `options.stream`), into a list that keeps an entry `retainMs` after its `revoked_at`.
+ */
+export function startRevocationFeed(
+  options: RevocationOptions,
+  retainMs: number,
+  now: () => number,
+  onError: (error: Error) => void,
+): RevocationState & { close(): void } {
+  const intervalMs = options.intervalMs ?? 5_000;
+  const list = new RevocationList(retainMs, options.maxEntries ?? 1_000_000);
+  const source = pollRevocationFeed(list, options, now, onError);
+  const stream = options.stream === true ? streamRevocations(list, options.url, now, onError) : undefined;
+  return {
+    list,
+    source,
+    maxStalenessMs: options.maxStalenessMs ?? Math.max(30_000, 6 * intervalMs),
+    close() {
+      source.close();
+      stream?.close();
+    },
+  };
+}
