@@ -72,7 +72,7 @@ export function effectiveRateLimit(
 }
 
 /**
- * Returns the claims check of a Countersign access token (RFC 9068 §4 and CONTRACT §4), in this
+ * Returns the claims check of a Countersign access token (RFC 9068 §4, plus `approval_id`), in this
  * order: `iss` → `aud` → `exp` → `nbf` → `iat` → staleness (`iat` older than `maxAgeMs`, whatever
  * `exp` says) → `approval_id` → `sub`, `client_id` → `act` depth → `scope` → `rate_limit` → `cnf`.
  * Pure: no I/O, the clock is the caller's `nowMs`. Run it only on a claims set whose signature has

@@ -1,10 +1,12 @@
 import { createClaimsCheck } from "./access_token_claims.js";
 import { parseAuthorization } from "./authorization_header.js";
+import { createBackgroundErrors, warnRevocationNotConfigured } from "./background_error.js";
 import { DpopChecker } from "./dpop.js";
 import { createErrorResponses } from "./error_response.js";
 import { type KeySource, remoteKeySource, staticKeySource } from "./jwks.js";
 import { createJwsVerify, type JwsOutcome } from "./jws_verify.js";
 import { createMemoryRateLimitStore } from "./rate_limit.js";
+import { waitUntilReady } from "./readiness.js";
 import { createRequestChecks } from "./request_checks.js";
 import { startRevocationFeed } from "./revocation.js";
 import type { JwsAlgorithm, Verifier, VerifierOptions, VerifyRequest, VerifyResult } from "./types.js";
@@ -27,7 +29,13 @@ export function createVerifier(options: VerifierOptions): Verifier {
   const maxAgeMs = (options.maxTokenAgeSeconds ?? 300) * 1000;
   const maxTokenBytes = options.maxTokenBytes ?? 8192;
   const now = options.now ?? Date.now;
-  const onBackgroundError = options.onBackgroundError ?? (() => undefined);
+  const jwksUri = options.jwksUri ?? `${issuer.replace(/\/+$/, "")}/jwks`;
+  const revocationOptions = options.revocation === false ? undefined : options.revocation;
+
+  // Background errors reach the hooks, which can never throw into the verifier.
+  const backgroundErrors = createBackgroundErrors(options);
+  if (options.revocation === undefined) warnRevocationNotConfigured(options, backgroundErrors);
+  const report = backgroundErrors.report;
 
   // (d) The verified-token cache, emptied when the JWKS drops a key.
   const cache =
@@ -36,21 +44,14 @@ export function createVerifier(options: VerifierOptions): Verifier {
   const keys: KeySource =
     options.jwks !== undefined
       ? staticKeySource(options.jwks, algorithms)
-      : remoteKeySource(
-          options.jwksUri ?? `${issuer.replace(/\/+$/, "")}/jwks`,
-          algorithms,
-          options.jwksOptions ?? {},
-          () => cache?.clear(),
-          (error) => onBackgroundError(error, "jwks"),
-        );
+      : remoteKeySource(jwksUri, algorithms, options.jwksOptions ?? {}, () => cache?.clear(), report);
 
   const revocation =
-    options.revocation === undefined
+    revocationOptions === undefined
       ? undefined
-      : startRevocationFeed(options.revocation, maxAgeMs + toleranceMs, now, (error) =>
-          onBackgroundError(error, "revocation"),
-        );
+      : startRevocationFeed(revocationOptions, maxAgeMs + toleranceMs, now, report);
 
+  let closed = false;
   const ownsRateStore = options.rateLimitStore === undefined;
   const rateStore = options.rateLimitStore ?? createMemoryRateLimitStore();
   const dpop = new DpopChecker(options.dpop ?? {}, toleranceMs / 1000);
@@ -124,11 +125,18 @@ export function createVerifier(options: VerifierOptions): Verifier {
         return Promise.resolve(responses.fail("malformed_token", "Bearer"));
       }
     },
-    async ready() {
-      await keys.settled();
-      await revocation?.source.initial;
+    ready() {
+      return waitUntilReady({
+        keys,
+        jwksUri: options.jwks === undefined ? jwksUri : undefined,
+        revocation,
+        timeoutMs: options.readyTimeoutMs ?? 10_000,
+        errors: backgroundErrors,
+        closed: () => closed,
+      });
     },
     close() {
+      closed = true;
       keys.close();
       revocation?.close();
       if (ownsRateStore) rateStore.close?.();

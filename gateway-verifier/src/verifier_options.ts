@@ -9,6 +9,7 @@ import type { VerifierOptions } from "./types.js";
  */
 export function validateOptions(options: VerifierOptions): void {
   const problems: string[] = [];
+  const revocation = options.revocation === false ? undefined : options.revocation;
   if (typeof options.issuer !== "string" || options.issuer === "") problems.push("issuer: required string");
   const audiences = typeof options.audience === "string" ? [options.audience] : options.audience;
   if (
@@ -37,8 +38,9 @@ export function validateOptions(options: VerifierOptions): void {
   const positives: [string, number | undefined][] = [
     ["maxTokenAgeSeconds", options.maxTokenAgeSeconds],
     ["maxTokenBytes", options.maxTokenBytes],
-    ["revocation.intervalMs", options.revocation?.intervalMs],
-    ["revocation.maxStalenessMs", options.revocation?.maxStalenessMs],
+    ["revocation.intervalMs", revocation?.intervalMs],
+    ["revocation.maxStalenessMs", revocation?.maxStalenessMs],
+    ["readyTimeoutMs", options.readyTimeoutMs],
     ["dpop.maxProofAgeSeconds", options.dpop?.maxProofAgeSeconds],
   ];
   for (const [name, value] of positives) {
@@ -54,7 +56,7 @@ export function validateOptions(options: VerifierOptions): void {
   if (mode !== undefined && mode !== "threadpool" && mode !== "inline") {
     problems.push('signatureVerification: must be "threadpool" or "inline"');
   }
-  if (options.revocation !== undefined && !URL.canParse(options.revocation.url)) {
+  if (revocation !== undefined && !URL.canParse(revocation.url)) {
     problems.push("revocation.url: must be an absolute URL");
   }
   if (problems.length > 0) throw new TypeError(`createVerifier: invalid options: ${problems.join("; ")}`);
