@@ -18,6 +18,8 @@ export interface ReadinessOptions {
 }
 
 const MAX_FEED_RETRY_MS = 1_000;
+/** The longest delay `setTimeout` honours (a longer one fires at once). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Resolves once the keys are loaded and the revocation feed (when configured) has been read
@@ -29,10 +31,13 @@ export async function waitUntilReady(options: ReadinessOptions): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   let expired = false;
   const deadline = new Promise<"expired">((resolve) => {
-    timer = setTimeout(() => {
-      expired = true;
-      resolve("expired");
-    }, timeoutMs);
+    timer = setTimeout(
+      () => {
+        expired = true;
+        resolve("expired");
+      },
+      Math.min(timeoutMs, MAX_TIMER_MS),
+    );
   });
   const notReady = (source: VerifierBackgroundErrorSource): VerifierBackgroundError => {
     const last = options.errors.last(source);
@@ -40,7 +45,9 @@ export async function waitUntilReady(options: ReadinessOptions): Promise<void> {
     const reason = closed ? "closed" : (last?.reason ?? "timeout");
     const what =
       source === "jwks"
-        ? `the JWKS at ${describeUrl(options.jwksUri ?? "")}`
+        ? options.jwksUri === undefined
+          ? "the static JWKS"
+          : `the JWKS at ${describeUrl(options.jwksUri)}`
         : `the revocation feed at ${describeUrl(revocation?.options.url ?? "")}`;
     const message = closed
       ? `verifier not ready: closed before ${what} was loaded`
