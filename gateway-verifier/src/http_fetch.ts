@@ -1,29 +1,91 @@
-/** Fetches `url` and parses a JSON body of at most `maxBytes`, within `timeoutMs`. Throws on any failure. */
-export async function fetchJson(url: string, timeoutMs: number, maxBytes: number): Promise<unknown> {
-  const response = await fetch(url, {
-    headers: { accept: "application/json" },
-    redirect: "error",
-    signal: AbortSignal.timeout(timeoutMs),
+import type { VerifierBackgroundErrorReason } from "./types.js";
+
+/** Why a background HTTP request failed (the network and response reasons of a background error). */
+export type FetchFailureReason = Extract<
+  VerifierBackgroundErrorReason,
+  "unreachable" | "timeout" | "http_error" | "response_too_large" | "invalid_response"
+>;
+
+/** A failed background fetch, with why. Its message names the URL without credentials or query. */
+export class FetchFailure extends Error {
+  override name = "FetchFailure";
+  readonly reason: FetchFailureReason;
+  /** The HTTP status, when `reason` is `http_error`. */
+  readonly status: number | undefined;
+
+  constructor(
+    reason: FetchFailureReason,
+    message: string,
+    options: { cause?: unknown; status?: number } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.reason = reason;
+    this.status = options.status;
+  }
+}
+
+/** `url` for messages: origin and path only (no user info, no query such as a feed cursor). */
+export function describeUrl(url: string): string {
+  if (!URL.canParse(url)) return "(invalid URL)";
+  const parsed = new URL(url);
+  return `${parsed.origin}${parsed.pathname}`;
+}
+
+/** A failure of `fetch` itself or of reading the body: no complete HTTP answer. */
+export function networkFailure(url: string, error: unknown): FetchFailure {
+  const failure = error instanceof Error ? error : new Error(String(error));
+  if (failure instanceof FetchFailure) return failure;
+  if (failure.name === "TimeoutError") {
+    return new FetchFailure("timeout", `GET ${describeUrl(url)} timed out`, { cause: failure });
+  }
+  // undici's "fetch failed" carries the reason (ECONNREFUSED, ENOTFOUND, a redirect) as its cause.
+  const cause = failure.cause instanceof Error ? `: ${failure.cause.message}` : "";
+  return new FetchFailure("unreachable", `GET ${describeUrl(url)} failed: ${failure.message}${cause}`, {
+    cause: failure,
   });
-  if (!response.ok) {
-    await response.body?.cancel();
-    throw new Error(`GET ${url} answered ${response.status}`);
+}
+
+/** Fetches `url` and parses a JSON body of at most `maxBytes`, within `timeoutMs`. Throws a {@link FetchFailure}. */
+export async function fetchJson(url: string, timeoutMs: number, maxBytes: number): Promise<unknown> {
+  const shown = describeUrl(url);
+  let text: string;
+  try {
+    const response = await fetch(url, {
+      headers: { accept: "application/json" },
+      redirect: "error",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new FetchFailure("http_error", `GET ${shown} answered ${response.status}`, {
+        status: response.status,
+      });
+    }
+    const declared = Number(response.headers.get("content-length") ?? "0");
+    if (declared > maxBytes) {
+      await response.body?.cancel();
+      throw new FetchFailure("response_too_large", `GET ${shown}: body larger than ${maxBytes} bytes`);
+    }
+    const body = response.body;
+    if (body === null) throw new FetchFailure("invalid_response", `GET ${shown}: empty body`);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of body) {
+      total += chunk.byteLength;
+      if (total > maxBytes) {
+        throw new FetchFailure("response_too_large", `GET ${shown}: body larger than ${maxBytes} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    text = Buffer.concat(chunks, total).toString("utf8");
+  } catch (error) {
+    throw networkFailure(url, error);
   }
-  const declared = Number(response.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
-    await response.body?.cancel();
-    throw new Error(`GET ${url}: body larger than ${maxBytes} bytes`);
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new FetchFailure("invalid_response", `GET ${shown}: the body is not JSON`, { cause: error });
   }
-  const body = response.body;
-  if (body === null) throw new Error(`GET ${url}: empty body`);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    total += chunk.byteLength;
-    if (total > maxBytes) throw new Error(`GET ${url}: body larger than ${maxBytes} bytes`);
-    chunks.push(chunk);
-  }
-  return JSON.parse(Buffer.concat(chunks, total).toString("utf8"));
 }
 
 export function toError(value: unknown): Error {

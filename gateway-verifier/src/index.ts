@@ -2,6 +2,7 @@
  * Countersign gateway verifier: `import { createVerifier } from "countersign/gateway-verifier"`.
  * Depends on `jose` alone; the Redis rate-limit store loads `rate-limiter-flexible` only when created.
  */
+export { VerifierBackgroundError } from "./background_error.js";
 export { type ConnectMiddlewareOptions, connectVerifier, type VerifiedRequest } from "./connect.js";
 export { jwkThumbprint, normalizeHtu } from "./dpop.js";
 export {
@@ -31,6 +32,9 @@ export type {
   RateLimitStore,
   RevocationOptions,
   Verifier,
+  VerifierBackgroundErrorCode,
+  VerifierBackgroundErrorReason,
+  VerifierBackgroundErrorSource,
   VerifierOptions,
   VerifyFailure,
   VerifyRequest,

@@ -1,6 +1,7 @@
 import { KeyObject } from "node:crypto";
 import { importJWK, type JSONWebKeySet, type JWK } from "jose";
-import { fetchJson, toError } from "./http_fetch.js";
+import { VerifierBackgroundError } from "./background_error.js";
+import { fetchJson } from "./http_fetch.js";
 import { ALGORITHMS, type SignatureCheck, signatureCheck } from "./jws.js";
 import type { JwksOptions, JwsAlgorithm } from "./types.js";
 
@@ -111,14 +112,15 @@ export function staticKeySource(
 /**
  * A remote JWKS with caching: background refresh after `cacheMaxAgeMs`, refetch on unknown `kid`
  * limited to one fetch per `cooldownMs`, stale keys kept when a refresh fails (they were published by
- * the issuer), and `onKeysRemoved` when a refresh drops a key.
+ * the issuer), `onKeysRemoved` when a refresh drops a key, and `onError` (which must not throw) with
+ * every failed fetch.
  */
 export function remoteKeySource(
   uri: string,
   algorithms: readonly JwsAlgorithm[],
   options: JwksOptions,
   onKeysRemoved: () => void,
-  onError: (error: Error) => void,
+  onError: (error: VerifierBackgroundError) => void,
 ): KeySource {
   const cacheMaxAgeMs = options.cacheMaxAgeMs ?? 300_000;
   const cooldownMs = options.cooldownMs ?? 1_000;
@@ -148,7 +150,7 @@ export function remoteKeySource(
       if (removed) onKeysRemoved();
       return true;
     } catch (error) {
-      onError(toError(error));
+      onError(VerifierBackgroundError.from("jwks_fetch_failed", "jwks", error));
       return false;
     }
   }

@@ -1,4 +1,5 @@
-import { fetchJson, toError } from "./http_fetch.js";
+import { VerifierBackgroundError } from "./background_error.js";
+import { describeUrl, FetchFailure, fetchJson, networkFailure } from "./http_fetch.js";
 import type { RevocationOptions } from "./types.js";
 
 /** One entry of the feed (CONTRACT §5). */
@@ -40,6 +41,11 @@ export class RevocationList {
   /** Milliseconds-since-epoch of the last successful sync (−∞ before the first). */
   get syncedAt(): number {
     return this.#syncedAt;
+  }
+
+  /** Whether a sync has succeeded at least once. */
+  get synced(): boolean {
+    return this.#syncedAt !== Number.NEGATIVE_INFINITY;
   }
 
   /** Whether a sync has been attempted (successfully or not). */
@@ -109,18 +115,20 @@ export function parseFeedPage(body: unknown): { entries: RevocationEntry[]; curs
 export interface RevocationSource {
   /** Resolves after the first sync attempt (success or failure). */
   readonly initial: Promise<void>;
+  /** Syncs now (or waits for the sync in progress); resolves when it has been attempted. */
+  refresh(): Promise<void>;
   close(): void;
 }
 
 /**
  * Polls `GET <url>?after=<cursor>` (CONTRACT §5) every `intervalMs`, following pages until one is
- * empty, into `list`.
+ * empty, into `list`; one poll at a time. `onError` (which must not throw) gets every failed poll.
  */
 export function pollRevocationFeed(
   list: RevocationList,
   options: RevocationOptions,
   now: () => number,
-  onError: (error: Error) => void,
+  onError: (error: VerifierBackgroundError) => void,
 ): RevocationSource {
   const intervalMs = options.intervalMs ?? 5_000;
   const timeoutMs = options.timeoutMs ?? 5_000;
@@ -129,6 +137,7 @@ export function pollRevocationFeed(
   let cursor: string | undefined;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
+  let running: Promise<boolean> | undefined;
 
   /** Resolves true when more pages remain. */
   async function pollOnce(): Promise<boolean> {
@@ -154,25 +163,41 @@ export function pollRevocationFeed(
       return true;
     } catch (error) {
       list.markFailed();
-      onError(toError(error));
+      onError(VerifierBackgroundError.from("revocation_poll_failed", "revocation", error));
       return false;
     }
+  }
+
+  function poll(): Promise<boolean> {
+    if (running === undefined) {
+      const current = pollOnce().finally(() => {
+        if (running === current) running = undefined;
+      });
+      running = current;
+    }
+    return running;
   }
 
   function schedule(more: boolean): void {
     if (closed) return;
     timer = setTimeout(
       () => {
-        void pollOnce().then(schedule);
+        void poll().then(schedule);
       },
       more ? 0 : intervalMs,
     );
     timer.unref();
   }
 
-  const initial = pollOnce().then(schedule);
+  const initial = poll().then(schedule);
   return {
     initial,
+    refresh() {
+      if (running !== undefined) return running.then(() => undefined);
+      if (closed) return Promise.resolve();
+      if (timer !== undefined) clearTimeout(timer);
+      return poll().then(schedule);
+    },
     close() {
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
@@ -212,7 +237,7 @@ export async function readEventStream(
         if (value.startsWith(" ")) value = value.slice(1);
         if (field === "data") {
           dataLength += value.length + 1;
-          if (dataLength > MAX_EVENT_BYTES) throw new Error("revocation stream: event too large");
+          if (dataLength > MAX_EVENT_BYTES) throw new FetchFailure("response_too_large", "event too large");
           data.push(value);
         } else if (field === "id") id = value;
       }
@@ -221,7 +246,7 @@ export async function readEventStream(
   }
   for await (const chunk of body) {
     buffer += decoder.decode(chunk, { stream: true });
-    if (buffer.length > MAX_EVENT_BYTES) throw new Error("revocation stream: event too large");
+    if (buffer.length > MAX_EVENT_BYTES) throw new FetchFailure("response_too_large", "event too large");
     drain(false);
   }
   drain(true);
@@ -236,7 +261,7 @@ export function streamRevocations(
   list: RevocationList,
   url: string,
   now: () => number,
-  onError: (error: Error) => void,
+  onError: (error: VerifierBackgroundError) => void,
 ): { close(): void } {
   const streamUrl = `${url.replace(/\/+$/, "")}/stream`;
   let controller: AbortController | undefined;
@@ -249,23 +274,37 @@ export function streamRevocations(
     controller = new AbortController();
     const headers: Record<string, string> = { accept: "text/event-stream" };
     if (lastId !== undefined) headers["last-event-id"] = lastId;
-    const response = await fetch(streamUrl, { headers, redirect: "error", signal: controller.signal });
+    let response: Response;
+    try {
+      response = await fetch(streamUrl, { headers, redirect: "error", signal: controller.signal });
+    } catch (error) {
+      throw networkFailure(streamUrl, error);
+    }
     if (!response.ok || response.body === null) {
       await response.body?.cancel();
-      throw new Error(`GET ${streamUrl} answered ${response.status}`);
+      throw new FetchFailure("http_error", `GET ${describeUrl(streamUrl)} answered ${response.status}`, {
+        status: response.status,
+      });
     }
     backoffMs = 1_000;
-    await readEventStream(response.body, (data, id) => {
-      if (id !== undefined) lastId = id;
-      let entry: RevocationEntry | undefined;
-      try {
-        entry = parseEntry(JSON.parse(data));
-      } catch {
-        entry = undefined;
-      }
-      if (entry === undefined) onError(new Error("revocation stream: malformed event"));
-      else list.add(entry, now());
-    });
+    try {
+      await readEventStream(response.body, (data, id) => {
+        if (id !== undefined) lastId = id;
+        let entry: RevocationEntry | undefined;
+        try {
+          entry = parseEntry(JSON.parse(data));
+        } catch {
+          entry = undefined;
+        }
+        if (entry !== undefined) list.add(entry, now());
+        else {
+          const malformed = new FetchFailure("invalid_response", "malformed event");
+          onError(VerifierBackgroundError.from("revocation_stream_failed", "revocation", malformed));
+        }
+      });
+    } catch (error) {
+      throw networkFailure(streamUrl, error);
+    }
   }
 
   function run(): void {
@@ -273,7 +312,7 @@ export function streamRevocations(
     connect().then(
       () => schedule(),
       (error: unknown) => {
-        if (!closed) onError(toError(error));
+        if (!closed) onError(VerifierBackgroundError.from("revocation_stream_failed", "revocation", error));
         schedule();
       },
     );
@@ -292,6 +331,40 @@ export function streamRevocations(
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
       controller?.abort();
+    },
+  };
+}
+
+/** The revocation feed as the per-request check reads it. */
+export interface RevocationState {
+  list: RevocationList;
+  source: RevocationSource;
+  /** Refuse every token when the last successful sync is older than this, in milliseconds. */
+  maxStalenessMs: number;
+}
+
+/**
+ * Starts following the revocation feed for a verifier: polling (and the SSE stream when
+ * `options.stream`), into a list that keeps an entry `retainMs` after its `revoked_at`.
+ */
+export function startRevocationFeed(
+  options: RevocationOptions,
+  retainMs: number,
+  now: () => number,
+  onError: (error: VerifierBackgroundError) => void,
+): RevocationState & { options: RevocationOptions; close(): void } {
+  const intervalMs = options.intervalMs ?? 5_000;
+  const list = new RevocationList(retainMs, options.maxEntries ?? 1_000_000);
+  const source = pollRevocationFeed(list, options, now, onError);
+  const stream = options.stream === true ? streamRevocations(list, options.url, now, onError) : undefined;
+  return {
+    options,
+    list,
+    source,
+    maxStalenessMs: options.maxStalenessMs ?? Math.max(30_000, 6 * intervalMs),
+    close() {
+      source.close();
+      stream?.close();
     },
   };
 }

@@ -1,4 +1,5 @@
 import type { JSONWebKeySet } from "jose";
+import type { VerifierBackgroundError } from "./background_error.js";
 import type { Reason, VerifyErrorCode, VerifyErrorStatus } from "./reasons.js";
 
 /** Asymmetric JWS algorithms the verifier can check. `none` and HMAC (`HS*`) are deliberately absent. */
@@ -136,8 +137,13 @@ export interface VerifierOptions {
   rateLimit?: RateLimit | false;
   /** Where buckets live. Default: in memory (per instance). */
   rateLimitStore?: RateLimitStore;
-  /** Revocation feed to poll (CONTRACT §5). Unset: revocations are not checked. */
-  revocation?: RevocationOptions;
+  /**
+   * Revocation feed to poll (the STS's `GET /revocations`). Security: unset, revocations are not
+   * checked (a revoked approval's tokens keep working until they expire) and the verifier says so
+   * once, through `onError` (code `revocation_not_configured`) or, without a hook,
+   * `process.emitWarning`. `false`: revocations deliberately not checked, no warning.
+   */
+  revocation?: RevocationOptions | false;
   /** DPoP proof options. */
   dpop?: DpopOptions;
   /**
@@ -166,9 +172,73 @@ export interface VerifierOptions {
   realm?: string;
   /** Clock, in milliseconds since the epoch. Default `Date.now` (tests freeze it). */
   now?: () => number;
-  /** Called with background failures (JWKS refresh, revocation poll). Never receives tokens. */
-  onBackgroundError?: (error: Error, source: "jwks" | "revocation") => void;
+  /**
+   * Called with what goes wrong in the background, where no request sees it: each failed JWKS fetch
+   * (first fetch, refresh, refetch for an unknown `kid`), each failed revocation poll or stream
+   * connection, and once, shortly after construction, `revocation_not_configured` when `revocation`
+   * is unset. Meanwhile the verifier fails closed (`jwks_unavailable`, `revocation_unavailable`).
+   * Never receives tokens. Called synchronously from the verifier's background tasks: keep it cheap.
+   * Whatever it throws (or an async hook rejects with) is ignored, never reaching the verifier.
+   */
+  onError?: (error: VerifierBackgroundError) => void;
+  /**
+   * How long {@link Verifier.ready} waits for the JWKS and the revocation feed, in milliseconds.
+   * Default 10000.
+   */
+  readyTimeoutMs?: number;
+  /**
+   * Called with background failures (JWKS fetch, revocation poll or stream): the same
+   * {@link VerifierBackgroundError}s as `onError` and their `source`, not the
+   * `revocation_not_configured` warning. Whatever it throws is ignored.
+   * @deprecated Use `onError`, whose error carries `source`, `code` and `reason`.
+   */
+  onBackgroundError?: (error: Error, source: VerifierBackgroundErrorSource) => void;
 }
+
+/** Which background task of the verifier a {@link VerifierBackgroundError} comes from. */
+export type VerifierBackgroundErrorSource = "jwks" | "revocation";
+
+/**
+ * What a {@link VerifierBackgroundError} reports. Stable: safe to alert on.
+ *
+ * - `jwks_fetch_failed` (source `jwks`): a JWKS fetch failed; the keys already fetched stay in use.
+ * - `revocation_poll_failed` (source `revocation`): a poll of the revocation feed failed; past
+ *   `revocation.maxStalenessMs` without a successful poll every token is refused (503).
+ * - `revocation_stream_failed` (source `revocation`): the SSE stream failed or sent a malformed
+ *   event; it reconnects with backoff, polling continues.
+ * - `revocation_not_configured` (source `revocation`, reason `not_configured`): a warning, once per
+ *   verifier: `revocation` is unset, so revoked approvals are not refused.
+ * - `not_ready` (the source not loaded): {@link Verifier.ready} gave up after `readyTimeoutMs`, or the
+ *   verifier was closed first (reason `closed`).
+ */
+export type VerifierBackgroundErrorCode =
+  | "jwks_fetch_failed"
+  | "revocation_poll_failed"
+  | "revocation_stream_failed"
+  | "revocation_not_configured"
+  | "not_ready";
+
+/**
+ * Why, in a {@link VerifierBackgroundError}. Stable.
+ *
+ * - `unreachable`: no HTTP answer (connection refused, DNS, TLS, reset, a redirect, which is refused).
+ * - `timeout`: no complete answer in time (`jwksOptions.timeoutMs`, `revocation.timeoutMs`; for
+ *   `not_ready`, `readyTimeoutMs` ran out while a request was still pending).
+ * - `http_error`: an HTTP status other than 2xx (`status` says which).
+ * - `response_too_large`: a body (or one stream event) above its size limit.
+ * - `invalid_response`: not JSON, or not the expected shape (a JWKS without `keys`, a malformed feed
+ *   page or stream event).
+ * - `not_configured`: see `revocation_not_configured`.
+ * - `closed`: `close()` was called while `ready()` was waiting.
+ */
+export type VerifierBackgroundErrorReason =
+  | "unreachable"
+  | "timeout"
+  | "http_error"
+  | "response_too_large"
+  | "invalid_response"
+  | "not_configured"
+  | "closed";
 
 /** One request to authorize. */
 export interface VerifyRequest {
@@ -239,7 +309,16 @@ export type VerifyResult = VerifySuccess | VerifyFailure;
 export interface Verifier {
   /** Authorize one request. Never throws; every failure is a {@link VerifyFailure}. */
   verify(request: VerifyRequest): Promise<VerifyResult>;
-  /** Resolves after the first JWKS fetch and revocation poll have been attempted. */
+  /**
+   * Resolves once the keys have been loaded and, when `revocation` is configured, the revocation feed
+   * has been read successfully, retrying meanwhile (JWKS at most once per `jwksOptions.cooldownMs`,
+   * the feed at most once per min(`revocation.intervalMs`, 1 s)). Rejects with a
+   * {@link VerifierBackgroundError} (code `not_ready`, the `source` not loaded and the `reason` of its
+   * last failure, which is also its `cause`) when that has not happened within `readyTimeoutMs`, or when
+   * the verifier is closed first. Optional: before it resolves, tokens are refused with 503
+   * (`jwks_unavailable`, `revocation_unavailable`), and after a rejection the verifier keeps retrying
+   * in the background.
+   */
   ready(): Promise<void>;
   /** Stop background polling; the verifier keeps working with what it has. */
   close(): void;

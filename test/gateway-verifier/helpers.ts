@@ -100,17 +100,18 @@ export interface TestServer {
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-export async function startServer(handler: Handler): Promise<TestServer & { server: Server }> {
+/** A server on 127.0.0.1, on `port` (default: any free one). */
+export async function startServer(handler: Handler, port = 0): Promise<TestServer & { server: Server }> {
   const requests: string[] = [];
   const server = createServer((req, res) => {
     requests.push(req.url ?? "");
     handler(req, res);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const { port: bound } = server.address() as AddressInfo;
   return {
     server,
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${bound}`,
     requests,
     close: () =>
       new Promise<void>((resolve) => {
@@ -134,9 +135,9 @@ export interface RevocationFeedEntry {
 
 /**
  * A fake STS: `GET /jwks` serves `keys`, `GET /revocations?after=` serves `revocations` (CONTRACT §5,
- * two per page to exercise paging).
+ * two per page to exercise paging). On `port` when given (e.g. one a verifier already points at).
  */
-export async function startFakeSts(initialKeys: JWK[] = []) {
+export async function startFakeSts(initialKeys: JWK[] = [], port = 0) {
   const state = {
     keys: initialKeys,
     revocations: [] as RevocationFeedEntry[],
@@ -158,7 +159,7 @@ export async function startFakeSts(initialKeys: JWK[] = []) {
       return sendJson(res, 200, { revocations: page, cursor });
     }
     sendJson(res, 404, { error: "not_found" });
-  });
+  }, port);
   return {
     ...server,
     state,
