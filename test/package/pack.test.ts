@@ -105,7 +105,7 @@ describe("@countersign/gateway-verifier, packed with npm pack and installed into
   before(
     async () => {
       work = mkdtempSync(path.join(tmpdir(), "countersign-pack-"));
-      // npm pack runs the package's `prepare` (its own build of gateway-verifier/dist).
+      // npm pack runs the package's `prepack`: its own build of gateway-verifier/dist.
       const { stdout } = await npm(["pack", "--json", "--pack-destination", work], packageDir);
       const [entry] = JSON.parse(stdout) as Array<typeof packed>;
       assert.ok(entry);
@@ -179,6 +179,12 @@ describe("@countersign/gateway-verifier, packed with npm pack and installed into
     assert.equal(manifest.license, "Apache-2.0");
     assert.deepEqual(manifest.engines, { node: ">=20.19" });
     assert.deepEqual(Object.keys(manifest.dependencies), ["jose"]);
+    // Installing the verifier runs none of its code (and npm has no install script to ask about).
+    const installTime = ["preinstall", "install", "postinstall", "prepare"];
+    assert.deepEqual(
+      Object.keys(manifest.scripts ?? {}).filter((name) => installTime.includes(name)),
+      [],
+    );
     assert.deepEqual(manifest.peerDependenciesMeta, {
       "@types/koa": { optional: true },
       ioredis: { optional: true },
@@ -227,13 +233,25 @@ describe("@countersign/gateway-verifier, packed with npm pack and installed into
         body: { error: "invalid_token", error_description: REASONS.invalid_signature.description },
       });
     }
+    // A CommonJS project loads the same build through require(esm) (Node 20.19+, 22.12+).
+    const required = await run(
+      node,
+      [
+        "--input-type=commonjs",
+        "-e",
+        "const m = require('@countersign/gateway-verifier'); console.log(JSON.stringify([typeof m.createVerifier, typeof m.connectVerifier, typeof m.koaVerifier, m.REASONS.invalid_signature.status]))",
+      ],
+      { cwd: consumer, env: cleanEnv(), timeout: 60_000 },
+    );
+    assert.deepEqual(JSON.parse(required.stdout), ["function", "function", "function", 401]);
   }
 
-  test(`verifies a real STS token on the project's Node (${process.version}): createVerifier, connect and Koa adapters`, async () => {
+  test("verifies a real STS token on the project's Node: createVerifier, connect and Koa adapters, require()", async (t) => {
+    t.diagnostic(`${process.execPath} ${process.version}`);
     await check(process.execPath);
   });
 
-  test("verifies a real STS token on the machine's Node 20 too", async (t) => {
+  test("verifies a real STS token on the machine's Node 20 too (import and require())", async (t) => {
     const node20 = (await systemNodes()).find((node) => node.version.startsWith("v20."));
     if (node20 === undefined) {
       t.skip("no Node 20 on PATH outside node_modules/.bin");
