@@ -1,6 +1,7 @@
 /**
- * Countersign gateway verifier: `import { createVerifier } from "countersign/gateway-verifier"`.
- * Depends on `jose` alone; the Redis rate-limit store loads `rate-limiter-flexible` only when created.
+ * Countersign gateway verifier: `import { createVerifier } from "@countersign/gateway-verifier"`
+ * (`countersign/gateway-verifier` inside the Countersign repository). Depends on `jose` alone; the
+ * Redis rate-limit store loads the optional peer `rate-limiter-flexible` only on first use.
  */
 export { VerifierBackgroundError } from "./background_error.js";
 export { type ConnectMiddlewareOptions, connectVerifier, type VerifiedRequest } from "./connect.js";

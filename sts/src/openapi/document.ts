@@ -117,7 +117,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
         "(`scope=approvals:request`); humans approve (possibly narrowing), deny or revoke it with a bearer " +
         "JWT from a trusted issuer whose usage includes `approver`. Unknown JSON fields are rejected with 400. " +
         "Every error is `{error, error_description}`.",
-      license: { name: "Proprietary", identifier: "LicenseRef-Proprietary" },
+      license: { name: "Apache-2.0", url: "https://www.apache.org/licenses/LICENSE-2.0" },
     },
     jsonSchemaDialect: "https://spec.openapis.org/oas/3.1/dialect/base",
     servers: [{ url: options.issuer }],
