@@ -89,6 +89,8 @@ async function run(flags: AuthzServerFlags): Promise<void> {
     onBackgroundError: (error, source) =>
       logger.warn({ source, err: error.message }, "background refresh failed"),
   });
+  // The first JWKS fetch and revocation poll are attempted before the first request is served.
+  await verifier.ready();
   let running: Awaited<ReturnType<typeof startForwardAuthServer>>;
   try {
     running = await startForwardAuthServer(verifier, {
