@@ -12,6 +12,7 @@ export {
   type ExtAuthzServerOptions,
   startExtAuthzServer,
 } from "./envoy_ext_authz.js";
+export * from "./forward_auth/index.js";
 export type { RequiredScopes } from "./http_adapter.js";
 export { type KoaMiddlewareOptions, koaVerifier } from "./koa.js";
 export * from "./mcp/index.js";

@@ -2,6 +2,7 @@ import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
 import { registerApprovalCommands } from "./cli/approvals.js";
+import { registerAuthzServerCommand } from "./cli/authz_server.js";
 import { registerClientCommands } from "./cli/clients.js";
 import { openDatabaseFor } from "./cli/database.js";
 import { registerDevTokenCommand } from "./cli/dev_token.js";
@@ -126,6 +127,7 @@ export function buildCli(): Command {
   registerApprovalCommands(program);
   registerClientCommands(program);
   registerMcpGatewayCommand(program);
+  registerAuthzServerCommand(program);
   registerDevTokenCommand(program, loadConfigOrExit);
   program
     .command("policy")

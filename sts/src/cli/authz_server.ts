@@ -1,0 +1,157 @@
+/**
+ * `countersign authz-server`: runs the verifier's forward-auth service for gateways that delegate
+ * authorization to an HTTP service — Envoy `ext_authz` (HTTP), nginx `auth_request`, Caddy
+ * `forward_auth`, Traefik `forwardAuth`, HAProxy. Settings come from a JSON config file (`--config`)
+ * and flags, flags winning; every decision is logged as one JSON line (never a token or a query string).
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { type Command, InvalidArgumentError } from "commander";
+import {
+  createVerifier,
+  type ForwardAuthConfig,
+  ForwardAuthConfigError,
+  forwardAuthOptionsFromConfig,
+  startForwardAuthServer,
+} from "../../../gateway-verifier/src/index.js";
+import { createLogger } from "../ops/logger.js";
+import { action, CliError, EXIT } from "./output.js";
+
+/** Flags of `countersign authz-server`. */
+interface AuthzServerFlags {
+  config?: string;
+  issuer?: string;
+  audience?: string;
+  port?: number;
+  host?: string;
+  requiredScope?: string[];
+  revocationUrl?: string;
+  trustForwardedHeaders?: boolean;
+  publicOrigin?: string;
+  pathPrefix?: string;
+}
+
+function parsePort(value: string): number {
+  const port = /^[0-9]{1,5}$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isInteger(port) || port > 65_535)
+    throw new InvalidArgumentError("must be a port number (0-65535)");
+  return port;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path.resolve(file), "utf8");
+  } catch {
+    throw new CliError(`cannot read ${file}`, EXIT.config);
+  }
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error();
+    return value as Record<string, unknown>;
+  } catch {
+    throw new CliError(`${file} is not a JSON object`, EXIT.config);
+  }
+}
+
+/** The service's options from the config file and the flags (flags win); exported for tests. */
+export function authzServerOptions(flags: AuthzServerFlags): ForwardAuthConfig {
+  const file = flags.config === undefined ? {} : readConfigFile(flags.config);
+  const fromFlags: Record<string, unknown> = {
+    issuer: flags.issuer,
+    audience: flags.audience,
+    port: flags.port,
+    host: flags.host,
+    required_scopes: flags.requiredScope,
+    revocation_url: flags.revocationUrl,
+    trust_forwarded_headers: flags.trustForwardedHeaders,
+    public_origin: flags.publicOrigin,
+    path_prefix: flags.pathPrefix,
+  };
+  for (const [key, value] of Object.entries(fromFlags)) if (value !== undefined) file[key] = value;
+  try {
+    return forwardAuthOptionsFromConfig(file);
+  } catch (error) {
+    if (error instanceof ForwardAuthConfigError) throw new CliError(error.message, EXIT.config);
+    throw error;
+  }
+}
+
+async function run(flags: AuthzServerFlags): Promise<void> {
+  const options = authzServerOptions(flags);
+  const logger = createLogger(process.env.LOG_LEVEL ?? "info");
+  const verifier = createVerifier({
+    ...options.verifier,
+    onBackgroundError: (error, source) =>
+      logger.warn({ source, err: error.message }, "background refresh failed"),
+  });
+  // The first JWKS fetch and revocation poll are attempted before the first request is served.
+  await verifier.ready();
+  let running: Awaited<ReturnType<typeof startForwardAuthServer>>;
+  try {
+    running = await startForwardAuthServer(verifier, {
+      port: 9191,
+      ...options.server,
+      onDecision: (decision) =>
+        decision.outcome === "allow"
+          ? logger.debug({ authz: decision }, "authz allow")
+          : logger.info({ authz: decision }, "authz refuse"),
+    });
+  } catch (error) {
+    verifier.close();
+    if (error instanceof TypeError) throw new CliError(error.message, EXIT.config);
+    throw new CliError(`cannot listen: ${(error as Error).message}`, EXIT.unavailable);
+  }
+  const address = running.server.address();
+  const host = typeof address === "object" && address !== null ? address.address : "127.0.0.1";
+  logger.info(
+    {
+      url: `http://${host.includes(":") ? `[${host}]` : host}:${running.port}`,
+      issuer: options.verifier.issuer,
+      audience: options.verifier.audience,
+      trust_forwarded_headers: options.server.trustForwardedHeaders ?? false,
+      public_origin: options.server.publicOrigin,
+      routes: options.server.routes?.length ?? 0,
+      revocation: options.verifier.revocation?.url,
+    },
+    "authz server listening",
+  );
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, "authz server stopping");
+    verifier.close();
+    running.server.closeIdleConnections();
+    running.server.close(() => process.exit(0));
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+/** Registers `countersign authz-server`. */
+export function registerAuthzServerCommand(program: Command): void {
+  program
+    .command("authz-server")
+    .description(
+      "authorization service for gateways: Envoy ext_authz, nginx auth_request, Caddy forward_auth, Traefik forwardAuth",
+    )
+    .option(
+      "--config <file>",
+      "JSON config file, e.g. per-route scopes (snake_case; see docs/forward-auth.md)",
+    )
+    .option("--issuer <url>", "the Countersign STS (token iss; keys from <issuer>/jwks)")
+    .option("--audience <resource>", "this gateway's resource id (the tokens' aud)")
+    .option("--port <port>", "port to listen on (default 9191)", parsePort)
+    .option("--host <address>", "address to bind (default 127.0.0.1: only the proxy should reach it)")
+    .option("--required-scope <scope>", "a scope every request needs (repeatable)", collect)
+    .option("--revocation-url <url>", "the STS's revocation feed, e.g. http://127.0.0.1:8080/revocations")
+    .option(
+      "--trust-forwarded-headers",
+      "read the original method and URI from X-Original-*/X-Forwarded-* (nginx, Caddy, Traefik); off for Envoy",
+    )
+    .option("--public-origin <origin>", "the origin clients address, for DPoP htu (recommended)")
+    .option("--path-prefix <path>", "Envoy's http_service path_prefix, stripped from the request path")
+    .action(action(run));
+}
