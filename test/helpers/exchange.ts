@@ -22,6 +22,9 @@ export async function insertApproval(
     ttl_seconds?: number;
     rate_limit?: { per_second: number; burst: number } | null;
     task?: string;
+    tools?: string[] | null;
+    resources?: string[] | null;
+    prompts?: string[] | null;
   } = {},
 ): Promise<string> {
   const id = newApprovalId();
@@ -50,6 +53,9 @@ export async function insertApproval(
       decided_at: status === "pending" ? null : new Date(),
       expires_at: new Date(Date.now() + (values.ttl_seconds ?? 3600) * 1000),
       revoked_at: status === "revoked" ? new Date() : null,
+      tools: values.tools ? JSON.stringify(values.tools) : null,
+      resources: values.resources ? JSON.stringify(values.resources) : null,
+      prompts: values.prompts ? JSON.stringify(values.prompts) : null,
     })
     .execute();
   return id;

@@ -63,10 +63,13 @@ for (const engine of testEngines()) {
     ): Promise<string> {
       const clientId = options.clientId ?? "billing-agent";
       const audience = options.resource ?? resource;
+      // The approval names the tools and resources; the STS writes them into the token's agent_task.
       const approvalId = await insertApproval(sts.handle.db, {
         resource: audience,
         scope,
         client_id: clientId,
+        tools: options.tools ?? null,
+        resources: options.resources ?? null,
       });
       const subjectToken = await sts.app.services.devIssuer!.mint({ sub: "alice", usage: "subject" });
       const minted = await exchange(
@@ -76,18 +79,10 @@ for (const engine of testEngines()) {
       );
       assert.equal(minted.status, 200, JSON.stringify(minted.body));
       const token = minted.body.access_token as string;
-      if (options.tools === undefined && options.resources === undefined) return token;
-      // The STS does not write tool lists yet: sign the claim shape with the STS's own current key.
-      const claims = decodeJwt(token);
-      const [task] = claims.authorization_details as Record<string, unknown>[];
-      claims.authorization_details = [
-        {
-          ...task,
-          ...(options.tools ? { tools: options.tools } : {}),
-          ...(options.resources ? { resources: options.resources } : {}),
-        },
-      ];
-      return sts.app.keyRing.current.signer.sign(claims);
+      const [task] = decodeJwt(token).authorization_details as Record<string, unknown>[];
+      assert.deepEqual(task?.tools, options.tools);
+      assert.deepEqual(task?.resources, options.resources);
+      return token;
     }
 
     async function connect(url: string, token?: string): Promise<Client> {

@@ -165,6 +165,9 @@ for (const engine of testEngines()) {
             requested_scope: "crm:read crm:write",
             decision_reason: null,
             revoked_at: null,
+            tools: null,
+            resources: null,
+            prompts: null,
           },
         );
         const created = Date.parse(approval.created_at);

@@ -110,8 +110,24 @@ describe("GET /openapi.json", () => {
       "created_at",
       "decided_at",
       "expires_at",
+      "tools",
+      "resources",
+      "prompts",
     ]) {
       assert.ok(approval.required.includes(field), field);
+    }
+    // MCP tools, resources and prompts: optional bounded lists of names on the request and the approve body.
+    for (const name of ["ApprovalRequest", "ApproveRequest"]) {
+      const body = document.components.schemas[name] as {
+        properties: Record<string, { type?: string; maxItems?: number; items?: { maxLength?: number } }>;
+        required?: string[];
+      };
+      for (const key of ["tools", "resources", "prompts"]) {
+        assert.equal(body.properties[key]?.type, "array", `${name}.${key}`);
+        assert.equal(body.properties[key]?.maxItems, 64, `${name}.${key}`);
+        assert.equal(body.properties[key]?.items?.maxLength, 256, `${name}.${key}`);
+        assert.ok(!(body.required ?? []).includes(key), `${name}.${key}`);
+      }
     }
     assert.deepEqual(document.components.schemas.Error?.required, ["error", "error_description"]);
   });

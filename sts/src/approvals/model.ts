@@ -26,6 +26,12 @@ export interface ApprovalJson {
   /** The deny or revoke reason, when one was given. */
   decision_reason: string | null;
   revoked_at: string | null;
+  /** The MCP tools the approval names; null: every tool its scopes allow. */
+  tools: string[] | null;
+  /** The MCP resource URIs the approval names; null: every resource its scopes allow. */
+  resources: string[] | null;
+  /** The MCP prompts the approval names; null: every prompt its scopes allow. */
+  prompts: string[] | null;
 }
 
 /** The shape of an id {@link newApprovalId} makes; anything else cannot name an approval. */
@@ -72,5 +78,8 @@ export function toApprovalJson(approval: Approval, now = Date.now()): ApprovalJs
     requested_scope: approval.requested_scope,
     decision_reason: approval.decision_reason,
     revoked_at: approval.revoked_at?.toISOString() ?? null,
+    tools: approval.tools,
+    resources: approval.resources,
+    prompts: approval.prompts,
   };
 }

@@ -1,14 +1,16 @@
 import type { Approval } from "../db/schema.js";
 import { parseScope } from "../oauth/scope.js";
 import { ApprovalError } from "./errors.js";
-import type { ApprovalTerms } from "./repository.js";
-import type { ApproveBody } from "./schemas.js";
+import type { ApprovalTargets, ApprovalTerms } from "./repository.js";
+import { type ApproveBody, TARGET_KEYS } from "./schemas.js";
 
 /**
  * The terms an approver grants: the approval as requested, narrowed by `body` (CONTRACT §3). Each term
  * may only narrow: `scope` ⊆ the requested scope, `max_tokens` ≤ the requested budget, `ttl_seconds`
  * (measured from creation) ending no later than the requested expiry and after `now`, and `rate_limit`
- * per_second and burst ≤ the requested ones (any limit narrows a request without one).
+ * per_second and burst ≤ the requested ones (any limit narrows a request without one), and `tools`,
+ * `resources` and `prompts` each a subset of the requested list (any list narrows a request that named
+ * none, which allowed everything the scopes allow).
  * @param now - the current time in milliseconds since the epoch.
  * @throws {ApprovalError} 400 `invalid_scope` or `invalid_request` naming the term that widens.
  */
@@ -81,5 +83,27 @@ export function narrowTerms(approval: Approval, body: ApproveBody, now = Date.no
       refusal,
     );
   }
-  return { scope, maxTokens, expiresAt, rateLimit };
+  return { scope, maxTokens, expiresAt, rateLimit, targets: narrowTargets(approval, body) };
+}
+
+/** Each of `tools`, `resources`, `prompts`: the requested list, or the approver's subset of it. */
+function narrowTargets(approval: Approval, body: ApproveBody): ApprovalTargets {
+  const targets = { tools: approval.tools, resources: approval.resources, prompts: approval.prompts };
+  for (const key of TARGET_KEYS) {
+    const narrowed = body[key];
+    if (narrowed === undefined) continue;
+    const requested = approval[key];
+    const extra = requested ? narrowed.filter((name) => !requested.includes(name)) : [];
+    if (extra.length > 0) {
+      throw new ApprovalError(
+        400,
+        "invalid_request",
+        `${key}: may only narrow the requested ${key}; ${extra.map((name) => JSON.stringify(name)).join(", ")} ${extra.length > 1 ? "were" : "was"} not requested`,
+        "not_narrowing",
+        { approvalId: approval.id },
+      );
+    }
+    targets[key] = narrowed;
+  }
+  return targets;
 }

@@ -21,6 +21,25 @@ export interface NewApprovalRequest {
   /** Lifetime from creation, in seconds. */
   readonly ttlSeconds: number;
   readonly rateLimit: RateLimit | null;
+  /** The MCP tools, resources and prompts the task names (null: none named). */
+  readonly targets: ApprovalTargets;
+}
+
+/** The MCP tools, resources and prompts an approval names; null where it names none. */
+export interface ApprovalTargets {
+  readonly tools: readonly string[] | null;
+  readonly resources: readonly string[] | null;
+  readonly prompts: readonly string[] | null;
+}
+
+/** The JSON column values of {@link ApprovalTargets}. */
+function targetColumns(targets: ApprovalTargets) {
+  const column = (list: readonly string[] | null) => (list ? JSON.stringify(list) : null);
+  return {
+    tools: column(targets.tools),
+    resources: column(targets.resources),
+    prompts: column(targets.prompts),
+  };
 }
 
 /**
@@ -49,6 +68,7 @@ export async function insertApproval(
         subject_issuer: request.subjectIssuer,
         max_tokens: request.maxTokens,
         rate_limit: request.rateLimit ? JSON.stringify(request.rateLimit) : null,
+        ...targetColumns(request.targets),
         requested_by: request.clientId,
         approved_by: null,
         decided_by: null,
@@ -119,6 +139,7 @@ export interface ApprovalTerms {
   readonly maxTokens: number;
   readonly expiresAt: Date;
   readonly rateLimit: RateLimit | null;
+  readonly targets: ApprovalTargets;
 }
 
 /** Who decides: the approver's `sub` (`approved_by`) and issuer-qualified identity (`decided_by`). */
@@ -176,6 +197,7 @@ export function approveApproval(
       max_tokens: terms.maxTokens,
       expires_at: terms.expiresAt,
       rate_limit: terms.rateLimit ? JSON.stringify(terms.rateLimit) : null,
+      ...targetColumns(terms.targets),
       approved_by: decider.subject,
       decided_by: decidedBy(decider),
     },

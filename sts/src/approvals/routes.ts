@@ -337,6 +337,11 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           maxTokens: body.max_tokens,
           ttlSeconds: body.ttl_seconds,
           rateLimit: body.rate_limit ?? null,
+          targets: {
+            tools: body.tools ?? null,
+            resources: body.resources ?? null,
+            prompts: body.prompts ?? null,
+          },
         },
         {
           event: "approval.requested",
@@ -348,6 +353,9 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
             scope: scopes.join(" "),
             max_tokens: body.max_tokens,
             ttl_seconds: body.ttl_seconds,
+            ...(body.tools ? { tools: body.tools } : {}),
+            ...(body.resources ? { resources: body.resources } : {}),
+            ...(body.prompts ? { prompts: body.prompts } : {}),
           },
         },
       );
@@ -410,12 +418,15 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       if (effectiveStatus(approval) !== "pending") throw stateConflict(approval, "approve");
 
       const narrowed = narrowTerms(approval, body);
-      const { scope, maxTokens, expiresAt, rateLimit } = narrowed;
+      const { scope, maxTokens, expiresAt, rateLimit, targets } = narrowed;
       const terms = {
         scope,
         max_tokens: maxTokens,
         expires_at: expiresAt.toISOString(),
         rate_limit: rateLimit,
+        tools: targets.tools,
+        resources: targets.resources,
+        prompts: targets.prompts,
       };
       await authorizeDecision("approve", principal, approval, terms);
 

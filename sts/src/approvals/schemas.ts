@@ -22,10 +22,69 @@ export const MAX_REASON_CHARS = 500;
 export const MAX_LIST_LIMIT = 200;
 export const DEFAULT_LIST_LIMIT = 50;
 
+/** Most names in an approval's `tools`, `resources` or `prompts` list. */
+export const MAX_TARGETS = 64;
+/** Longest name (or resource URI) in those lists, in characters. */
+export const MAX_TARGET_CHARS = 256;
+/**
+ * Largest JSON-encoded UTF-8 size of the `tools`, `resources` and `prompts` lists together, in bytes:
+ * tokens carry them, and a token stays within 8192 bytes (sts/src/exchange/rules.ts).
+ */
+export const MAX_TARGETS_BYTES = 3072;
+
 /** A string Postgres stores exactly ({@link isStorableText}). */
 const text = () => z.string().refine(isStorableText, "must be well-formed Unicode without NUL characters");
 
 const scope = text().min(1).max(MAX_SCOPE_CHARS);
+
+/** The MCP kinds an approval may name, as their wire keys (the token's `agent_task` keys too). */
+export const TARGET_KEYS = ["tools", "resources", "prompts"] as const;
+export type TargetKey = (typeof TARGET_KEYS)[number];
+
+/** A list of MCP names: 1..64 distinct, storable, 1..256 characters each. */
+const targetList = (what: string) =>
+  z
+    .array(text().min(1).max(MAX_TARGET_CHARS))
+    .min(1)
+    .max(MAX_TARGETS)
+    .refine((names) => new Set(names).size === names.length, "must not name anything twice")
+    .optional()
+    .describe(what);
+
+/** The size {@link MAX_TARGETS_BYTES} bounds. */
+export function targetsBytes(
+  lists: Partial<Record<TargetKey, readonly string[] | null | undefined>>,
+): number {
+  return TARGET_KEYS.reduce(
+    (total, key) => total + (lists[key] ? Buffer.byteLength(JSON.stringify(lists[key])) : 0),
+    0,
+  );
+}
+
+const targetFields = {
+  tools: targetList(
+    "The MCP tools the task may call (`tools/call` names). Absent: every tool the scopes allow.",
+  ),
+  resources: targetList(
+    "The MCP resource URIs the task may read (`resources/read`). Absent: every resource the scopes allow.",
+  ),
+  prompts: targetList(
+    "The MCP prompts the task may get (`prompts/get`). Absent: every prompt the scopes allow.",
+  ),
+};
+
+function boundTargets(
+  body: Partial<Record<TargetKey, readonly string[] | undefined>>,
+  context: z.RefinementCtx,
+): void {
+  if (targetsBytes(body) > MAX_TARGETS_BYTES) {
+    context.addIssue({
+      code: "custom",
+      path: ["tools"],
+      message: `tools, resources and prompts together exceed ${MAX_TARGETS_BYTES} bytes of JSON`,
+    });
+  }
+}
 const maxTokens = z.number().int().min(1).max(MAX_TOKENS_LIMIT);
 const ttlSeconds = z.number().int().min(1).max(MAX_TTL_SECONDS);
 
@@ -72,8 +131,10 @@ export const createApprovalBody = z
     rate_limit: rateLimitSchema
       .optional()
       .describe("Rate and burst limit written into tokens minted under the approval."),
+    ...targetFields,
   })
   .strict()
+  .superRefine(boundTargets)
   .describe("An agent's request for a human approval.");
 export type CreateApprovalBody = z.infer<typeof createApprovalBody>;
 
@@ -87,8 +148,18 @@ export const approveBody = z
       .optional()
       .describe("Lifetime measured from the approval's creation, in seconds; may only shorten it."),
     rate_limit: rateLimitSchema.optional().describe("At most the requested rate and burst."),
+    tools: targetFields.tools.describe(
+      "A subset of the requested tools (any list narrows a request that named none).",
+    ),
+    resources: targetFields.resources.describe(
+      "A subset of the requested resources (any list narrows a request that named none).",
+    ),
+    prompts: targetFields.prompts.describe(
+      "A subset of the requested prompts (any list narrows a request that named none).",
+    ),
   })
   .strict()
+  .superRefine(boundTargets)
   .describe("An approver's decision to approve; every field may only narrow what was requested.");
 export type ApproveBody = z.infer<typeof approveBody>;
 
@@ -164,6 +235,20 @@ export const approvalSchema = z
     requested_scope: z.string().describe("The scope the agent asked for."),
     decision_reason: z.string().nullable().describe("The deny or revoke reason, when one was given."),
     revoked_at: isoTime.nullable(),
+    tools: z
+      .array(z.string())
+      .nullable()
+      .describe("The MCP tools tokens under the approval may call; null: every tool the scopes allow."),
+    resources: z
+      .array(z.string())
+      .nullable()
+      .describe(
+        "The MCP resource URIs tokens under the approval may read; null: every one the scopes allow.",
+      ),
+    prompts: z
+      .array(z.string())
+      .nullable()
+      .describe("The MCP prompts tokens under the approval may get; null: every prompt the scopes allow."),
   })
   .strict()
   .describe("An approval: a human's decision on an agent's task.");

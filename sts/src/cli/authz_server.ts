@@ -116,7 +116,7 @@ async function run(flags: AuthzServerFlags): Promise<void> {
       trust_forwarded_headers: options.server.trustForwardedHeaders ?? false,
       public_origin: options.server.publicOrigin,
       routes: options.server.routes?.length ?? 0,
-      revocation: options.verifier.revocation?.url,
+      revocation: options.verifier.revocation ? options.verifier.revocation.url : null,
     },
     "authz server listening",
   );

@@ -34,6 +34,12 @@ export interface ApprovalsTable {
   decided_at: NullableTimestamp;
   expires_at: Timestamp;
   revoked_at: NullableTimestamp;
+  /** The MCP tools the approval names (null: every tool its scopes allow). */
+  tools: NullableJson<string[]>;
+  /** The MCP resource URIs the approval names (null: every resource its scopes allow). */
+  resources: NullableJson<string[]>;
+  /** The MCP prompts the approval names (null: every prompt its scopes allow). */
+  prompts: NullableJson<string[]>;
 }
 
 export interface IssuedTokensTable {

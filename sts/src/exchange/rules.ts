@@ -184,14 +184,19 @@ export interface AccessTokenContent {
   readonly iat: number;
   readonly ttlSeconds: number;
   readonly jti: string;
-  readonly approval: Pick<Approval, "id" | "task">;
+  /** `tools`, `resources`, `prompts`: the MCP names the approval allows (null: every one its scopes allow). */
+  readonly approval: Pick<Approval, "id" | "task" | "tools" | "resources" | "prompts">;
   readonly act: ActClaim | undefined;
   readonly rateLimit: RateLimit | undefined;
   /** The DPoP key thumbprint the token is bound to (`cnf.jkt`). */
   readonly jkt: string | undefined;
 }
 
-/** The access token's claims set, in the reference's order. */
+/**
+ * The access token's claims set, in the reference's order. The `agent_task` entry names the approval's
+ * MCP `tools`, `resources` and `prompts` when it names them (an MCP gateway allows those alone); their
+ * size is bounded when the approval is requested (`MAX_TARGETS_BYTES` in sts/src/approvals/schemas.ts).
+ */
 export function accessTokenClaims(content: AccessTokenContent): Record<string, unknown> {
   const task = taskClaim(content.approval.task);
   return {
@@ -210,6 +215,9 @@ export function accessTokenClaims(content: AccessTokenContent): Record<string, u
         approval_id: content.approval.id,
         task: task.task,
         ...(task.truncated ? { task_truncated: true } : {}),
+        ...(content.approval.tools ? { tools: content.approval.tools } : {}),
+        ...(content.approval.resources ? { resources: content.approval.resources } : {}),
+        ...(content.approval.prompts ? { prompts: content.approval.prompts } : {}),
       },
     ],
     ...(content.act ? { act: content.act } : {}),

@@ -56,6 +56,9 @@ function approval(values: Partial<Approval> = {}): Approval {
     decided_at: new Date(NOW - 30_000),
     expires_at: new Date(NOW + 3_600_000),
     revoked_at: null,
+    tools: null,
+    resources: null,
+    prompts: null,
     ...values,
   };
 }
@@ -222,7 +225,7 @@ describe("the token exchange's rules (no HTTP)", () => {
       iat: 1_800_000_000,
       ttlSeconds: 300,
       jti: "jti-1",
-      approval: { id: "apr_x", task: "reconcile" },
+      approval: { id: "apr_x", task: "reconcile", tools: null, resources: null, prompts: null },
       act: undefined,
       rateLimit: undefined,
       jkt: undefined,
