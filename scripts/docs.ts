@@ -23,7 +23,7 @@ import { REASONS, type WireError } from "../sts/src/reasons.js";
 export const REFERENCE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../docs/reference.md");
 
 /** The part of JSON Schema 2020-12 that zod emits and the tables render. */
-interface JsonSchema {
+export interface JsonSchema {
   type?: string | string[];
   $ref?: string;
   description?: string;
@@ -47,7 +47,7 @@ interface JsonSchema {
 }
 
 /** One row of a members table: a key path and its schema. */
-interface Member {
+export interface Member {
   readonly path: string;
   readonly schema: JsonSchema;
   readonly required: boolean;
@@ -197,7 +197,8 @@ function keyTable(rows: readonly Member[], header = "key"): string {
   ].join("\n");
 }
 
-function toJsonSchema(schema: z.ZodType): JsonSchema {
+/** A zod schema as JSON Schema 2020-12, as a caller writes it (`io: "input"`: defaulted keys are optional). */
+export function toJsonSchema(schema: z.ZodType): JsonSchema {
   return z.toJSONSchema(schema, {
     io: "input",
     target: "draft-2020-12",
@@ -215,19 +216,19 @@ export function renderEnvTable(): string {
   return keyTable(members(toJsonSchema(envSchema)), "variable");
 }
 
-interface Parameter {
+export interface Parameter {
   name: string;
   in: string;
   required?: boolean;
   description?: string;
   schema: JsonSchema;
 }
-interface Response {
+export interface Response {
   description: string;
   headers?: Record<string, { description?: string }>;
   content?: Record<string, { schema: JsonSchema }>;
 }
-interface Operation {
+export interface Operation {
   operationId: string;
   summary?: string;
   description?: string;
@@ -236,13 +237,13 @@ interface Operation {
   requestBody?: { required?: boolean; content: Record<string, { schema: JsonSchema }> };
   responses: Record<string, Response>;
 }
-interface OpenApi {
+export interface OpenApi {
   paths: Record<string, Record<string, Operation>>;
   components: { schemas: Record<string, JsonSchema> };
 }
 
 /** The document as the generator reads it (the issuer only shows in `servers`, which is not rendered). */
-function openApi(): OpenApi {
+export function openApi(): OpenApi {
   return buildOpenApiDocument({ issuer: "https://sts.example.test" }) as unknown as OpenApi;
 }
 
