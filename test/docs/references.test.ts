@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 /**
  * The repository's own documents are the whole story for its users: nothing points to text they
- * cannot see (a team-internal contract file or shared folder), and every relative Markdown link
+ * cannot see (a team-internal document), and every relative Markdown link
  * resolves, anchors into docs/reference.md included.
  */
 
@@ -27,8 +27,8 @@ const isChangelog = (file: string) => /^docs\/.*(changelog|history|changes)[^/]*
 const FORBIDDEN: ReadonlyArray<[string, RegExp]> = [
   ["the contract file", new RegExp(["CONTRACT", "\\.md"].join(""), "i")],
   ["a contract section", new RegExp(["CONTRACT", " §"].join(""))],
-  ["the shared folder", new RegExp(["shared", "\\s+folder"].join(""), "i")],
-  ["the shared folder's path", new RegExp(["/work", "/shared"].join(""))],
+  ["the team folder", new RegExp(["shared", "\\s+folder"].join(""), "i")],
+  ["the team folder's path", new RegExp(["/work", "/shared"].join(""))],
 ];
 
 /** Files whose relative links are checked. */
@@ -80,7 +80,7 @@ const REFERENCE = "docs/reference.md";
 describe("references in the repository", () => {
   const files = trackedFiles();
 
-  test("no tracked file points to the team's contract file, its sections or the shared folder", () => {
+  test("no tracked file points to the team's contract file, its sections or the team folder", () => {
     assert.ok(files.includes(REFERENCE) && files.length > 100, "git ls-files lists the repository");
     const found: string[] = [];
     for (const file of files) {
