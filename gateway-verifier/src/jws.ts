@@ -149,8 +149,8 @@ export function decodeJsonObject(segment: string): Record<string, unknown> | und
 }
 
 /**
- * Header checks in the contract's order: shape, alg allow-list, key-bearing headers, `b64`, `crit`,
- * `typ`, `kid`. Returns the parsed header or the refusal reason.
+ * Header checks in the documented order (gateway-verifier/README.md): shape, alg allow-list,
+ * key-bearing headers, `b64`, `crit`, `typ`, `kid`. Returns the parsed header or the refusal reason.
  */
 export function checkAccessTokenHeader(
   header: Record<string, unknown>,

@@ -22,9 +22,9 @@ export interface JwsVerifyOptions {
 }
 
 /**
- * Returns the JWS validation of access tokens (RFC 7515 §5.2), in the contract's order: shape (three
- * ASCII segments, a base64url signature in its one canonical spelling) → the protected header (see
- * {@link ProtectedHeaders}) → the key for (`kid`, `alg`) from the JWKS (one cooldown-limited refetch
+ * Returns the JWS validation of access tokens (RFC 7515 §5.2), in the documented order
+ * (gateway-verifier/README.md): shape (three ASCII segments, a base64url signature in its one
+ * canonical spelling) → the protected header (see {@link ProtectedHeaders}) → the key for (`kid`, `alg`) from the JWKS (one cooldown-limited refetch
  * for an unknown `kid`) → the signature over the exact signing input → the payload, a JSON object.
  * The payload is decoded before the signature check (it is faster while the token is in cache), but
  * nothing acts on it, nor reports a problem with it, until the signature has verified.

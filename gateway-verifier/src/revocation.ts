@@ -2,7 +2,7 @@ import { VerifierBackgroundError } from "./background_error.js";
 import { describeUrl, FetchFailure, fetchJson, networkFailure } from "./http_fetch.js";
 import type { RevocationOptions } from "./types.js";
 
-/** One entry of the feed (CONTRACT §5). */
+/** One entry of the feed (docs/reference.md#the-revocation-feed). */
 export interface RevocationEntry {
   approval_id: string;
   revoked_at: string;
@@ -95,7 +95,7 @@ function parseEntry(value: unknown): RevocationEntry | undefined {
   return { approval_id, revoked_at: at, cursor: position };
 }
 
-/** Parses one feed page; throws when it does not have the contract's shape. */
+/** Parses one feed page; throws when it does not have the feed's shape (docs/reference.md#the-revocation-feed). */
 export function parseFeedPage(body: unknown): { entries: RevocationEntry[]; cursor: string | undefined } {
   if (typeof body !== "object" || body === null) throw new Error("revocation feed: not an object");
   const { revocations, cursor } = body as Record<string, unknown>;
@@ -121,7 +121,7 @@ export interface RevocationSource {
 }
 
 /**
- * Polls `GET <url>?after=<cursor>` (CONTRACT §5) every `intervalMs`, following pages until one is
+ * Polls `GET <url>?after=<cursor>` (docs/reference.md#the-revocation-feed) every `intervalMs`, following pages until one is
  * empty, into `list`; one poll at a time. `onError` (which must not throw) gets every failed poll.
  */
 export function pollRevocationFeed(

@@ -48,7 +48,7 @@ export interface RateLimitStore {
   close?(): void;
 }
 
-/** Revocation feed options (CONTRACT §5). */
+/** Revocation feed options (docs/reference.md#the-revocation-feed). */
 export interface RevocationOptions {
   /** The feed, e.g. `http://127.0.0.1:8080/revocations`; polled with `?after=<cursor>`. */
   url: string;

@@ -14,7 +14,7 @@ import { VerifiedTokenCache } from "./verified_cache.js";
 import { validateOptions } from "./verifier_options.js";
 
 /**
- * Creates a gateway verifier (CONTRACT §6). Checks run in a fixed order, signature first:
+ * Creates a gateway verifier (its options and reason codes: gateway-verifier/README.md). Checks run in a fixed order, signature first:
  * size and shape → `alg` allow-list → key-bearing headers, `b64`, `crit` → `typ` → signature (JWKS) →
  * `iss` → `aud` → `exp`/`nbf`/`iat` → staleness → `approval_id` → `sub`/`client_id` → `act` depth →
  * revocation → required scopes → DPoP → rate and burst.

@@ -60,7 +60,7 @@ describe("access token claims check (RFC 9068 §4), frozen clock", () => {
     assert.equal(typeof verified === "string" ? verified : verified.deadlineMs, NOW_MS + 305_000);
   });
 
-  test("the checks run in the contract's order: each fault is reported only once the earlier ones are fixed", () => {
+  test("the checks run in the documented order: each fault is reported only once the earlier ones are fixed", () => {
     // Every claim wrong at once; fixing them one by one walks the order.
     const faults: [string, Record<string, unknown>, string][] = [
       ["iss", { iss: "https://evil.example" }, "invalid_issuer"],

@@ -134,7 +134,7 @@ export interface RevocationFeedEntry {
 }
 
 /**
- * A fake STS: `GET /jwks` serves `keys`, `GET /revocations?after=` serves `revocations` (CONTRACT §5,
+ * A fake STS: `GET /jwks` serves `keys`, `GET /revocations?after=` serves `revocations` (docs/reference.md#the-revocation-feed,
  * two per page to exercise paging). On `port` when given (e.g. one a verifier already points at).
  */
 export async function startFakeSts(initialKeys: JWK[] = [], port = 0) {

@@ -136,7 +136,7 @@ for (const engine of testEngines()) {
     after(() => sts.stop());
 
     describe("POST /approvals", () => {
-      test("an agent asks: 201, a pending approval with the contract's fields and defaults", async () => {
+      test("an agent asks: 201, a pending approval with the documented fields and defaults", async () => {
         const answer = await request();
         assert.equal(answer.status, 201);
         const approval = answer.body;

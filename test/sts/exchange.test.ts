@@ -172,7 +172,7 @@ for (const engine of testEngines()) {
       assert.equal(decodeJwt(body.access_token as string).aud, CRM);
     });
 
-    describe("refusals (CONTRACT §4)", () => {
+    describe("refusals (docs/reference.md#reason-codes)", () => {
       async function expectRefusal(
         params: Record<string, string>,
         expected: { status: number; error: string; description?: string | RegExp },

@@ -51,7 +51,7 @@ describe("GET /openapi.json", () => {
     assert.equal((await new Validator().validate(broken as unknown as Spec)).valid, false);
   });
 
-  test("covers every approval API route (CONTRACT §3) with its bodies, answers and errors", () => {
+  test("covers every approval API route (docs/reference.md#the-approval-api-routes) with its bodies, answers and errors", () => {
     const expected: Array<[string, string, string, string[]]> = [
       ["/approvals", "post", "201", ["400", "401", "403", "413", "415"]],
       ["/approvals", "get", "200", ["400", "401", "403"]],

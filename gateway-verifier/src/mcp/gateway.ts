@@ -105,7 +105,7 @@ function jsonBody(
 }
 
 /**
- * Creates an MCP gateway (CONTRACT §7): serves RFC 9728 metadata, challenges per MCP
+ * Creates an MCP gateway (docs/mcp.md): serves RFC 9728 metadata, challenges per MCP
  * `basic/authorization`, verifies every request with {@link createVerifier} (audience = the canonical
  * resource), decides every JSON-RPC message from the parsed body (scopes per method, tool, resource,
  * prompt; the approval's tool lists; `Mcp-Method`/`Mcp-Name` checked against the body), binds sessions

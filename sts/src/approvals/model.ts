@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { RateLimit } from "../config/schema.js";
 import type { Approval, ApprovalStatus } from "../db/schema.js";
 
-/** An approval as the approval API returns it (CONTRACT §3). Times are ISO 8601. */
+/** An approval as the approval API returns it (docs/reference.md#approval). Times are ISO 8601. */
 export interface ApprovalJson {
   id: string;
   status: ApprovalStatus;

@@ -5,7 +5,7 @@ import type { ApprovalTargets, ApprovalTerms } from "./repository.js";
 import { type ApproveBody, TARGET_KEYS } from "./schemas.js";
 
 /**
- * The terms an approver grants: the approval as requested, narrowed by `body` (CONTRACT §3). Each term
+ * The terms an approver grants: the approval as requested, narrowed by `body` (docs/reference.md#post-approvalsidapprove). Each term
  * may only narrow: `scope` ⊆ the requested scope, `max_tokens` ≤ the requested budget, `ttl_seconds`
  * (measured from creation) ending no later than the requested expiry and after `now`, and `rate_limit`
  * per_second and burst ≤ the requested ones (any limit narrows a request without one), and `tools`,

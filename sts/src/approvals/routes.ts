@@ -125,7 +125,7 @@ function decodeCursor(cursor: string): ListPosition {
 }
 
 /**
- * The approval API (CONTRACT §3): agents ask (`POST /approvals`), approvers decide (approve, deny,
+ * The approval API (docs/reference.md#the-approval-api-routes): agents ask (`POST /approvals`), approvers decide (approve, deny,
  * revoke), both read. Every decision and every authenticated caller's refusal is an audit event with a
  * stable reason code (unauthenticated refusals are logged only);
  * decisions commit with their audit event in one transaction, as compare-and-set updates.

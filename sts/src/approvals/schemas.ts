@@ -12,9 +12,9 @@ export const MAX_SCOPE_CHARS = 1024;
 export const MAX_TOKENS_LIMIT = 1_000_000;
 /** Longest approval lifetime, in seconds (30 days). */
 export const MAX_TTL_SECONDS = 2_592_000;
-/** Approval lifetime when the agent names none, in seconds (CONTRACT §3). */
+/** Approval lifetime when the agent names none, in seconds (docs/reference.md#post-approvals). */
 export const DEFAULT_TTL_SECONDS = 3600;
-/** `max_tokens` when the agent names none (CONTRACT §3). */
+/** `max_tokens` when the agent names none (docs/reference.md#post-approvals). */
 export const DEFAULT_MAX_TOKENS = 10;
 /** Longest deny/revoke `reason`, in characters. */
 export const MAX_REASON_CHARS = 500;
@@ -208,7 +208,7 @@ const wireRateLimit = z
   .describe("Rate (per second) and burst limit written into tokens minted under the approval.");
 
 /**
- * An approval as the API returns it (CONTRACT §3; `ApprovalJson` in model.ts). For the OpenAPI
+ * An approval as the API returns it (docs/reference.md#approval; `ApprovalJson` in model.ts). For the OpenAPI
  * document and response checks; the routes serialise with `toApprovalJson`.
  */
 export const approvalSchema = z
@@ -261,7 +261,7 @@ export const approvalListSchema = z
   })
   .strict();
 
-/** Every refusal: `{"error", "error_description"}` (CONTRACT §3). */
+/** Every refusal: `{"error", "error_description"}` (docs/reference.md#error). */
 export const errorSchema = z
   .object({
     error: z

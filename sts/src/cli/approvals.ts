@@ -157,7 +157,7 @@ function checkId(id: string): string {
 }
 
 /**
- * `countersign approvals list|show|approve|deny|revoke`: the approval API (CONTRACT §3) from the
+ * `countersign approvals list|show|approve|deny|revoke`: the approval API (docs/reference.md#the-approval-api-routes) from the
  * command line, against a running STS.
  */
 export function registerApprovalCommands(program: Command): void {

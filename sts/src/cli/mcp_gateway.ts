@@ -1,6 +1,6 @@
 /**
  * `countersign mcp-gateway`: runs the MCP gateway of the verifier package in front of a Streamable
- * HTTP MCP server (CONTRACT §7). Settings come from a JSON config file (`--config`) and flags, flags
+ * HTTP MCP server (docs/mcp.md). Settings come from a JSON config file (`--config`) and flags, flags
  * winning; every refusal and forwarded request is logged as one JSON line (never a token).
  */
 import { readFileSync } from "node:fs";

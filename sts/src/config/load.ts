@@ -55,7 +55,7 @@ function formatIssues(prefix: string, error: z.ZodError): string[] {
   });
 }
 
-/** The built-in development default, used when no config file is given (CONTRACT §1). */
+/** The built-in development default, used when no config file is given (docs/reference.md#running-it). */
 export function developmentDefault(): unknown {
   return {
     resources: [

@@ -1,7 +1,7 @@
 import { z } from "zod";
 
 /**
- * The Countersign configuration file (CONTRACT §1). JSON, snake_case like OAuth metadata.
+ * The Countersign configuration file (docs/reference.md#the-config-file). JSON, snake_case like OAuth metadata.
  * Every key is documented where it is defined, with its unit and security notes.
  * Unknown keys are rejected so a typo never silently falls back to a default.
  */
@@ -29,22 +29,50 @@ export const scopeToken = z
 export const rateLimitSchema = z
   .object({
     /** Sustained rate, in requests per second. Must be positive. */
-    per_second: z.number().positive().max(1_000_000),
+    per_second: z
+      .number()
+      .positive()
+      .max(1_000_000)
+      .describe("Sustained rate, in requests per second. Must be positive."),
     /** Bucket size: how many requests may arrive at once. An integer ≥ 1. */
-    burst: z.number().int().min(1).max(1_000_000),
+    burst: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .describe("Bucket size: how many requests may arrive at once. An integer ≥ 1."),
   })
-  .strict();
+  .strict()
+  .describe("Rate and burst limit: a token bucket refilled at `per_second`, holding at most `burst`.");
 
 const resourceSchema = z
   .object({
     /** The resource indicator (RFC 8707): an absolute URI, the `aud` of tokens minted for it. */
-    id: z.string().url().max(2048),
+    id: z
+      .string()
+      .url()
+      .max(2048)
+      .describe("The resource indicator (RFC 8707): an absolute URI, the `aud` of tokens minted for it."),
     /** Every scope this resource understands; approvals and exchanges may only pick from these. */
-    scopes: z.array(scopeToken).min(1).max(256),
+    scopes: z
+      .array(scopeToken)
+      .min(1)
+      .max(256)
+      .describe("Every scope this resource understands; approvals and exchanges may only pick from these."),
     /** Upper bound on the lifetime of tokens for this resource, in seconds. Default: `tokens.max_ttl_seconds`. */
-    max_ttl_seconds: z.number().int().min(1).max(86_400).optional(),
+    max_ttl_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(86_400)
+      .optional()
+      .describe(
+        "Upper bound on the lifetime of tokens for this resource, in seconds. Default: `tokens.max_ttl_seconds`.",
+      ),
     /** Default rate limit written into tokens for this resource (`rate_limit` claim). Optional. */
-    rate_limit: rateLimitSchema.optional(),
+    rate_limit: rateLimitSchema
+      .optional()
+      .describe("Default rate limit written into tokens for this resource (`rate_limit` claim). Optional."),
     /**
      * Labels Cedar policies can read as the resource's tags (`resource.hasTag("department")`,
      * `resource.getTag("department")`), e.g. `{"department": "finance"}`. Optional; at most 32.
@@ -55,7 +83,10 @@ const resourceSchema = z
         z.string().max(256),
       )
       .refine((tags) => Object.keys(tags).length <= 32, { message: "at most 32 tags" })
-      .optional(),
+      .optional()
+      .describe(
+        'Labels Cedar policies can read as the resource\'s tags (`resource.hasTag("department")`, `resource.getTag("department")`), e.g. `{"department": "finance"}`. Optional; at most 32.',
+      ),
   })
   .strict();
 
@@ -68,21 +99,36 @@ const clientSchema = z
       .string()
       .min(1)
       .max(255)
-      .regex(/^[A-Za-z0-9._~:@-]+$/, "may contain letters, digits and . _ ~ : @ - only"),
+      .regex(/^[A-Za-z0-9._~:@-]+$/, "may contain letters, digits and . _ ~ : @ - only")
+      .describe("The OAuth client identifier of an agent."),
     /**
      * Shared secret for `client_secret_basic` / `client_secret_post`. Security: at least 32 characters;
      * there is no default. Prefer `private_key_jwt` in production.
      */
-    client_secret: z.string().min(32, "must be at least 32 characters").max(512).optional(),
+    client_secret: z
+      .string()
+      .min(32, "must be at least 32 characters")
+      .max(512)
+      .optional()
+      .describe(
+        "Shared secret for `client_secret_basic` / `client_secret_post`. Security: at least 32 characters; there is no default. Prefer `private_key_jwt` in production.",
+      ),
     /** How the client authenticates at the token endpoint. */
-    token_endpoint_auth_method: z.enum(["client_secret_basic", "client_secret_post", "private_key_jwt"]),
+    token_endpoint_auth_method: z
+      .enum(["client_secret_basic", "client_secret_post", "private_key_jwt"])
+      .describe("How the client authenticates at the token endpoint."),
     /** Public keys for `private_key_jwt` (RFC 7523). Public parts only. */
     jwks: z
-      .object({ keys: z.array(jwkSchema).max(16) })
+      .object({ keys: z.array(jwkSchema).max(16).describe("Public JWKs (RFC 7517), at most 16.") })
       .strict()
-      .optional(),
+      .optional()
+      .describe("Public keys for `private_key_jwt` (RFC 7523). Public parts only."),
     /** Optional display name used in the approval console and logs. */
-    client_name: z.string().max(200).optional(),
+    client_name: z
+      .string()
+      .max(200)
+      .optional()
+      .describe("Optional display name used in the approval console and logs."),
   })
   .strict()
   .superRefine((client, ctx) => {
@@ -125,54 +171,103 @@ export const DEFAULT_APPROVER_MAX_AGE_SECONDS = 900;
 const trustedIssuerSchema = z
   .object({
     /** The `iss` value of the issuer's JWTs. */
-    issuer: z.string().min(1).max(2048),
+    issuer: z.string().min(1).max(2048).describe("The `iss` value of the issuer's JWTs."),
     /** Where its public keys are fetched (cached, refetched on unknown `kid`). One of `jwks_uri` / `jwks`. */
-    jwks_uri: httpsOrLoopbackUrl.optional(),
+    jwks_uri: httpsOrLoopbackUrl
+      .optional()
+      .describe(
+        "Where its public keys are fetched (cached, refetched on unknown `kid`). One of `jwks_uri` / `jwks`. An https URL (http only for 127.0.0.1, localhost and [::1]).",
+      ),
     /** Static public keys instead of `jwks_uri`. */
     jwks: z
-      .object({ keys: z.array(jwkSchema).max(32) })
+      .object({ keys: z.array(jwkSchema).max(32).describe("Public JWKs (RFC 7517), at most 32.") })
       .strict()
-      .optional(),
+      .optional()
+      .describe("Static public keys instead of `jwks_uri`."),
     /**
      * The `aud` its tokens must carry to be accepted through this entry. A token is accepted only
      * through the one entry of its issuer whose audience it carries; a token carrying the audiences of
      * two entries is refused.
      */
-    audience: z.string().min(1).max(2048),
+    audience: z
+      .string()
+      .min(1)
+      .max(2048)
+      .describe(
+        "The `aud` its tokens must carry to be accepted through this entry. A token is accepted only through the one entry of its issuer whose audience it carries; a token carrying the audiences of two entries is refused.",
+      ),
     /**
      * What its tokens may be used as: subject tokens, actor tokens (whose `sub` becomes `act`, and whose
      * `act` claims are carried), or approver (human) credentials. `approver` may not be combined with
      * another usage: list the IdP twice, with a separate audience for approvers.
      */
-    usage: z.array(z.enum(TOKEN_USAGES)).min(1).max(3),
+    usage: z
+      .array(z.enum(TOKEN_USAGES))
+      .min(1)
+      .max(3)
+      .describe(
+        "What its tokens may be used as: subject tokens, actor tokens (whose `sub` becomes `act`, and whose `act` claims are carried), or approver (human) credentials. `approver` may not be combined with another usage: list the IdP twice, with a separate audience for approvers.",
+      ),
     /** For `approver` usage: a claim that must contain (or equal) a value, e.g. roles ∋ approver. */
     approver_claim: z
-      .object({ name: z.string().min(1).max(128), value: z.string().min(1).max(256) })
+      .object({
+        name: z.string().min(1).max(128).describe("The claim's name, e.g. `roles`."),
+        value: z
+          .string()
+          .min(1)
+          .max(256)
+          .describe(
+            "The value the claim must hold: equal to it, one of its space-separated words, or an element of its array, e.g. `approver`.",
+          ),
+      })
       .strict()
-      .optional(),
+      .optional()
+      .describe("For `approver` usage: a claim that must contain (or equal) a value, e.g. roles ∋ approver."),
     /**
      * For `approver` usage: the oldest approver token accepted, in seconds, measured from its `iat` and,
      * when present, its `auth_time` (a refreshed token has a new `iat` but keeps the old `auth_time`).
      * Default 900. Security: a stolen or forgotten approver credential stops deciding after this long.
      */
-    approver_max_age_seconds: z.number().int().min(1).max(86_400).optional(),
+    approver_max_age_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(86_400)
+      .optional()
+      .describe(
+        "For `approver` usage: the oldest approver token accepted, in seconds, measured from its `iat` and, when present, its `auth_time` (a refreshed token has a new `iat` but keeps the old `auth_time`). Default 900. Security: a stolen or forgotten approver credential stops deciding after this long.",
+      ),
     /**
      * For `approver` usage: refuse approver tokens without an `auth_time` claim (OIDC Core §2), so the
      * age of the human's sign-in, not only of the token, is always known. Default false.
      */
-    require_auth_time: z.boolean().optional(),
+    require_auth_time: z
+      .boolean()
+      .optional()
+      .describe(
+        "For `approver` usage: refuse approver tokens without an `auth_time` claim (OIDC Core §2), so the age of the human's sign-in, not only of the token, is always known. Default false.",
+      ),
     /**
      * Refuse tokens through this entry whose `iat` is older than this many seconds, and tokens without
      * `iat`, whatever their `exp` says (e.g. long-lived workload identities). Unset: only `exp` applies.
      */
-    max_token_age_seconds: z.number().int().min(1).max(31_536_000).optional(),
+    max_token_age_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(31_536_000)
+      .optional()
+      .describe(
+        "Refuse tokens through this entry whose `iat` is older than this many seconds, and tokens without `iat`, whatever their `exp` says (e.g. long-lived workload identities). Unset: only `exp` applies.",
+      ),
     /** Accepted signature algorithms. Never `none` or HMAC. Default: ES256, RS256, PS256, EdDSA. */
     algorithms: z
       .array(
         z.enum(["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"]),
       )
       .min(1)
-      .optional(),
+      .optional()
+      .describe("Accepted signature algorithms. Never `none` or HMAC. Default: ES256, RS256, PS256, EdDSA."),
   })
   .strict()
   .superRefine((entry, ctx) => {
@@ -220,40 +315,77 @@ const trustedIssuerSchema = z
 const issuanceLimitsSchema = z
   .object({
     /** Per agent (`client_id`), over all its approvals. Default 100 per second, burst 200. */
-    per_client: rateLimitSchema.default({ per_second: 100, burst: 200 }),
+    per_client: rateLimitSchema
+      .default({ per_second: 100, burst: 200 })
+      .describe("Per agent (`client_id`), over all its approvals. Default 100 per second, burst 200."),
     /** Per approval. Default 50 per second, burst 100. */
-    per_approval: rateLimitSchema.default({ per_second: 50, burst: 100 }),
+    per_approval: rateLimitSchema
+      .default({ per_second: 50, burst: 100 })
+      .describe("Per approval. Default 50 per second, burst 100."),
     /**
      * Per agent (`client_id`), for the `client_credentials` grant (the approval API credential): past it
      * 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent
      * can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per
      * few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.
      */
-    client_credentials: rateLimitSchema.default({ per_second: 10, burst: 20 }),
+    client_credentials: rateLimitSchema
+      .default({ per_second: 10, burst: 20 })
+      .describe(
+        "Per agent (`client_id`), for the `client_credentials` grant (the approval API credential): past it 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.",
+      ),
   })
   .strict();
 
-/** The revocation feed (CONTRACT §5) and its server-sent-events push variant. */
+/** The revocation feed (docs/reference.md#the-revocation-feed) and its server-sent-events push variant. */
 const revocationsSchema = z
   .object({
     /**
      * How often approval expiry is swept into the feed (reason `expired`), in seconds. Default 5. Every
      * instance sweeps; the sweep is idempotent. An expiry reaches gateways at most this late.
      */
-    sweep_interval_seconds: z.number().min(0.05).max(3600).default(5),
+    sweep_interval_seconds: z
+      .number()
+      .min(0.05)
+      .max(3600)
+      .default(5)
+      .describe(
+        "How often approval expiry is swept into the feed (reason `expired`), in seconds. Default 5. Every instance sweeps; the sweep is idempotent. An expiry reaches gateways at most this late.",
+      ),
     /**
      * How often each instance re-reads the feed even without a NOTIFY (a safety net for a lost LISTEN
      * connection), in seconds. Default 2.
      */
-    poll_interval_seconds: z.number().min(0.05).max(3600).default(2),
+    poll_interval_seconds: z
+      .number()
+      .min(0.05)
+      .max(3600)
+      .default(2)
+      .describe(
+        "How often each instance re-reads the feed even without a NOTIFY (a safety net for a lost LISTEN connection), in seconds. Default 2.",
+      ),
     /** Interval of comment heartbeats on open streams (keeps proxies from timing them out), in seconds. Default 15. */
-    stream_heartbeat_seconds: z.number().min(0.05).max(3600).default(15),
+    stream_heartbeat_seconds: z
+      .number()
+      .min(0.05)
+      .max(3600)
+      .default(15)
+      .describe(
+        "Interval of comment heartbeats on open streams (keeps proxies from timing them out), in seconds. Default 15.",
+      ),
     /** Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503. Default 1000. */
-    max_stream_subscribers: z.number().int().min(1).max(100_000).default(1000),
+    max_stream_subscribers: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(1000)
+      .describe(
+        "Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503. Default 1000.",
+      ),
   })
   .strict();
 
-/** The events a webhook can subscribe to (one per approval API decision, CONTRACT §3). */
+/** The events a webhook can subscribe to (one per approval API decision, docs/reference.md#the-approval-api-routes). */
 export const WEBHOOK_EVENT_TYPES = [
   "approval.requested",
   "approval.approved",
@@ -272,17 +404,26 @@ const webhookSchema = z
      * Where events are POSTed. An https URL (http only for 127.0.0.1, localhost and [::1]). Redirects
      * are not followed. Security: only the URL's origin and path are logged, never its query.
      */
-    url: httpsOrLoopbackUrl,
+    url: httpsOrLoopbackUrl.describe(
+      "Where events are POSTed. An https URL (http only for 127.0.0.1, localhost and [::1]). Redirects are not followed. Security: only the URL's origin and path are logged, never its query.",
+    ),
     /**
      * The HMAC-SHA256 key of `Countersign-Signature`, shared with the receiver. Security: at least 32
      * characters, no default, never logged; generate it randomly (e.g. `openssl rand -base64 32`).
      */
-    secret: z.string().min(32, "must be at least 32 characters").max(512),
+    secret: z
+      .string()
+      .min(32, "must be at least 32 characters")
+      .max(512)
+      .describe(
+        "The HMAC-SHA256 key of `Countersign-Signature`, shared with the receiver. Security: at least 32 characters, no default, never logged; generate it randomly (e.g. `openssl rand -base64 32`).",
+      ),
     /** The events this webhook receives. Default: all of {@link WEBHOOK_EVENT_TYPES}. */
     events: z
       .array(z.enum(WEBHOOK_EVENT_TYPES))
       .min(1)
-      .default([...WEBHOOK_EVENT_TYPES]),
+      .default([...WEBHOOK_EVENT_TYPES])
+      .describe("The events this webhook receives. Default: all four."),
   })
   .strict();
 
@@ -290,20 +431,50 @@ const webhookSchema = z
 export const configFileSchema = z
   .object({
     /** The issuer identifier (`iss`) and public base URL. Default: `http://<HOST>:<PORT>`. */
-    issuer: z.string().url().max(2048).optional(),
+    issuer: z
+      .string()
+      .url()
+      .max(2048)
+      .optional()
+      .describe("The issuer identifier (`iss`) and public base URL. Default: `http://<HOST>:<PORT>`."),
     tokens: z
       .object({
         /** Lifetime of minted access tokens when nothing narrower applies, in seconds. Default 300. */
-        default_ttl_seconds: z.number().int().min(1).max(86_400).default(300),
+        default_ttl_seconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(86_400)
+          .default(300)
+          .describe(
+            "Lifetime of minted access tokens when nothing narrower applies, in seconds. Default 300.",
+          ),
         /** Hard cap on any minted access token's lifetime, in seconds. Default 900. */
-        max_ttl_seconds: z.number().int().min(1).max(86_400).default(900),
+        max_ttl_seconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(86_400)
+          .default(900)
+          .describe("Hard cap on any minted access token's lifetime, in seconds. Default 900."),
         /** JWS algorithm of minted tokens. Default ES256. */
-        signing_alg: z.enum(["ES256", "ES384", "PS256", "EdDSA"]).default("ES256"),
+        signing_alg: z
+          .enum(["ES256", "ES384", "PS256", "EdDSA"])
+          .default("ES256")
+          .describe("JWS algorithm of minted tokens. Default ES256."),
         /**
          * Longest delegation chain (nested `act`, RFC 8693 §4.1) a minted token may carry: how many
          * sub-agent hops are allowed. Default 4.
          */
-        max_delegation_depth: z.number().int().min(1).max(8).default(4),
+        max_delegation_depth: z
+          .number()
+          .int()
+          .min(1)
+          .max(8)
+          .default(4)
+          .describe(
+            "Longest delegation chain (nested `act`, RFC 8693 §4.1) a minted token may carry: how many sub-agent hops are allowed. Default 4.",
+          ),
       })
       .strict()
       .default({
@@ -315,8 +486,9 @@ export const configFileSchema = z
       .refine((t) => t.default_ttl_seconds <= t.max_ttl_seconds, {
         message: "default_ttl_seconds must not exceed max_ttl_seconds",
         path: ["default_ttl_seconds"],
-      }),
-    /** Signing-key lifecycle (CONTRACT §2: `/jwks` shows next, current and previous keys). */
+      })
+      .describe("Minted access tokens. `default_ttl_seconds` may not exceed `max_ttl_seconds`."),
+    /** Signing-key lifecycle (docs/reference.md#discovery-and-keys: `/jwks` shows next, current and previous keys). */
     keys: z
       .object({
         /**
@@ -324,44 +496,88 @@ export const configFileSchema = z
          * 60). Unset: rotate only with `countersign keys rotate`. The rotation happens once across
          * instances.
          */
-        rotation_interval_seconds: z.number().int().min(60).optional(),
+        rotation_interval_seconds: z
+          .number()
+          .int()
+          .min(60)
+          .optional()
+          .describe(
+            "Rotate the signing key automatically once it has signed for this long, in seconds (at least 60). Unset: rotate only with `countersign keys rotate`. The rotation happens once across instances.",
+          ),
         /**
          * How often each instance reloads the key set (to pick up a rotation made elsewhere) and retires
          * old keys, in seconds. Default 10. A new key is announced in `/jwks` a full rotation before it
          * signs, so this only bounds how long an instance keeps signing with the demoted key.
          */
-        refresh_interval_seconds: z.number().positive().max(3600).default(10),
+        refresh_interval_seconds: z
+          .number()
+          .positive()
+          .max(3600)
+          .default(10)
+          .describe(
+            "How often each instance reloads the key set (to pick up a rotation made elsewhere) and retires old keys, in seconds. Default 10. A new key is announced in `/jwks` a full rotation before it signs, so this only bounds how long an instance keeps signing with the demoted key.",
+          ),
       })
       .strict()
-      .default({ refresh_interval_seconds: 10 }),
+      .default({ refresh_interval_seconds: 10 })
+      .describe("Signing-key lifecycle: `/jwks` shows the next, current and previous keys."),
     /** The APIs tokens may be minted for (RFC 8707 resource indicators). */
-    resources: z.array(resourceSchema).max(1000).default([]),
+    resources: z
+      .array(resourceSchema)
+      .max(1000)
+      .default([])
+      .describe("The APIs tokens may be minted for (RFC 8707 resource indicators)."),
     /** The agents (OAuth clients). */
-    clients: z.array(clientSchema).max(10_000).default([]),
+    clients: z.array(clientSchema).max(10_000).default([]).describe("The agents (OAuth clients)."),
     /** Identity federation: issuers of subject, actor and approver JWTs. */
-    trusted_issuers: z.array(trustedIssuerSchema).max(64).default([]),
+    trusted_issuers: z
+      .array(trustedIssuerSchema)
+      .max(64)
+      .default([])
+      .describe("Identity federation: issuers of subject, actor and approver JWTs."),
     /** Cedar policy files, relative to the config file. */
-    policies: z.array(z.string().min(1).max(4096)).max(64).default([]),
+    policies: z
+      .array(z.string().min(1).max(4096))
+      .max(64)
+      .default([])
+      .describe("Cedar policy files, relative to the config file. None: `policies/default.cedar`."),
     /** Issuance rate and burst limits (token exchange and client_credentials). Defaults: see each key. */
-    issuance_limits: issuanceLimitsSchema.default({
-      per_client: { per_second: 100, burst: 200 },
-      per_approval: { per_second: 50, burst: 100 },
-      client_credentials: { per_second: 10, burst: 20 },
-    }),
+    issuance_limits: issuanceLimitsSchema
+      .default({
+        per_client: { per_second: 100, burst: 200 },
+        per_approval: { per_second: 50, burst: 100 },
+        client_credentials: { per_second: 10, burst: 20 },
+      })
+      .describe(
+        "Issuance rate and burst limits (token exchange and client_credentials), shared across instances through Postgres. Security: they bound how fast a compromised agent can mint tokens; tighten them to real needs.",
+      ),
     /** Revocation feed and stream settings. Defaults: see each key. */
-    revocations: revocationsSchema.default({
-      sweep_interval_seconds: 5,
-      poll_interval_seconds: 2,
-      stream_heartbeat_seconds: 15,
-      max_stream_subscribers: 1000,
-    }),
+    revocations: revocationsSchema
+      .default({
+        sweep_interval_seconds: 5,
+        poll_interval_seconds: 2,
+        stream_heartbeat_seconds: 15,
+        max_stream_subscribers: 1000,
+      })
+      .describe("Revocation feed and stream settings."),
     /** Signed notifications of approval events (requested, approved, denied, revoked). Default none. */
-    webhooks: z.array(webhookSchema).max(32).default([]),
+    webhooks: z
+      .array(webhookSchema)
+      .max(32)
+      .default([])
+      .describe(
+        "Signed notifications of approval events (requested, approved, denied, revoked), delivered at least once with retries; receivers verify `Countersign-Signature` and deduplicate by `Countersign-Event-Id`. Default none.",
+      ),
     /**
      * Development mode: trusts the local development issuer (`countersign dev-token`). Security: never
      * in production. Default false in a config file, true for the built-in development default.
      */
-    dev_mode: z.boolean().default(false),
+    dev_mode: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Development mode: trusts the local development issuer (`countersign dev-token`). Security: never in production. Default false in a config file, true for the built-in development default.",
+      ),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -400,21 +616,37 @@ export const configFileSchema = z
     });
   });
 
-/** The environment (CONTRACT §1). */
+/** The environment (docs/reference.md#environment-variables). */
 export const envSchema = z.object({
   /** TCP port. Default 8080. */
-  PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+  PORT: z.coerce.number().int().min(0).max(65_535).default(8080).describe("TCP port. Default 8080."),
   /** Listen address. Default 127.0.0.1 (loopback only). */
-  HOST: z.string().min(1).max(255).default("127.0.0.1"),
+  HOST: z
+    .string()
+    .min(1)
+    .max(255)
+    .default("127.0.0.1")
+    .describe("Listen address. Default 127.0.0.1 (loopback only)."),
   /** Path of the JSON config file; without it the development default is used. */
-  COUNTERSIGN_CONFIG: z.string().min(1).optional(),
+  COUNTERSIGN_CONFIG: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Path of the JSON config file; without it the development default is used."),
   /** `postgres://…`: use that Postgres. Without it: embedded PGlite in `COUNTERSIGN_DATA_DIR`. */
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
-    .optional(),
+    .optional()
+    .describe("`postgres://…`: use that Postgres. Without it: embedded PGlite in `COUNTERSIGN_DATA_DIR`."),
   /** Data directory of the embedded database and of a generated key-encryption key. Default `./.countersign`. */
-  COUNTERSIGN_DATA_DIR: z.string().min(1).default("./.countersign"),
+  COUNTERSIGN_DATA_DIR: z
+    .string()
+    .min(1)
+    .default("./.countersign")
+    .describe(
+      "Data directory of the embedded database and of a generated key-encryption key. Default `./.countersign`.",
+    ),
   /**
    * Key-encryption key for signing keys at rest: 32 bytes, base64url. Required with `DATABASE_URL`
    * outside dev mode. When absent, one is generated into the data directory (mode 0600); outside dev
@@ -425,11 +657,23 @@ export const envSchema = z.object({
   COUNTERSIGN_KEK: z
     .string()
     .regex(/^[A-Za-z0-9_-]{43}$/, "must be 32 bytes encoded as base64url (43 characters)")
-    .optional(),
+    .optional()
+    .describe(
+      "Key-encryption key for signing keys at rest: 32 bytes, base64url. Required with `DATABASE_URL` outside dev mode. When absent, one is generated into the data directory (mode 0600); outside dev mode each start then warns (`kek_in_data_dir`). Security: keep it out of the data directory and its backups. Generate one with `node -e \"console.log(require('node:crypto').randomBytes(32).toString('base64url'))\"`.",
+    ),
   /** pino log level. Default info. */
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    .default("info")
+    .describe("pino log level. Default info."),
   /** Size of the Postgres connection pool. Default 10. */
-  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+  DATABASE_POOL_SIZE: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(200)
+    .default(10)
+    .describe("Size of the Postgres connection pool. Default 10."),
 });
 
 export type ConfigFile = z.infer<typeof configFileSchema>;

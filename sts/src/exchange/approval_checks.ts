@@ -3,9 +3,10 @@ import type { Approval } from "../db/schema.js";
 import { refuse } from "../oidc/refusal.js";
 
 /**
- * Checks that `approval` lets `clientId` mint a token now (CONTRACT §4). Unknown approvals and other
+ * Checks that `approval` lets `clientId` mint a token now (docs/reference.md#order-of-checks, step 5). Unknown approvals and other
  * clients' approvals are refused alike, so an agent cannot probe for ids.
- * @throws a refusal with the contract's error: `invalid_grant` or `authorization_pending`.
+ * @throws a refusal with the documented error (docs/reference.md#reason-codes): `invalid_grant` or
+ *   `authorization_pending`.
  */
 export function assertApprovalUsable(
   approval: Approval | undefined,

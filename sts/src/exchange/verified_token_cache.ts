@@ -20,7 +20,7 @@ export interface VerifiedTokenCacheOptions {
 /**
  * Successful verifications of identity JWTs (subject and actor tokens), keyed by usage and the SHA-256
  * of the exact token bytes. A workload presents the same subject token many times until it expires
- * (CONTRACT §4); a hit skips the signature check and claim checks that passed moments ago for the same
+ * (docs/reference.md#token-exchange); a hit skips the signature check and claim checks that passed moments ago for the same
  * bytes. An entry is reused only until the token's `exp` (with the verifier's tolerance) and at most
  * `maxAgeMs`; refusals are never cached. Everything after identity verification (approval, policy, rate
  * limits, budget) still runs on every exchange.

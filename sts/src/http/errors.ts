@@ -3,7 +3,7 @@ import type { Logger } from "../ops/logger.js";
 import { type ClientErrorLog, createClientErrorLog, isClientDisconnect } from "./client_errors.js";
 
 /**
- * An HTTP error with an OAuth-style body: `{"error", "error_description"}` (CONTRACT §3). Every refusal
+ * An HTTP error with an OAuth-style body: `{"error", "error_description"}` (docs/reference.md#error). Every refusal
  * has a stable `error` code; 401s carry a `WWW-Authenticate` challenge (RFC 6750 §3).
  */
 export class HttpError extends Error {

@@ -3,7 +3,7 @@ import path from "node:path";
 import { importJWK, type JWK, SignJWT } from "jose";
 import { readOrCreatePrivateFile } from "../ops/files.js";
 
-/** What a development token may be used as (CONTRACT §1, `countersign dev-token --usage`). */
+/** What a development token may be used as (docs/reference.md#trusted-issuers, `countersign dev-token --usage`). */
 export type DevTokenUsage = "subject" | "actor" | "approver";
 
 /**

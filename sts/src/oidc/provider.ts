@@ -102,7 +102,7 @@ export function createProvider({
       userinfo: { enabled: false },
       resourceIndicators: {
         enabled: true,
-        // RFC 8707: client_credentials without `resource` targets the approval API (CONTRACT §3).
+        // RFC 8707: client_credentials without `resource` targets the approval API (docs/reference.md#agent-credentials-client_credentials).
         defaultResource: (ctx: KoaContextWithOIDC) => {
           const params = ctx.oidc.params ?? {};
           if (params.grant_type === "client_credentials") return approvals;

@@ -98,7 +98,8 @@ function decision(
 }
 
 /**
- * The OpenAPI 3.1 document of the approval API (CONTRACT §3) and the token endpoint (§4), generated
+ * The OpenAPI 3.1 document of the approval API (docs/reference.md#the-approval-api-routes) and the token endpoint
+ * (docs/reference.md#token-exchange), generated
  * from the zod schemas the routes validate with (zod's `z.toJSONSchema`, JSON Schema 2020-12, which is
  * OpenAPI 3.1's dialect). Request bodies are described as the routes accept them (`io: "input"`: fields
  * with defaults are optional).
@@ -122,8 +123,8 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
     jsonSchemaDialect: "https://spec.openapis.org/oas/3.1/dialect/base",
     servers: [{ url: options.issuer }],
     tags: [
-      { name: "approvals", description: "Approval requests and decisions (CONTRACT §3)" },
-      { name: "oauth", description: "The token endpoint (CONTRACT §4)" },
+      { name: "approvals", description: "Approval requests and decisions" },
+      { name: "oauth", description: "The token endpoint" },
     ],
     paths: {
       "/approvals": {

@@ -7,7 +7,7 @@ export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exch
 const tokenType = z.enum([TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken, TOKEN_TYPE.idToken]);
 
 /**
- * The `POST /token` form body as the OpenAPI document describes it (CONTRACT §4): the token exchange
+ * The `POST /token` form body as the OpenAPI document describes it (docs/reference.md#token-exchange): the token exchange
  * (RFC 8693 §2.1) and the `client_credentials` grant agents use for the approval API. oidc-provider
  * parses and validates the real request; this schema documents it.
  */

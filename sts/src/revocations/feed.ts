@@ -1,7 +1,7 @@
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../db/schema.js";
 
-/** One entry of the revocation feed (CONTRACT §5), as served on the wire. */
+/** One entry of the revocation feed (docs/reference.md#the-revocation-feed), as served on the wire. */
 export interface RevocationEntry {
   readonly approval_id: string;
   /** ISO 8601: when the approval was revoked, or when it expired. */

@@ -22,7 +22,7 @@ function parseAfter(value: string | undefined, name: string): string | undefined
 }
 
 /**
- * `GET /revocations?after=<cursor>&limit=<n>` (CONTRACT §5): revoked and expired approvals, oldest first,
+ * `GET /revocations?after=<cursor>&limit=<n>` (docs/reference.md#the-revocation-feed): revoked and expired approvals, oldest first,
  * at most `limit` (default and maximum 500) per page; `cursor` is the last entry's, or `after` when the
  * page is empty. No credentials: the feed lists ids only.
  *
