@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { tmpdir } from "node:os";
 import { after, before, describe, test } from "node:test";
 import { decodeJwt } from "jose";
+import { ConfigError, loadConfig } from "../../sts/src/config/load.js";
+import type { Approval } from "../../sts/src/db/schema.js";
+import { matchStandingApproval } from "../../sts/src/exchange/rules.js";
 import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
 
@@ -40,6 +44,77 @@ async function api(url: string, token: string, method: string, body?: unknown): 
   });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
+
+describe("client_credentials resources: the configuration", () => {
+  const load = (resource: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    loadConfig({ COUNTERSIGN_DATA_DIR: tmpdir() }, { resources: [resource], dev_mode: false, ...extra });
+
+  test("default_scopes outside scopes are refused, naming the key; mcp.request_cooldown_seconds defaults to 600", () => {
+    assert.throws(
+      () => load({ id: MCP, scopes: ["tools:read"], client_credentials: true, default_scopes: ["admin"] }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.issues.some((issue) => issue.includes("resources[0].default_scopes[0]: is not one of scopes")),
+    );
+    const config = load({ id: MCP, scopes: ["tools:read"], client_credentials: true });
+    assert.equal(config.mcp.request_cooldown_seconds, 600);
+    assert.equal(config.resources[0]?.client_credentials, true);
+    assert.equal(
+      load({ id: MCP, scopes: ["tools:read"] }, { mcp: { request_cooldown_seconds: 5 } }).mcp
+        .request_cooldown_seconds,
+      5,
+    );
+  });
+});
+
+describe("matchStandingApproval", () => {
+  const now = Date.parse("2030-01-01T00:00:00Z");
+  const row = (changes: Partial<Approval>): Approval =>
+    ({
+      id: "apr_0000000000000000000000",
+      status: "denied",
+      scope: "tools:read",
+      requested_scope: "tools:read",
+      expires_at: new Date(now + 3600_000),
+      decided_at: new Date(now - 599_000),
+      revoked_at: null,
+      tokens_issued: 0,
+      max_tokens: 10,
+      ...changes,
+    }) as Approval;
+
+  test("a denial answers within the cool-down and no longer after it", () => {
+    assert.equal(matchStandingApproval([row({})], ["tools:read"], now, 600).kind, "refused");
+    assert.equal(
+      matchStandingApproval([row({ decided_at: new Date(now - 601_000) })], ["tools:read"], now, 600).kind,
+      "none",
+    );
+    const revoked = row({
+      status: "revoked",
+      decided_at: new Date(now - 9999_000),
+      revoked_at: new Date(now - 1000),
+    });
+    assert.equal(matchStandingApproval([revoked], ["tools:read"], now, 600).kind, "refused");
+  });
+
+  test("an approval narrowed by its approver serves the request it was recorded for, with the scopes within it", () => {
+    const narrowed = row({
+      status: "approved",
+      scope: "tools:read",
+      requested_scope: "mail:send tools:read",
+    });
+    assert.deepEqual(matchStandingApproval([narrowed], ["mail:send", "tools:read"], now, 600), {
+      kind: "approved",
+      approval: narrowed,
+      scopes: ["tools:read"],
+    });
+    // Another request wider than the approval is not served by it.
+    assert.equal(matchStandingApproval([narrowed], ["files:read", "tools:read"], now, 600).kind, "none");
+    // Nor is an approval whose budget is spent.
+    const spent = row({ status: "approved", tokens_issued: 10 });
+    assert.equal(matchStandingApproval([spent], ["tools:read"], now, 600).kind, "none");
+  });
+});
 
 for (const engine of testEngines()) {
   describe(`client_credentials for an MCP resource (${engine})`, () => {
