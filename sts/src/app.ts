@@ -9,10 +9,12 @@ import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { createApprovalCache } from "./exchange/approval_cache.js";
+import { mcpClientCredentialsGrant } from "./exchange/client_credentials_grant.js";
 import { tokenExchangeGrant } from "./exchange/grant.js";
 import type { ExchangeGuards } from "./exchange/guards.js";
 import { createIssuanceStore } from "./exchange/issuance_store.js";
 import { createMinter } from "./exchange/mint.js";
+import { createStandingRequests } from "./exchange/standing_requests.js";
 import { createVerifiedTokenCache } from "./exchange/verified_token_cache.js";
 import { type ClientErrorLog, createClientErrorLog, koaErrorListener } from "./http/client_errors.js";
 import { errorHandler } from "./http/errors.js";
@@ -174,18 +176,41 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     // A policy that reads the live budget must see a fresh approval at every exchange.
     const approvalCache =
       exchangeGuards.policy?.readsApprovalBudget === false ? createApprovalCache() : undefined;
+    const minter = createMinter({
+      config,
+      signer: () => keyRing.current.signer,
+      guards: exchangeGuards,
+      store: issuanceStore,
+      approvals: approvalCache,
+    });
     const exchangeGrant = tokenExchangeGrant({
       ...services,
       store: issuanceStore,
       approvals: approvalCache,
       verifiedTokens: createVerifiedTokenCache(),
-      minter: createMinter({
-        config,
-        signer: () => keyRing.current.signer,
-        guards: exchangeGuards,
-        store: issuanceStore,
-        approvals: approvalCache,
-      }),
+      minter,
+    });
+    const webhooks = createWebhookDispatcher({
+      db: database.db,
+      webhooks: config.webhooks,
+      logger,
+      ...(options.webhookTuning ? { tuning: options.webhookTuning } : {}),
+    });
+    // MCP clients' requests without an approval id: found, or recorded once for a human.
+    const standingRequests = createStandingRequests(database.db, {
+      cooldownSeconds: config.mcp.request_cooldown_seconds,
+      onEvent: webhooks.emit,
+      onEventError: (error, approvalId) =>
+        logger.warn(
+          { err: { message: (error as Error).message }, approval_id: approvalId },
+          "approval event sink failed",
+        ),
+    });
+    const mcpClientCredentials = mcpClientCredentialsGrant({
+      ...services,
+      requests: standingRequests,
+      minter,
+      limiter: clientCredentialsLimiter,
     });
     const clientErrors = createClientErrorLog(logger);
     // Koa's report of an error (a socket failing under a response, an error past every handler), from
@@ -200,6 +225,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         cookieSecret: kek.derive("countersign oidc-provider cookies"),
         grants: [exchangeGrant],
         clientCredentialsLimiter,
+        clientCredentialsForResources: mcpClientCredentials,
       });
       // oidc-provider's Provider is a Koa app; its typings list only its own events.
       (built as unknown as Koa).on("error", onKoaError);
@@ -255,12 +281,6 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     koa.use(consoleRoutes(services).routes());
     koa.use(approvalAuditRoutes(services).routes());
 
-    const webhooks = createWebhookDispatcher({
-      db: database.db,
-      webhooks: config.webhooks,
-      logger,
-      ...(options.webhookTuning ? { tuning: options.webhookTuning } : {}),
-    });
     const approvals = approvalRoutes(services, { policy: cedarPolicy, onEvent: webhooks.emit });
     koa.use(approvals.routes());
     koa.use(approvals.allowedMethods());

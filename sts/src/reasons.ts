@@ -134,6 +134,22 @@ export const REASONS = {
     token: unavailable,
     meaning: "the approval changed while the exchange was decided; a retry decides on the new terms",
   },
+  // The token endpoint: MCP clients (client_credentials with an MCP resource, ID-JAG redemption).
+  scope_missing: {
+    token: invalidScope,
+    meaning: "the request names no scope and the resource has no default_scopes",
+  },
+  scope_unknown: { token: invalidScope, meaning: "a requested scope is not one of the resource's scopes" },
+  approval_requested: {
+    token: { status: 400, error: "authorization_pending" },
+    meaning:
+      "no approved approval for this (client, resource, scope) yet: a pending one was recorded, or already waits (error_description and approval_id name it)",
+  },
+  approval_cooldown: {
+    token: { status: 400, error: "access_denied" },
+    meaning:
+      "a human denied or revoked the approval for this (client, resource, scope) less than mcp.request_cooldown_seconds ago; no new one is recorded until then",
+  },
   subject_mismatch: {
     token: invalidGrant,
     meaning: "the subject token's (issuer, sub) is not the approval's subject",

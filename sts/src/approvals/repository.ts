@@ -52,35 +52,42 @@ export async function insertApproval(
   request: NewApprovalRequest,
   audit: AuditEvent,
 ): Promise<Approval> {
-  return db.transaction().execute(async (trx) => {
-    const created = sql<Date>`date_trunc('milliseconds', now())`;
-    const row = await trx
-      .insertInto("approvals")
-      .values({
-        id: request.id,
-        status: "pending",
-        client_id: request.clientId,
-        resource: request.resource,
-        scope: request.scope,
-        requested_scope: request.scope,
-        task: request.task,
-        subject: request.subject,
-        subject_issuer: request.subjectIssuer,
-        max_tokens: request.maxTokens,
-        rate_limit: request.rateLimit ? JSON.stringify(request.rateLimit) : null,
-        ...targetColumns(request.targets),
-        requested_by: request.clientId,
-        approved_by: null,
-        decided_by: null,
-        decision_reason: null,
-        created_at: created,
-        expires_at: sql<Date>`date_trunc('milliseconds', now()) + make_interval(secs => ${request.ttlSeconds})`,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    await recordAudit(trx, { ...audit, approval_id: row.id });
-    return row;
-  });
+  return db.transaction().execute((trx) => insertApprovalIn(trx, request, audit));
+}
+
+/** {@link insertApproval} inside the caller's transaction. */
+export async function insertApprovalIn(
+  trx: Transaction<Database>,
+  request: NewApprovalRequest,
+  audit: AuditEvent,
+): Promise<Approval> {
+  const created = sql<Date>`date_trunc('milliseconds', now())`;
+  const row = await trx
+    .insertInto("approvals")
+    .values({
+      id: request.id,
+      status: "pending",
+      client_id: request.clientId,
+      resource: request.resource,
+      scope: request.scope,
+      requested_scope: request.scope,
+      task: request.task,
+      subject: request.subject,
+      subject_issuer: request.subjectIssuer,
+      max_tokens: request.maxTokens,
+      rate_limit: request.rateLimit ? JSON.stringify(request.rateLimit) : null,
+      ...targetColumns(request.targets),
+      requested_by: request.clientId,
+      approved_by: null,
+      decided_by: null,
+      decision_reason: null,
+      created_at: created,
+      expires_at: sql<Date>`date_trunc('milliseconds', now()) + make_interval(secs => ${request.ttlSeconds})`,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await recordAudit(trx, { ...audit, approval_id: row.id });
+  return row;
 }
 
 /** Reads one approval, or `undefined`. */

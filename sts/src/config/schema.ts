@@ -87,8 +87,34 @@ const resourceSchema = z
       .describe(
         'Labels Cedar policies can read as the resource\'s tags (`resource.hasTag("department")`, `resource.getTag("department")`), e.g. `{"department": "finance"}`. Optional; at most 32.',
       ),
+    /**
+     * Whether MCP clients may ask for tokens for this resource with the `client_credentials` grant and
+     * `resource` naming it (the MCP OAuth client credentials extension, SEP-1046). Default false. Such a
+     * token is still issued only under an approved approval of that agent for this resource and scope
+     * without a subject (`sub` = `client_id`); without one a pending approval is recorded for a human.
+     */
+    client_credentials: z
+      .boolean()
+      .optional()
+      .describe("Allow the client_credentials grant with resource = this resource (under an approval)."),
+    /**
+     * The scopes a `client_credentials` request for this resource that names no `scope` asks for; each
+     * one of `scopes`. Default none: such a request must name its scopes.
+     */
+    default_scopes: z
+      .array(scopeToken)
+      .max(256)
+      .optional()
+      .describe("Scopes of a client_credentials request for this resource that names no scope."),
   })
-  .strict();
+  .strict()
+  .superRefine((resource, ctx) => {
+    resource.default_scopes?.forEach((scope, i) => {
+      if (!resource.scopes.includes(scope)) {
+        ctx.addIssue({ code: "custom", path: ["default_scopes", i], message: "is not one of scopes" });
+      }
+    });
+  });
 
 const jwkSchema = z.record(z.string(), z.unknown());
 
@@ -427,6 +453,25 @@ const webhookSchema = z
   })
   .strict();
 
+/** How the STS answers MCP clients that ask for tokens with client_credentials or an ID-JAG. */
+const mcpSchema = z
+  .object({
+    /**
+     * After a human denies or revokes the approval recorded for an MCP client's (client, resource,
+     * scope), how long the same request is answered `access_denied` and records no new pending
+     * approval, in seconds. Default 600. Security: a client retrying in a loop cannot wear the human
+     * down with a stream of new requests.
+     */
+    request_cooldown_seconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(2_592_000)
+      .default(600)
+      .describe("Seconds after a deny or revoke during which the same request records no new approval."),
+  })
+  .strict();
+
 /** The JSON config file. */
 export const configFileSchema = z
   .object({
@@ -568,6 +613,10 @@ export const configFileSchema = z
       .describe(
         "Signed notifications of approval events (requested, approved, denied, revoked), delivered at least once with retries; receivers verify `Countersign-Signature` and deduplicate by `Countersign-Event-Id`. Default none.",
       ),
+    /** MCP clients at the token endpoint. Defaults: see each key. */
+    mcp: mcpSchema
+      .default({ request_cooldown_seconds: 600 })
+      .describe("MCP clients at the token endpoint (client_credentials for MCP resources)."),
     /**
      * Development mode: trusts the local development issuer (`countersign dev-token`). Security: never
      * in production. Default false in a config file, true for the built-in development default.
@@ -685,4 +734,5 @@ export type RateLimit = z.infer<typeof rateLimitSchema>;
 export type IssuanceLimitsConfig = z.infer<typeof issuanceLimitsSchema>;
 export type RevocationsConfig = z.infer<typeof revocationsSchema>;
 export type WebhookConfig = z.infer<typeof webhookSchema>;
+export type McpConfig = z.infer<typeof mcpSchema>;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

@@ -6,7 +6,7 @@ import type { Approval } from "../db/schema.js";
 import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
 import { validateDpopProof } from "../oidc/dpop.js";
 import type { GrantRegistration } from "../oidc/provider.js";
-import { isRefusal, refuse, unavailable } from "../oidc/refusal.js";
+import { isRefusal, refuse, setErrorMembers, unavailable } from "../oidc/refusal.js";
 import type { StsServices } from "../services.js";
 import type { ApprovalCache } from "./approval_cache.js";
 import { assertApprovalUsable } from "./approval_checks.js";
@@ -163,13 +163,18 @@ export async function refused(
       event: grantType,
       outcome: "refused",
       reason,
-      approval_id: safeApprovalId(ctx.oidc.params as Record<string, unknown>),
+      approval_id:
+        (isRefusal(error) ? error.approvalId : undefined) ??
+        safeApprovalId(ctx.oidc.params as Record<string, unknown>),
       client_id: clientId,
       actor: clientId,
       detail: { error: error.error, description: error.error_description ?? null },
     }).catch((auditError: unknown) =>
       logger.warn({ err: { message: (auditError as Error).message } }, "audit write failed"),
     );
+  }
+  if (isRefusal(error) && error.approvalId !== undefined) {
+    setErrorMembers(ctx, { approval_id: error.approvalId });
   }
   return error;
 }

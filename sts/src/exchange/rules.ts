@@ -248,3 +248,78 @@ export function issueRefusal(
       return refuse("approval_changed", "the approval changed during the exchange, retry");
   }
 }
+
+/**
+ * The scopes an MCP client's request without an approval id asks for (client_credentials or an
+ * ID-JAG): those named, or the resource's `default_scopes` when none are; each one of the resource's
+ * scopes. Sorted and without repeats, so the same request always has the same key.
+ */
+export function requestedResourceScopes(
+  requested: readonly string[],
+  resource: { readonly scopes: readonly string[]; readonly default_scopes?: readonly string[] | undefined },
+): string[] {
+  const scopes = requested.length > 0 ? requested : (resource.default_scopes ?? []);
+  if (scopes.length === 0) {
+    throw refuse("scope_missing", "name a scope: the resource has no default_scopes");
+  }
+  const unknown = scopes.filter((scope) => !resource.scopes.includes(scope));
+  if (unknown.length > 0) {
+    throw refuse("scope_unknown", `not a scope of the resource: ${unknown.join(" ")}`);
+  }
+  return [...new Set(scopes)].sort();
+}
+
+/** What an MCP client's request without an approval id finds among the approvals of its key. */
+export type StandingApprovalMatch =
+  | { readonly kind: "approved"; readonly approval: Approval; readonly scopes: readonly string[] }
+  | { readonly kind: "pending"; readonly approval: Approval }
+  | { readonly kind: "refused"; readonly approval: Approval }
+  | { readonly kind: "none" };
+
+/**
+ * Picks, among `candidates` (the client's approvals for the resource and subject: approved ones that
+ * are unexpired with budget left, pending ones, and those denied or revoked within the cool-down; newest
+ * first), what answers a request for `scopes`:
+ *
+ * 1. an approved approval whose scope holds every scope asked for, or the one recorded for this very
+ *    request (its `requested_scope` is the request's), whose approver may have narrowed it: the token
+ *    gets the asked scopes within it;
+ * 2. else the pending approval recorded for this request;
+ * 3. else an approval recorded for this request, or holding every scope asked for, that a human denied
+ *    or revoked less than `cooldownSeconds` ago.
+ */
+export function matchStandingApproval(
+  candidates: readonly Approval[],
+  scopes: readonly string[],
+  nowMs: number,
+  cooldownSeconds: number,
+): StandingApprovalMatch {
+  const key = scopes.join(" ");
+  const holds = (approval: Approval) => {
+    const granted = new Set(parseScope(approval.scope));
+    return scopes.every((scope) => granted.has(scope));
+  };
+  const live = (approval: Approval) => approval.expires_at.getTime() > nowMs;
+  for (const approval of candidates) {
+    if (approval.status !== "approved" || !live(approval)) continue;
+    if (approval.tokens_issued >= approval.max_tokens) continue;
+    if (holds(approval)) return { kind: "approved", approval, scopes };
+    if (approval.requested_scope === key) {
+      const granted = new Set(parseScope(approval.scope));
+      const within = scopes.filter((scope) => granted.has(scope));
+      if (within.length > 0) return { kind: "approved", approval, scopes: within };
+    }
+  }
+  const pending = candidates.find(
+    (approval) => approval.status === "pending" && live(approval) && approval.requested_scope === key,
+  );
+  if (pending) return { kind: "pending", approval: pending };
+  const refused = candidates.find(
+    (approval) =>
+      (approval.status === "denied" || approval.status === "revoked") &&
+      ((approval.revoked_at ?? approval.decided_at)?.getTime() ?? 0) > nowMs - cooldownSeconds * 1000 &&
+      (approval.requested_scope === key || holds(approval)),
+  );
+  if (refused) return { kind: "refused", approval: refused };
+  return { kind: "none" };
+}

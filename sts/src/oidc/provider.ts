@@ -12,7 +12,9 @@ import type { SigningKeyMaterial } from "../keys/signing_keys.js";
 import type { ClientCredentialsLimiter } from "../limits/client_credentials_limiter.js";
 import type { Logger } from "../ops/logger.js";
 import { PostgresAdapter } from "./adapter.js";
+import { builtInClientCredentials } from "./builtin_client_credentials.js";
 import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
+import { errorMembersOf } from "./refusal.js";
 
 /** The token endpoint's path (oidc-provider's default route). */
 export const TOKEN_ENDPOINT_PATH = "/token";
@@ -37,6 +39,18 @@ export interface ProviderDependencies {
   grants?: readonly GrantRegistration[];
   /** The per-agent issuance limit of the `client_credentials` grant. None: unlimited. */
   clientCredentialsLimiter?: ClientCredentialsLimiter;
+  /**
+   * `client_credentials` for the resources it handles (MCP servers that opted in). Every other
+   * `client_credentials` request stays oidc-provider's built-in grant (the approval API credential).
+   */
+  clientCredentialsForResources?: ResourceGrant;
+}
+
+/** A grant for the token requests whose `resource` it handles. */
+export interface ResourceGrant {
+  /** Whether a request with this `resource` parameter (a string, or an array when repeated) is its. */
+  readonly handles: (resource: unknown) => boolean;
+  readonly handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
 }
 
 /** An extension grant: one file per grant exports these (STYLE §1). */
@@ -61,6 +75,7 @@ export function createProvider({
   cookieSecret,
   grants = [],
   clientCredentialsLimiter,
+  clientCredentialsForResources,
 }: ProviderDependencies): Provider {
   const current = keys.find((key) => key.status === "current" && key.alg === config.tokens.signing_alg);
   if (!current) throw new Error(`no current ${config.tokens.signing_alg} signing key`);
@@ -167,12 +182,32 @@ export function createProvider({
       grant.allowedDuplicateParameters ? [...grant.allowedDuplicateParameters] : undefined,
     );
   }
+  if (clientCredentialsForResources) {
+    // oidc-provider registers its built-in grants in the constructor, only for names without a handler
+    // yet; registerGrantType() replaces a handler. Client authentication, the allowed-grant-type and
+    // repeated-parameter checks run before any handler, so they stay oidc-provider's for both paths.
+    const builtIn = builtInClientCredentials(provider);
+    provider.registerGrantType(
+      "client_credentials",
+      (ctx: TokenEndpointGrantContext) =>
+        clientCredentialsForResources.handles(ctx.oidc.params?.resource)
+          ? clientCredentialsForResources.handler(ctx)
+          : builtIn(ctx),
+      ["scope", "resource"],
+      ["resource"],
+    );
+  }
   // oidc-provider answers a /token preflight, and a request whose client it could not load, with
   // Access-Control-Allow-Origin echoing the Origin (or `*`) before clientBasedCORS is consulted. The
   // token endpoint answers no CORS headers at all; discovery and /jwks stay readable cross-origin.
   provider.use(async (ctx, next) => {
     try {
       await next();
+      // Members oidc-provider does not render (e.g. `approval_id` of authorization_pending).
+      const members = errorMembersOf(ctx);
+      if (members && ctx.path === TOKEN_ENDPOINT_PATH && ctx.status >= 400 && isErrorBody(ctx.body)) {
+        ctx.body = { ...ctx.body, ...members };
+      }
     } finally {
       if (ctx.path === TOKEN_ENDPOINT_PATH) {
         for (const header of Object.keys(ctx.response.headers)) {
@@ -185,4 +220,9 @@ export function createProvider({
     logger.error({ err: { name: error.name, message: error.message } }, "oidc-provider server error");
   });
   return provider;
+}
+
+/** An OAuth error answer: a JSON object with an `error` member. */
+function isErrorBody(body: unknown): body is Record<string, unknown> {
+  return typeof body === "object" && body !== null && typeof (body as { error?: unknown }).error === "string";
 }

@@ -2,8 +2,14 @@ import { errors } from "oidc-provider";
 import type { IdentityTokenReason } from "../identity/trusted_issuers.js";
 import { REASONS, type TokenReason } from "../reasons.js";
 
-/** A token endpoint refusal: an oidc-provider wire error plus its stable reason code (sts/src/reasons.ts). */
-export type Refusal = InstanceType<typeof errors.OIDCProviderError> & { reason: TokenReason };
+/**
+ * A token endpoint refusal: an oidc-provider wire error plus its stable reason code (sts/src/reasons.ts)
+ * and, when it is about one approval the client may know of, that approval's id.
+ */
+export type Refusal = InstanceType<typeof errors.OIDCProviderError> & {
+  reason: TokenReason;
+  approvalId?: string;
+};
 
 type ErrorFactory = (description: string) => InstanceType<typeof errors.OIDCProviderError>;
 
@@ -15,6 +21,7 @@ const ERROR_CLASSES: Record<string, ErrorFactory> = {
   // No `scope` member in the answer: the description names the scopes outside the approval.
   invalid_scope: (description) => new errors.InvalidScope(description, undefined as unknown as string),
   authorization_pending: (description) => new errors.AuthorizationPending(description),
+  access_denied: (description) => new errors.AccessDenied(description),
   slow_down: (description) => new errors.SlowDown(description),
   temporarily_unavailable: (description) => new errors.TemporarilyUnavailable(description),
 };
@@ -33,6 +40,22 @@ export function refuse(reason: TokenReason, description: string): Refusal {
   if (error.status !== wire.status)
     Object.assign(error, { status: wire.status, statusCode: wire.status, expose: true });
   return error;
+}
+
+/**
+ * Extra members of a token endpoint error answer, per request: oidc-provider renders only `error` and
+ * `error_description`, so the provider's outermost middleware adds these (e.g. `approval_id`).
+ */
+const ERROR_MEMBERS = new WeakMap<object, Readonly<Record<string, string>>>();
+
+/** Adds `members` to the error answer of the request of `ctx`. */
+export function setErrorMembers(ctx: object, members: Readonly<Record<string, string>>): void {
+  ERROR_MEMBERS.set(ctx, members);
+}
+
+/** The extra error members set for the request of `ctx`, if any. */
+export function errorMembersOf(ctx: object): Readonly<Record<string, string>> | undefined {
+  return ERROR_MEMBERS.get(ctx);
 }
 
 /** 503 `temporarily_unavailable`: fail closed when a dependency (database, issuer keys) is down. */
