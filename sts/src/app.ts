@@ -259,6 +259,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       db: database.db,
       webhooks: config.webhooks,
       logger,
+      requestedLimit: config.approvals.webhook_requested_limit,
       ...(options.webhookTuning ? { tuning: options.webhookTuning } : {}),
     });
     const approvals = approvalRoutes(services, { policy: cedarPolicy, onEvent: webhooks.emit });

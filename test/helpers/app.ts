@@ -87,6 +87,12 @@ export function baseConfig(): Record<string, unknown> {
       },
     ],
     trusted_issuers: [],
+    // Suites ask for many approvals in a moment; the per-agent bounds are tested, from their defaults,
+    // in test/sts/approval_bounds.test.ts.
+    approvals: {
+      max_pending_per_agent: 10_000,
+      request_rate_limit: { per_second: 10_000, burst: 10_000 },
+    },
     dev_mode: true,
   };
 }
