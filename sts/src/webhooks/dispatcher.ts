@@ -302,7 +302,6 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
         eventType: REQUESTED_SUMMARY_EVENT,
         body,
         dueAt: point.windowEnd,
-        approvalId: approval.id,
       })),
     );
     return id;

@@ -61,7 +61,10 @@ export async function enqueueDeliveries(
     .execute();
 }
 
-/** A summary delivery to create, or to count one more event into (see {@link foldIntoSummaries}). */
+/**
+ * A summary delivery to create, or to count one more event into (see {@link foldIntoSummaries}). Its
+ * body's `latest_approval_id` names the event folded in now.
+ */
 export interface SummaryDelivery {
   readonly eventId: string;
   readonly webhookUrl: string;
@@ -70,8 +73,6 @@ export interface SummaryDelivery {
   readonly body: string;
   /** When the summary is sent: the end of its window. */
   readonly dueAt: Date;
-  /** The event folded in now; becomes the body's `latest_approval_id`. */
-  readonly approvalId: string;
 }
 
 /**
@@ -111,16 +112,6 @@ export async function foldIntoSummaries(
         .where("webhook_deliveries.attempts", "=", 0),
     )
     .execute();
-}
-
-/** How many deliveries the outbox holds for `webhookUrl` (tests and operators). */
-export async function countDeliveries(db: Kysely<Database>, webhookUrl?: string): Promise<number> {
-  let query = tables(db)
-    .selectFrom("webhook_deliveries")
-    .select((eb) => eb.fn.countAll<string | number>().as("n"));
-  if (webhookUrl !== undefined) query = query.where("webhook_url", "=", webhookUrl);
-  const row = await query.executeTakeFirstOrThrow();
-  return Number(row.n);
 }
 
 /**
