@@ -193,6 +193,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const webhooks = createWebhookDispatcher({
       db: database.db,
       webhooks: config.webhooks,
+      requestedLimit: config.approvals.webhook_requested_limit,
       logger,
       ...(options.webhookTuning ? { tuning: options.webhookTuning } : {}),
     });

@@ -283,6 +283,17 @@ export const REASONS = {
     approvals: { status: 409, error: "invalid_state" },
     meaning: "the approval is not in a state that allows the decision",
   },
+  // The approval API: bounds per agent.
+  request_rate_limited: {
+    approvals: { status: 429, error: "slow_down" },
+    meaning:
+      "the agent called POST /approvals faster than approvals.request_rate_limit; Retry-After says when to retry",
+  },
+  pending_cap_reached: {
+    approvals: { status: 429, error: "too_many_pending" },
+    meaning:
+      "the agent already has approvals.max_pending_per_agent pending approvals; Retry-After says when to retry",
+  },
 } as const satisfies Record<string, ReasonEntry>;
 
 /** A reason code of the STS. */

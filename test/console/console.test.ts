@@ -528,4 +528,48 @@ describe("approval console in headless Chromium", {
       consoleErrors.join("\n"),
     );
   });
+
+  test("one agent's flood does not hide another agent's request: it is second of 200, and the page says how the list is ordered", async () => {
+    const page = await context.newPage();
+    await page.goto(`${sts.url}/console`);
+    await page.getByLabel("Approver name").fill("dave");
+    await page.getByRole("button", { name: "Sign in as dev approver" }).click();
+    await page.getByRole("heading", { name: /Pending requests/ }).waitFor();
+    const quiet = await requestApproval(sts.url, await agentToken(sts.url), {
+      resource: CRM,
+      scope: "crm:read",
+      task: "The legitimate request",
+    });
+    const flooder = await postForm(`${sts.url}/token`, {
+      grant_type: "client_credentials",
+      scope: "approvals:request",
+      client_id: "post-agent",
+      client_secret: TEST_SECRET,
+    });
+    assert.equal(flooder.status, 200, JSON.stringify(flooder.body));
+    for (let sent = 0; sent < 210; sent += 10) {
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          requestApproval(sts.url, flooder.body.access_token as string, {
+            resource: CRM,
+            scope: "crm:read",
+            task: `junk ${sent + i}`,
+          }),
+        ),
+      );
+    }
+    await page.locator("#pending-more", { hasText: "Showing 200" }).waitFor();
+    assert.equal(await page.locator("#pending-count").textContent(), "200");
+    assert.equal(
+      await page.locator("#pending-more").textContent(),
+      "Showing 200, each agent's newest first; decide these to see more.",
+    );
+    const ids = await page
+      .locator("#pending-list > li")
+      .evaluateAll((items) => items.map((item) => item.getAttribute("data-approval-id")));
+    assert.equal(ids.length, 200);
+    // Round 0: each agent's newest, newest first — the flood's newest, then the legitimate request.
+    assert.equal(ids[1], quiet.id);
+    await page.close();
+  });
 });

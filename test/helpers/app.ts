@@ -62,6 +62,15 @@ export interface TestApp {
 /** A client secret long enough for the config schema. */
 export const TEST_SECRET = "test-secret-0123456789-abcdefghijklmnop";
 
+/**
+ * `approvals` bounds high enough for suites that ask for many approvals in a moment; the per-agent
+ * bounds themselves are tested in test/sts/approval_bounds.test.ts.
+ */
+export const LIFTED_APPROVAL_BOUNDS = {
+  max_pending_per_agent: 10_000,
+  request_rate_limit: { per_second: 10_000, burst: 10_000 },
+};
+
 /** A config file most suites start from: one resource, clients for every auth method but private_key_jwt. */
 export function baseConfig(): Record<string, unknown> {
   return {
@@ -87,6 +96,7 @@ export function baseConfig(): Record<string, unknown> {
       },
     ],
     trusted_issuers: [],
+    approvals: LIFTED_APPROVAL_BOUNDS,
     dev_mode: true,
   };
 }

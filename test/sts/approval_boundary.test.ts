@@ -18,7 +18,14 @@ import {
 import { createVerifier } from "../../gateway-verifier/src/index.js";
 import type { ApprovalJson } from "../../sts/src/approvals/model.js";
 import { ConfigError, loadConfig } from "../../sts/src/config/load.js";
-import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import {
+  basicAuth,
+  LIFTED_APPROVAL_BOUNDS,
+  postForm,
+  startTestApp,
+  TEST_SECRET,
+  type TestApp,
+} from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
 import {
   ACCESS_TOKEN_TYPE,
@@ -308,6 +315,7 @@ for (const engine of testEngines()) {
             },
           ],
           trusted_issuers: trustedIssuers(jwk, partnerJwk),
+          approvals: LIFTED_APPROVAL_BOUNDS,
           dev_mode: false,
         },
       });

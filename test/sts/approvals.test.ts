@@ -422,7 +422,7 @@ for (const engine of testEngines()) {
         assertError(await api("GET", "/approvals/..%2Fetc", alice), 404, "not_found");
       });
 
-      test("GET /approvals lists pending ones for approvers, oldest first; agents are refused", async () => {
+      test("GET /approvals lists pending ones for approvers, each agent's newest first, round by round; agents are refused", async () => {
         assertError(
           await api("GET", "/approvals", billing),
           403,
@@ -438,10 +438,18 @@ for (const engine of testEngines()) {
         assert.equal(answer.status, 200);
         assert.ok(answer.body.approvals.every((a) => a.status === "pending"));
         assert.ok(answer.body.approvals.some((a) => a.id === mine.id));
-        const times = answer.body.approvals.map((a) => Date.parse(a.created_at));
+        assert.equal(answer.body.approvals[0]?.id, mine.id, "the newest request of its agent leads");
+        // Round r holds each agent's (r+1)-th newest; within a round, newest first.
+        const seen = new Map<string, number>();
+        const keys = answer.body.approvals.map((a) => {
+          const round = seen.get(a.client_id) ?? 0;
+          seen.set(a.client_id, round + 1);
+          return { id: a.id, round, at: Date.parse(a.created_at) };
+        });
+        const ordered = [...keys].sort((x, y) => x.round - y.round || y.at - x.at || (x.id < y.id ? 1 : -1));
         assert.deepEqual(
-          times,
-          [...times].sort((x, y) => x - y),
+          keys.map((k) => k.id),
+          ordered.map((k) => k.id),
         );
         const byDefault = await api<{ approvals: ApprovalJson[] }>("GET", "/approvals", alice);
         assert.deepEqual(
@@ -473,8 +481,13 @@ for (const engine of testEngines()) {
 
       test("a cursor holding a date the database cannot store: 400 invalid_request (cursor_invalid), not 500", async () => {
         const id = `apr_${"A".repeat(22)}`;
-        const cursorAt = (createdAt: string) =>
-          Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
+        const encode = (value: unknown[]) => Buffer.from(JSON.stringify(value)).toString("base64url");
+        // A pending list's cursor is [snapshot, round, created_at, id]; the others' [created_at, id].
+        const cursors = (createdAt: string) => [
+          `status=denied&cursor=${encode([createdAt, id])}`,
+          `cursor=${encode([new Date().toISOString(), 0, createdAt, id])}`,
+          `cursor=${encode([createdAt, 0, new Date().toISOString(), id])}`,
+        ];
         // JS Date's extremes (Postgres stores 4713 BC to 294276 AD), ISO years PGlite cannot send
         // (year 0, five digits), and a year JS Date cannot hold at all.
         const dates = [
@@ -485,13 +498,13 @@ for (const engine of testEngines()) {
           "0000-01-01T00:00:00.000Z",
           "+010000-01-01T00:00:00.000Z",
         ];
-        for (const createdAt of dates) {
+        for (const query of dates.flatMap(cursors)) {
           const before = await sts.app.services.db
             .selectFrom("audit_events")
             .select((eb) => eb.fn.max("id").as("id"))
             .executeTakeFirstOrThrow();
           assertError(
-            await api("GET", `/approvals?cursor=${cursorAt(createdAt)}`, alice),
+            await api("GET", `/approvals?${query}`, alice),
             400,
             "invalid_request",
             "cursor: is not a cursor this API returned",
@@ -504,17 +517,15 @@ for (const engine of testEngines()) {
           assert.deepEqual(
             rows,
             [{ event: "approval.list", outcome: "refused", reason: "cursor_invalid", actor: "alice" }],
-            createdAt,
+            query,
           );
         }
-        // The range's ends are still cursors.
+        // The range's ends are still cursors (a pending list's snapshot must be recent: the third form).
         for (const createdAt of ["0001-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z"]) {
-          const answer = await api<{ approvals: ApprovalJson[] }>(
-            "GET",
-            `/approvals?status=denied&cursor=${cursorAt(createdAt)}`,
-            alice,
-          );
-          assert.equal(answer.status, 200, JSON.stringify(answer.body));
+          for (const query of cursors(createdAt).slice(0, 2)) {
+            const answer = await api<{ approvals: ApprovalJson[] }>("GET", `/approvals?${query}`, alice);
+            assert.equal(answer.status, 200, `${query} ${JSON.stringify(answer.body)}`);
+          }
         }
       });
 

@@ -71,18 +71,19 @@ describe("countersign approvals", () => {
       lines[0],
       "ID                          STATUS   CLIENT         RESOURCE                  SCOPE               TOKENS  EXPIRES                   TASK",
     );
+    // The API's order: each agent's newest first.
+    assert.match(lines[1] ?? "", /a task with newlines that is much longer than t…$/);
     assert.match(
-      lines[1] ?? "",
+      lines[2] ?? "",
       new RegExp(
         `^${first.id}  pending  billing-agent  ${CRM}  crm:read crm:write  0/5 +\\S+ +reconcile March invoices$`,
       ),
     );
-    assert.match(lines[2] ?? "", /a task with newlines that is much longer than t…$/);
     const json = await as(["approvals", "list", "--json"]);
     const page = JSON.parse(json.stdout) as { approvals: ApprovalJson[]; next_cursor: string | null };
     assert.deepEqual(
       page.approvals.map((a) => a.id),
-      [first.id, second.id],
+      [second.id, first.id],
     );
     assert.equal(page.next_cursor, null);
     const limited = await as(["approvals", "list", "--limit", "1"]);

@@ -53,7 +53,7 @@ describe("GET /openapi.json", () => {
 
   test("covers every approval API route (docs/reference.md#the-approval-api-routes) with its bodies, answers and errors", () => {
     const expected: Array<[string, string, string, string[]]> = [
-      ["/approvals", "post", "201", ["400", "401", "403", "413", "415"]],
+      ["/approvals", "post", "201", ["400", "401", "403", "413", "415", "429"]],
       ["/approvals", "get", "200", ["400", "401", "403"]],
       ["/approvals/{id}", "get", "200", ["401", "404"]],
       ["/approvals/{id}/approve", "post", "200", ["400", "401", "403", "404", "409", "413", "415"]],
@@ -74,6 +74,13 @@ describe("GET /openapi.json", () => {
       }
       if (method === "post") assert.ok(operation.requestBody?.content["application/json"], `${path} body`);
     }
+    // The per-agent bounds of POST /approvals say when to retry.
+    const capped = document.paths["/approvals"]?.post?.responses["429"] as {
+      headers?: Record<string, unknown>;
+    };
+    assert.deepEqual(capped.headers, {
+      "Retry-After": { description: "Seconds to wait (RFC 9110 §10.2.3)", schema: { type: "integer" } },
+    });
     assert.deepEqual(Object.keys(document.components.securitySchemes).sort(), [
       "agentBearer",
       "approverBearer",

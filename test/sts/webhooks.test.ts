@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type http from "node:http";
 import { after, before, describe, test } from "node:test";
 import type { ApprovalJson } from "../../sts/src/approvals/model.js";
 import type { WebhookEvent } from "../../sts/src/webhooks/dispatcher.js";
@@ -13,70 +12,11 @@ import {
 import { deliveriesOf } from "../../sts/src/webhooks/store.js";
 import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
+import { Receiver } from "../helpers/webhook_receiver.js";
 
 const CRM = "https://crm.example.test";
 const SECRET = "whsec-0123456789abcdefghijklmnopqrstuvwxyz";
 const OTHER_SECRET = "whsec-other-0123456789abcdefghijklmnopqrstuv";
-
-interface Received {
-  path: string;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  status: number;
-}
-
-/** A webhook receiver on 127.0.0.1: answers from a per-path plan of statuses (then 200), records all. */
-class Receiver {
-  readonly received: Received[] = [];
-  readonly plans = new Map<string, number[]>();
-  private waiters: Array<{ predicate: (all: Received[]) => boolean; resolve: () => void }> = [];
-  private readonly server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (chunk: Buffer) => chunks.push(chunk));
-    req.on("end", () => {
-      const path = req.url ?? "/";
-      const status = this.plans.get(path)?.shift() ?? 200;
-      this.received.push({
-        path,
-        headers: req.headers,
-        body: Buffer.concat(chunks).toString("utf8"),
-        status,
-      });
-      res.writeHead(status, { "content-type": "text/plain" }).end("ok");
-      this.waiters = this.waiters.filter((waiter) => {
-        if (!waiter.predicate(this.received)) return true;
-        waiter.resolve();
-        return false;
-      });
-    });
-  });
-  url = "";
-
-  async start(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  /** Resolves once the recorded requests satisfy `predicate`. */
-  until(predicate: (all: Received[]) => boolean): Promise<void> {
-    if (predicate(this.received)) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ predicate, resolve }));
-  }
-
-  /** The requests carrying the event of `type` for `approvalId`, on `path`. */
-  of(path: string, type: string, approvalId: string): Received[] {
-    return this.received.filter((r) => {
-      if (r.path !== path) return false;
-      const event = JSON.parse(r.body) as WebhookEvent;
-      return event.type === type && event.approval.id === approvalId;
-    });
-  }
-
-  stop(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 describe("webhook signatures", () => {
   const body = '{"type":"approval.requested","id":"evt_1"}';

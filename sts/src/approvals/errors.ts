@@ -32,7 +32,9 @@ export type ApprovalRefusalReason =
   | "ttl_elapsed"
   | "state_conflict"
   | "policy_denied"
-  | "policy_error";
+  | "policy_error"
+  | "request_rate_limited"
+  | "pending_cap_reached";
 
 /**
  * An approval API refusal: an {@link HttpError} (rendered as `{"error", "error_description"}`) that also
@@ -59,6 +61,12 @@ export class ApprovalError extends HttpError {
  * denied approval). Not an RFC code; the API's own, stable.
  */
 export const INVALID_STATE = "invalid_state";
+
+/**
+ * The `error` code of a 429 at `POST /approvals` when the agent already has
+ * `approvals.max_pending_per_agent` pending approvals. Not an RFC code; the API's own, stable.
+ */
+export const TOO_MANY_PENDING = "too_many_pending";
 
 /** 400 `invalid_request` with a stable reason. */
 export function invalidRequest(description: string, reason: ApprovalRefusalReason = "body_invalid") {

@@ -43,16 +43,55 @@ function targetColumns(targets: ApprovalTargets) {
 }
 
 /**
- * Inserts a pending approval and its audit event in one transaction. `created_at` is the database's
- * `now()` truncated to milliseconds (so the wire's ISO times and keyset pagination are exact) and
- * `expires_at` is `created_at + ttl`.
+ * The advisory lock namespace ("csap") of the per-agent lock that serialises an agent's requests while
+ * its pending approvals are counted; the second key is `hashtext(client_id)` (two agents sharing a hash
+ * only wait for each other).
+ */
+const APPROVAL_REQUEST_LOCK = 0x63736170;
+
+/** What {@link insertApproval} did. */
+export type InsertOutcome =
+  | { readonly inserted: Approval }
+  /** Nothing written: the agent already has `pending` (≥ the cap) pending approvals. */
+  | { readonly capped: { readonly pending: number; readonly soonestExpiry: Date; readonly now: Date } };
+
+/**
+ * Inserts a pending approval and its audit event in one transaction, unless the agent already has
+ * `maxPending` pending, unexpired approvals. `created_at` is the database's `now()` truncated to
+ * milliseconds (so the wire's ISO times and keyset pagination are exact) and `expires_at` is
+ * `created_at + ttl`.
+ *
+ * Atomicity: the transaction takes a per-agent advisory lock (`pg_advisory_xact_lock`, released at
+ * commit) before it counts, so of any number of concurrent requests from one agent (on any instance) at
+ * most `maxPending - count` are inserted: the cap holds under concurrency.
  */
 export async function insertApproval(
   db: Kysely<Database>,
   request: NewApprovalRequest,
   audit: AuditEvent,
-): Promise<Approval> {
-  return db.transaction().execute((trx) => insertApprovalIn(trx, request, audit));
+  maxPending: number,
+): Promise<InsertOutcome> {
+  return db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(${sql.lit(APPROVAL_REQUEST_LOCK)}, hashtext(${request.clientId}))`.execute(
+      trx,
+    );
+    const counted = await trx
+      .selectFrom("approvals")
+      .select((eb) => [
+        eb.fn.countAll<string | number>().as("pending"),
+        eb.fn.min("expires_at").as("soonest"),
+        sql<Date>`now()`.as("now"),
+      ])
+      .where("client_id", "=", request.clientId)
+      .where("status", "=", "pending")
+      .where("expires_at", ">", sql<Date>`now()`)
+      .executeTakeFirstOrThrow();
+    const pending = Number(counted.pending);
+    if (pending >= maxPending && counted.soonest !== null) {
+      return { capped: { pending, soonestExpiry: counted.soonest, now: counted.now } };
+    }
+    return { inserted: await insertApprovalIn(trx, request, audit) };
+  });
 }
 
 /** {@link insertApproval} inside the caller's transaction. */
@@ -95,19 +134,20 @@ export async function findApproval(db: Db, id: string): Promise<Approval | undef
   return db.selectFrom("approvals").selectAll().where("id", "=", id).executeTakeFirst();
 }
 
-/** A keyset position in a listing: the last row's `created_at` and `id`. */
+/** A keyset position in a listing other than pending: the last row's `created_at` and `id`. */
 export interface ListPosition {
   readonly createdAt: Date;
   readonly id: string;
 }
 
 /**
- * Lists approvals by the status a reader sees (so `pending` excludes, and `expired` includes, pending
- * or approved approvals past `expires_at`), oldest first, after `after`, at most `limit`.
+ * Lists approvals by the status a reader sees (so `expired` includes pending or approved approvals past
+ * `expires_at`), oldest first, after `after`, at most `limit`. Not for `pending`: see
+ * {@link listPendingApprovals}.
  */
 export async function listApprovals(
   db: Db,
-  options: { status: ApprovalStatus; limit: number; after?: ListPosition | undefined },
+  options: { status: Exclude<ApprovalStatus, "pending">; limit: number; after?: ListPosition | undefined },
 ): Promise<Approval[]> {
   const { status, limit, after } = options;
   let query = db
@@ -123,6 +163,63 @@ export async function listApprovals(
     );
   }
   return query.orderBy("created_at").orderBy("id").limit(limit).execute();
+}
+
+/**
+ * A keyset position in a pending list: the moment its first page was read (`snapshot`) and the last
+ * row's round, `created_at` and `id`.
+ */
+export interface PendingPosition {
+  readonly snapshot: Date;
+  readonly round: number;
+  readonly createdAt: Date;
+  readonly id: string;
+}
+
+/** A pending approval as listed: its round in the list, and the list's snapshot. */
+export type ListedPendingApproval = Approval & { readonly round: number; readonly snapshot: Date };
+
+/**
+ * Lists pending, unexpired approvals round by round, newest first within each round, after `after`, at
+ * most `limit`. An approval's round is how many of its agent's approvals were pending and newer at the
+ * list's snapshot: round 0 holds every agent's newest request, round 1 every agent's second newest, and
+ * so on. So one agent's requests put at most `r + 1` rows ahead of another agent's request of round `r`
+ * (one ahead of its newest), however many it makes and whenever.
+ *
+ * Rounds are counted over the approvals pending at the snapshot (the first page's `now()`, carried by
+ * the cursor; those decided or expired since are counted back in), so paging with `after` returns every
+ * approval pending at the first page and still pending exactly once, in one order, whatever is requested
+ * or decided between pages. Approvals requested after the snapshot show up from the next first page on.
+ */
+export async function listPendingApprovals(
+  db: Db,
+  options: { limit: number; after?: PendingPosition | undefined },
+): Promise<ListedPendingApproval[]> {
+  const { limit, after } = options;
+  const keyset = after
+    ? sql`and (r.round > ${after.round} or (r.round = ${after.round} and (r.created_at < ${after.createdAt}
+        or (r.created_at = ${after.createdAt} and r.id < ${after.id}))))`
+    : sql``;
+  const { rows } = await sql<ListedPendingApproval>`
+    with t as (select coalesce(${after?.snapshot ?? null}::timestamptz, now()) as at),
+    snapshot as (
+      select a.id, a.client_id, a.created_at from approvals a, t
+      where a.status = 'pending' and a.expires_at > t.at and a.created_at <= t.at
+      union all
+      select a.id, a.client_id, a.created_at from approvals a, t
+      where a.decided_at > t.at and a.status <> 'pending' and a.expires_at > t.at and a.created_at <= t.at
+    ),
+    r as (
+      select id, created_at,
+        (row_number() over (partition by client_id order by created_at desc, id desc) - 1)::integer as round
+      from snapshot
+    )
+    select a.*, r.round, t.at as snapshot
+    from r join approvals a on a.id = r.id, t
+    where a.status = 'pending' and a.expires_at > now() ${keyset}
+    order by r.round, r.created_at desc, r.id desc
+    limit ${limit}`.execute(db);
+  return rows;
 }
 
 function effectiveStatusIs(eb: ExpressionBuilder<Database, "approvals">, status: ApprovalStatus) {

@@ -7,7 +7,15 @@ import type { Approval } from "../db/schema.js";
 import { readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
 import type { StsServices } from "../services.js";
-import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
+import { decodeCursor, decodePendingCursor, encodeCursor, encodePendingCursor } from "./cursor.js";
+import {
+  ApprovalError,
+  approvalNotFound,
+  INVALID_STATE,
+  invalidRequest,
+  TOO_MANY_PENDING,
+} from "./errors.js";
+import { admitRequest, pendingCapRetryAfter } from "./limits.js";
 import {
   APPROVAL_ID_PATTERN,
   type ApprovalJson,
@@ -28,8 +36,8 @@ import {
   denyApproval,
   findApproval,
   insertApproval,
-  type ListPosition,
   listApprovals,
+  listPendingApprovals,
   revokeApproval,
 } from "./repository.js";
 import { approveBody, createApprovalBody, decisionBody, describeIssues, listQuery } from "./schemas.js";
@@ -90,38 +98,6 @@ function stateConflict(approval: Approval, action: "approve" | "deny" | "revoke"
     "state_conflict",
     options,
   );
-}
-
-function encodeCursor(approval: Approval): string {
-  return Buffer.from(JSON.stringify([approval.created_at.toISOString(), approval.id])).toString("base64url");
-}
-
-/**
- * The earliest and latest `created_at` a cursor may hold: years 1 to 9999, where every engine agrees.
- * Postgres stores 4713 BC to 294276 AD, but PGlite sends a `Date` as ISO 8601, whose years past 9999
- * (`+010000-…`) and before 1 (`0000-…`, `-000001-…`) Postgres refuses; outside this range the query
- * would fail with a 500 instead of a 400.
- */
-const CURSOR_EARLIEST = Date.parse("0001-01-01T00:00:00.000Z");
-const CURSOR_LATEST = Date.parse("9999-12-31T23:59:59.999Z");
-
-function decodeCursor(cursor: string): ListPosition {
-  try {
-    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-    if (Array.isArray(value) && value.length === 2) {
-      const [createdAt, id] = value as unknown[];
-      if (typeof createdAt === "string" && typeof id === "string" && APPROVAL_ID_PATTERN.test(id)) {
-        const time = Date.parse(createdAt);
-        // Exactly what encodeCursor writes (toISOString), within the range the database takes.
-        if (time >= CURSOR_EARLIEST && time <= CURSOR_LATEST && new Date(time).toISOString() === createdAt) {
-          return { createdAt: new Date(time), id };
-        }
-      }
-    }
-  } catch {
-    // fall through
-  }
-  throw invalidRequest("cursor: is not a cursor this API returned", "cursor_invalid");
 }
 
 /**
@@ -299,6 +275,17 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
     "/approvals",
     handle("request", async (ctx, state) => {
       const { clientId } = await agent(ctx, state);
+      // Before the body is read: every authenticated attempt counts, malformed ones too.
+      const admission = await admitRequest(db, clientId, config.approvals.request_rate_limit);
+      if (!admission.allowed) {
+        throw new ApprovalError(
+          429,
+          "slow_down",
+          `too many approval requests from this agent; retry in ${admission.retryAfterSeconds} s`,
+          "request_rate_limited",
+          { headers: { "Retry-After": String(admission.retryAfterSeconds) } },
+        );
+      }
       const body = await readJsonBody(ctx, createApprovalBody);
       const resource = config.resources.find((candidate) => candidate.id === body.resource);
       if (!resource) {
@@ -324,7 +311,8 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       }
       const subjectIssuer = subjectIssuerOf(body.subject, body.subject_issuer);
       const id = newApprovalId();
-      const approval = await insertApproval(
+      const maxPending = config.approvals.max_pending_per_agent;
+      const outcome = await insertApproval(
         db,
         {
           id,
@@ -358,7 +346,20 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
             ...(body.prompts ? { prompts: body.prompts } : {}),
           },
         },
+        maxPending,
       );
+      if ("capped" in outcome) {
+        const { soonestExpiry, now } = outcome.capped;
+        const retryAfter = pendingCapRetryAfter(soonestExpiry, now);
+        throw new ApprovalError(
+          429,
+          TOO_MANY_PENDING,
+          `this agent already has ${maxPending} pending approvals, the most allowed; retry when one is decided or expires (in ${retryAfter} s at most)`,
+          "pending_cap_reached",
+          { headers: { "Retry-After": String(retryAfter) } },
+        );
+      }
+      const approval = outcome.inserted;
       logger.info(
         { event: "approval.requested", approval_id: id, client_id: clientId },
         "approval requested",
@@ -379,6 +380,19 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         throw invalidRequest(describeIssues(parsed.error));
       }
       const { status, limit, cursor } = parsed.data;
+      if (status === "pending") {
+        const rows = await listPendingApprovals(db, {
+          limit: limit + 1,
+          after: cursor === undefined ? undefined : decodePendingCursor(cursor),
+        });
+        const page = rows.slice(0, limit);
+        const last = page.at(-1);
+        respond(ctx, 200, {
+          approvals: page.map((row) => toApprovalJson(row)),
+          next_cursor: rows.length > limit && last ? encodePendingCursor(last) : null,
+        });
+        return;
+      }
       const rows = await listApprovals(db, {
         status,
         limit: limit + 1,

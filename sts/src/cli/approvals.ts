@@ -165,7 +165,9 @@ export function registerApprovalCommands(program: Command): void {
     .command("approvals")
     .description("list, show and decide approvals on a running STS (--url, approver --token)");
 
-  withConnection(approvals.command("list").description("list approvals (oldest first)"))
+  withConnection(
+    approvals.command("list").description("list approvals (pending: each agent's newest first, in turn)"),
+  )
     .addOption(
       new Option("--status <status>", "which approvals")
         .choices(["pending", "approved", "denied", "revoked", "expired"])

@@ -32,6 +32,8 @@ export interface Config {
   readonly webhooks: ConfigFile["webhooks"];
   /** How MCP clients are answered at the token endpoint (client_credentials, ID-JAG). */
   readonly mcp: ConfigFile["mcp"];
+  /** Bounds on approval requests per agent. */
+  readonly approvals: ConfigFile["approvals"];
   /** Where the configuration came from: a file path or `development default`. */
   readonly source: string;
 }
@@ -145,6 +147,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     revocations: file.revocations,
     webhooks: file.webhooks,
     mcp: file.mcp,
+    approvals: file.approvals,
     source,
   });
 }

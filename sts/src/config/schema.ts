@@ -411,6 +411,65 @@ const revocationsSchema = z
   })
   .strict();
 
+/**
+ * Bounds on what one agent can make the STS store, list and send through `POST /approvals`, so a hostile
+ * or looping agent cannot bury other agents' requests, grow the database or flood webhook receivers.
+ */
+const approvalsSchema = z
+  .object({
+    /**
+     * Most pending (undecided, unexpired) approvals one agent (`client_id`) may have; past it
+     * `POST /approvals` answers 429 `too_many_pending` with `Retry-After` (reason `pending_cap_reached`).
+     * Held across instances (counted under a per-agent lock in the insert's transaction). Default 50.
+     * Security: a human decides each request; more than a few dozen outstanding is a loop or an attack.
+     */
+    max_pending_per_agent: z
+      .number()
+      .int()
+      .min(1)
+      .max(10_000)
+      .default(50)
+      .describe(
+        "Most pending approvals one agent may have; past it POST /approvals answers 429 too_many_pending with Retry-After. Default 50.",
+      ),
+    /**
+     * Per agent, how fast it may call `POST /approvals`: a window of `burst / per_second` seconds admitting
+     * `burst` requests (like `issuance_limits`); past it 429 `slow_down` with `Retry-After` (reason
+     * `request_rate_limited`). Counted after authentication, before the body is read, so only the agent
+     * spends its bucket and malformed requests count too. Shared across instances. Default 1 per second,
+     * burst 10.
+     */
+    request_rate_limit: rateLimitSchema
+      .default({ per_second: 1, burst: 10 })
+      .describe(
+        "Per agent, how fast it may call POST /approvals (counted before the body is read); past it 429 slow_down with Retry-After. Default 1 per second, burst 10.",
+      ),
+    /**
+     * Per agent, how many `approval.requested` webhook events are sent one by one: at most `events` per
+     * window of `window_seconds`; the window's further requests are folded into one
+     * `approval.requested_summary` event per webhook, sent when the window ends. Default 10 per 300 s.
+     * Security: bounds the outbox rows and the POSTs one agent can cause to `11` per webhook per window.
+     */
+    webhook_requested_limit: z
+      .object({
+        /** Events sent one by one per window. An integer from 1 to 10 000. */
+        events: z
+          .number()
+          .int()
+          .min(1)
+          .max(10_000)
+          .describe("Events sent one by one per window (1 to 10 000)."),
+        /** The window, in seconds. An integer from 1 to 86 400. */
+        window_seconds: z.number().int().min(1).max(86_400).describe("The window, in seconds (1 to 86 400)."),
+      })
+      .strict()
+      .default({ events: 10, window_seconds: 300 })
+      .describe(
+        "Per agent, approval.requested webhook events sent one by one per window; the rest fold into one approval.requested_summary. Default 10 per 300 s.",
+      ),
+  })
+  .strict();
+
 /** The events a webhook can subscribe to (one per approval API decision, docs/reference.md#the-approval-api-routes). */
 export const WEBHOOK_EVENT_TYPES = [
   "approval.requested",
@@ -596,6 +655,14 @@ export const configFileSchema = z
       .describe(
         "Issuance rate and burst limits (token exchange and client_credentials), shared across instances through Postgres. Security: they bound how fast a compromised agent can mint tokens; tighten them to real needs.",
       ),
+    /** Bounds on approval requests per agent (pending cap, request rate, webhook events). Defaults: see each key. */
+    approvals: approvalsSchema
+      .default({
+        max_pending_per_agent: 50,
+        request_rate_limit: { per_second: 1, burst: 10 },
+        webhook_requested_limit: { events: 10, window_seconds: 300 },
+      })
+      .describe("Bounds on approval requests per agent: pending cap, request rate, webhook events."),
     /** Revocation feed and stream settings. Defaults: see each key. */
     revocations: revocationsSchema
       .default({
@@ -734,5 +801,8 @@ export type RateLimit = z.infer<typeof rateLimitSchema>;
 export type IssuanceLimitsConfig = z.infer<typeof issuanceLimitsSchema>;
 export type RevocationsConfig = z.infer<typeof revocationsSchema>;
 export type WebhookConfig = z.infer<typeof webhookSchema>;
+export type ApprovalsConfig = z.infer<typeof approvalsSchema>;
+export type WebhookRequestedLimit = ApprovalsConfig["webhook_requested_limit"];
+
 export type McpConfig = z.infer<typeof mcpSchema>;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

@@ -46,6 +46,7 @@ const ERROR_TEXT: Record<number, string> = {
   409: "State conflict (`invalid_state`), e.g. approving a denied approval",
   413: "The body exceeds 64 KiB",
   415: "The body is not application/json in UTF-8",
+  429: "Per agent: too many requests (`slow_down`) or too many pending approvals (`too_many_pending`), with `Retry-After`",
   503: "The database is unavailable (`temporarily_unavailable`), with `Retry-After`",
 };
 
@@ -56,6 +57,11 @@ function errors(...statuses: number[]): Record<string, JsonObject> {
     if (status === 401) {
       response.headers = {
         "WWW-Authenticate": { description: "RFC 6750 §3 challenge", schema: { type: "string" } },
+      };
+    }
+    if (status === 429) {
+      response.headers = {
+        "Retry-After": { description: "Seconds to wait (RFC 9110 §10.2.3)", schema: { type: "integer" } },
       };
     }
     out[String(status)] = response;
@@ -134,7 +140,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
           summary: "Ask for an approval (agent)",
           description:
             "`resource` must be a configured resource and every scope one of its scopes, else 400 " +
-            "`invalid_target` / `invalid_scope`.",
+            "`invalid_target` / `invalid_scope`. Per agent, the rate of requests " +
+            "(`approvals.request_rate_limit`: 429 `slow_down`) and the number of pending approvals " +
+            "(`approvals.max_pending_per_agent`: 429 `too_many_pending`) are capped; both answers carry " +
+            "`Retry-After`.",
           security: agent,
           requestBody: { required: true, content: json(ref("ApprovalRequest")) },
           responses: {
@@ -145,14 +154,18 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
               },
               content: json(ref("Approval")),
             },
-            ...errors(400, 401, 403, 413, 415, 503),
+            ...errors(400, 401, 403, 413, 415, 429, 503),
           },
         },
         get: {
           operationId: "listApprovals",
           tags: ["approvals"],
           summary: "List approvals by status (approver)",
-          description: "Oldest first, paged by `cursor`. Unknown query parameters are rejected with 400.",
+          description:
+            "Pending approvals round by round: each agent's newest, then each agent's second newest, and so " +
+            "on, newest first within a round, so no agent's requests push another's off the first page. " +
+            "Other statuses oldest first. Paged by `cursor`; a pending list's cursor keeps the first page's " +
+            "order and is good for an hour. Unknown query parameters are rejected with 400.",
           security: approver,
           parameters: [
             { name: "status", in: "query", required: false, schema: statusSchema },

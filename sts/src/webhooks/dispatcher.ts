@@ -1,13 +1,15 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { ApprovalJson } from "../approvals/model.js";
-import type { WebhookConfig, WebhookEventType } from "../config/schema.js";
+import type { WebhookConfig, WebhookEventType, WebhookRequestedLimit } from "../config/schema.js";
 import type { Database } from "../db/schema.js";
+import { takeWindowPoint } from "../limits/window_counter.js";
 import type { Logger } from "../ops/logger.js";
 import { EVENT_ID_HEADER, SIGNATURE_HEADER, signWebhookPayload } from "./signature.js";
 import {
   claimDueDeliveries,
   enqueueDeliveries,
+  foldIntoSummaries,
   markAttemptFailed,
   markDelivered,
   releaseDelivery,
@@ -25,6 +27,37 @@ export interface WebhookEvent {
   /** The approval as the approval API returns it after the event. */
   approval: ApprovalJson;
 }
+
+/** The type of {@link WebhookSummaryEvent}. */
+export const REQUESTED_SUMMARY_EVENT = "approval.requested_summary";
+
+/**
+ * The JSON body of the one event per webhook that stands for an agent's `approval.requested` events past
+ * `approvals.webhook_requested_limit` in one window. Sent to the webhooks subscribed to
+ * `approval.requested`, when the window ends.
+ */
+export interface WebhookSummaryEvent {
+  type: typeof REQUESTED_SUMMARY_EVENT;
+  /** The event id (`evt_…`), also in `Countersign-Event-Id`; one per agent and window. */
+  id: string;
+  /** When the first of its events was folded in, ISO 8601. */
+  created_at: string;
+  /** The agent that asked. */
+  client_id: string;
+  /** The window, ISO 8601: events from its start to its end beyond the limit are counted here. */
+  window_started_at: string;
+  window_ends_at: string;
+  /** How many `approval.requested` events of the agent this window were folded in (not sent one by one). */
+  folded: number;
+  /** The last approval folded in. */
+  latest_approval_id: string;
+}
+
+/** The default of {@link WebhookDispatcherOptions.requestedLimit} (`approvals.webhook_requested_limit`). */
+export const DEFAULT_WEBHOOK_REQUESTED_LIMIT: Readonly<WebhookRequestedLimit> = Object.freeze({
+  events: 10,
+  window_seconds: 300,
+});
 
 /** Delivery tuning. Defaults suit production; tests shorten the delays. */
 export interface WebhookDeliveryTuning {
@@ -60,14 +93,23 @@ export interface WebhookDispatcherOptions {
   readonly tuning?: Partial<WebhookDeliveryTuning>;
   /** The HTTP client (tests may wrap it). Default: the global `fetch`. */
   readonly fetch?: typeof fetch;
+  /**
+   * Per agent, the `approval.requested` events sent one by one per window; the rest of the window is
+   * folded into one {@link WebhookSummaryEvent} per webhook (`approvals.webhook_requested_limit`).
+   * Default {@link DEFAULT_WEBHOOK_REQUESTED_LIMIT}.
+   */
+  readonly requestedLimit?: WebhookRequestedLimit;
 }
 
 /** Sends approval events to the configured webhooks. */
 export interface WebhookDispatcher {
   /**
-   * Records `type` for every webhook subscribed to it (in the outbox table) and wakes the sender.
-   * Never throws: a failure is logged, and the API call that caused the event is unaffected.
-   * @returns the event id, or undefined when no webhook is subscribed or the outbox write failed.
+   * Records `type` for every webhook subscribed to it (in the outbox table) and wakes the sender; an
+   * agent's `approval.requested` past `requestedLimit` in its window is folded into the window's
+   * {@link WebhookSummaryEvent} instead. Never throws: a failure is logged, and the API call that caused
+   * the event is unaffected.
+   * @returns the event id (the summary's when folded), or undefined when no webhook is subscribed or the
+   * outbox write failed.
    */
   emit(type: WebhookEventType, approval: ApprovalJson): Promise<string | undefined>;
   /** Runs one delivery round now and resolves when it is done (tests; operators never need it). */
@@ -105,11 +147,14 @@ export function retryDelayMs(retry: number, tuning: WebhookDeliveryTuning, rando
  * - Never blocking: the API call waits only for the outbox insert; sending happens in the background.
  * - Bounded: at most `maxAttempts` attempts, a `timeoutMs` each, retried with exponential backoff and
  *   jitter; a 2xx answer is success, anything else (including a redirect, which is not followed) a
- *   failure.
+ *   failure. Per agent, at most `requestedLimit.events` `approval.requested` deliveries per webhook per
+ *   window, plus one summary: an agent's flood of requests adds at most `events + 1` rows and POSTs per
+ *   webhook per window, however many requests it makes.
  */
 export function createWebhookDispatcher(options: WebhookDispatcherOptions): WebhookDispatcher {
   const { db, webhooks, logger } = options;
   const tuning: WebhookDeliveryTuning = { ...DEFAULT_WEBHOOK_TUNING, ...options.tuning };
+  const requestedLimit = options.requestedLimit ?? DEFAULT_WEBHOOK_REQUESTED_LIMIT;
   const send = options.fetch ?? fetch;
   const byUrl = new Map(webhooks.map((webhook) => [webhook.url, webhook]));
   const leaseSeconds = Math.ceil(tuning.timeoutMs / 1000) + 30;
@@ -221,10 +266,63 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
 
   schedule(0);
 
+  /**
+   * Counts an `approval.requested` event against its agent's window; past the limit, folds it into the
+   * window's summary delivery for each webhook and returns the summary's event id, else undefined (send
+   * it one by one).
+   */
+  async function foldPastLimit(
+    subscribed: readonly WebhookConfig[],
+    approval: ApprovalJson,
+  ): Promise<string | undefined> {
+    const windowMs = requestedLimit.window_seconds * 1000;
+    const point = await takeWindowPoint(db, `webhook_requested:${approval.client_id}`, windowMs);
+    if (point.points <= requestedLimit.events) return undefined;
+    const windowEnd = point.windowEnd.toISOString();
+    const id = `evt_${createHash("sha256")
+      .update(`${REQUESTED_SUMMARY_EVENT}\n${approval.client_id}\n${windowEnd}`)
+      .digest("base64url")
+      .slice(0, 22)}`;
+    const summary: WebhookSummaryEvent = {
+      type: REQUESTED_SUMMARY_EVENT,
+      id,
+      created_at: new Date().toISOString(),
+      client_id: approval.client_id,
+      window_started_at: new Date(point.windowEnd.getTime() - windowMs).toISOString(),
+      window_ends_at: windowEnd,
+      folded: 1,
+      latest_approval_id: approval.id,
+    };
+    const body = JSON.stringify(summary);
+    await foldIntoSummaries(
+      db,
+      subscribed.map((webhook) => ({
+        eventId: id,
+        webhookUrl: webhook.url,
+        eventType: REQUESTED_SUMMARY_EVENT,
+        body,
+        dueAt: point.windowEnd,
+      })),
+    );
+    return id;
+  }
+
   return {
     async emit(type, approval) {
       const subscribed = webhooks.filter((webhook) => webhook.events.includes(type));
       if (subscribed.length === 0 || closed) return undefined;
+      if (type === "approval.requested") {
+        try {
+          const folded = await foldPastLimit(subscribed, approval);
+          if (folded !== undefined) return folded;
+        } catch (error) {
+          logger.error(
+            { err: { message: (error as Error).message }, type, approval_id: approval.id },
+            "webhook event could not be queued",
+          );
+          return undefined;
+        }
+      }
       const event: WebhookEvent = {
         type,
         id: `evt_${randomBytes(16).toString("base64url")}`,

@@ -62,6 +62,59 @@ export async function enqueueDeliveries(
 }
 
 /**
+ * A summary delivery to create, or to count one more event into (see {@link foldIntoSummaries}). Its
+ * body's `latest_approval_id` names the event folded in now.
+ */
+export interface SummaryDelivery {
+  readonly eventId: string;
+  readonly webhookUrl: string;
+  readonly eventType: string;
+  /** The summary's body as first created (`folded` 1); later folds update it in the row. */
+  readonly body: string;
+  /** When the summary is sent: the end of its window. */
+  readonly dueAt: Date;
+}
+
+/**
+ * Folds one more event into each summary delivery: inserts it (due at `dueAt`) or, when it is already
+ * there and still unsent, adds 1 to its body's `folded` and sets `latest_approval_id`. One statement per
+ * call; concurrent folds into one row are serialised by the row lock of the upsert, so none is lost.
+ * The body is stored as Postgres normalises JSON (`jsonb::text`), the same on every update.
+ */
+export async function foldIntoSummaries(
+  db: Kysely<Database>,
+  summaries: readonly SummaryDelivery[],
+): Promise<void> {
+  if (summaries.length === 0) return;
+  const table = tables(db);
+  await table
+    .insertInto("webhook_deliveries")
+    .values(
+      summaries.map((d) => ({
+        event_id: d.eventId,
+        webhook_url: d.webhookUrl,
+        event_type: d.eventType,
+        approval_id: null,
+        body: sql<string>`(${d.body}::jsonb)::text`,
+        next_attempt_at: d.dueAt,
+      })),
+    )
+    .onConflict((oc) =>
+      oc
+        .columns(["event_id", "webhook_url"])
+        .doUpdateSet({
+          body: sql<string>`jsonb_set(
+            jsonb_set(webhook_deliveries.body::jsonb, '{folded}',
+              to_jsonb(coalesce((webhook_deliveries.body::jsonb ->> 'folded')::integer, 0) + 1)),
+            '{latest_approval_id}', excluded.body::jsonb -> 'latest_approval_id')::text`,
+        })
+        .where("webhook_deliveries.status", "=", "pending")
+        .where("webhook_deliveries.attempts", "=", 0),
+    )
+    .execute();
+}
+
+/**
  * Claims up to `limit` due pending deliveries for `leaseSeconds`, oldest due first.
  *
  * Atomicity: one `UPDATE … WHERE (event_id, webhook_url) IN (SELECT … FOR UPDATE SKIP LOCKED)`; of any

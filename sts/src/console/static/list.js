@@ -1,6 +1,7 @@
-// The approval lists and the polling loop: pending and approved (one page each, oldest first),
-// and the approvals that closed while the page watched them. Cards are reused across polls, so a
-// half-filled form survives a refresh.
+// The approval lists and the polling loop: pending (one page, round by round: each agent's newest
+// request, then each agent's second newest, ..., so no agent's flood hides another's request) and
+// approved (one page, oldest first), and the approvals that closed while the page watched them.
+// Cards are reused across polls, so a half-filled form survives a refresh.
 
 import * as api from "./api.js";
 import { handleAuthError } from "./auth.js";
@@ -85,8 +86,8 @@ async function collectClosed(ids) {
 }
 
 /**
- * One refresh: the pending and approved lists (one page each, oldest first: a queue), then the
- * final state of whatever left them. Re-entrant calls while a refresh runs queue one more refresh.
+ * One refresh: the pending and approved lists (one page each, in the API's order), then the final
+ * state of whatever left them. Re-entrant calls while a refresh runs queue one more refresh.
  */
 export async function poll() {
   if (state.polling) {
@@ -141,5 +142,6 @@ export async function poll() {
 function setMore(kind, more) {
   const target = ui.lists[kind];
   target.more.hidden = !more;
-  target.more.textContent = more ? `Showing the oldest ${LIST_LIMIT}; decide these to see more.` : "";
+  const shown = kind === "pending" ? `${LIST_LIMIT}, each agent's newest first` : `the oldest ${LIST_LIMIT}`;
+  target.more.textContent = more ? `Showing ${shown}; decide these to see more.` : "";
 }
