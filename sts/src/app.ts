@@ -93,12 +93,24 @@ function routeGroup(path: string): string {
   return "other";
 }
 
+/** The warning of a config without resources (it starts, but can approve and mint nothing). */
+export const NO_RESOURCES =
+  "the config lists no resources: every approval request is refused (invalid_target) and no token can be " +
+  "minted; add resources[] (docs/reference.md), or create the config with `countersign clients add`, which " +
+  "starts from the development default";
+
 /**
  * The composition root: config → database → migrations → keys → oidc-provider → routes.
  * Factories take their dependencies explicitly; nothing is a module-level singleton.
  */
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel);
+  if (config.resources.length === 0) {
+    logger.warn(
+      { event: "config.no_resources", reason: "no_resources", config: config.source },
+      NO_RESOURCES,
+    );
+  }
   // A bad policy stops the start before anything else (PolicyLoadError names file, line and column).
   const policySet = loadPolicySet(policyFilesOf(config));
   const database =

@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { ApprovalJson } from "../../sts/src/approvals/model.js";
+import { developmentDefault, loadConfig } from "../../sts/src/config/load.js";
 import { configFileSchema } from "../../sts/src/config/schema.js";
 import { basicAuth, freePort, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
-import { countersign } from "../helpers/processes.js";
+import { countersign, root } from "../helpers/processes.js";
 
 const CRM = "https://crm.example.test";
 
@@ -19,6 +21,11 @@ function unsafeCharacters(output: string): string[] {
   return [...output.matchAll(/[\p{Cc}\p{Bidi_Control}\u2028\u2029]/gu)]
     .map((match) => match[0])
     .filter((character) => character !== "\n");
+}
+
+/** The 1-based line of `.gitignore` that ignores `countersign.json`. */
+function gitignoreLine(): number {
+  return readFileSync(path.join(root, ".gitignore"), "utf8").split("\n").indexOf("countersign.json") + 1;
 }
 
 function escapeRegExp(text: string): string {
@@ -426,6 +433,7 @@ describe("countersign clients", () => {
       client_id: "jwt-agent",
       token_endpoint_auth_method: "private_key_jwt",
       config: file,
+      created: false,
     });
     const before = readFileSync(file, "utf8");
     const privateFile = path.join(dir, "private.json");
@@ -459,6 +467,89 @@ describe("countersign clients", () => {
       file,
     ]);
     assert.equal(missing.stderr, "countersign: --jwks FILE is required with --auth private_key_jwt\n");
+  });
+
+  test("add without a config file: creates one (mode 0600) from the development default, which the STS loads", async () => {
+    const created = path.join(dir, "fresh", "countersign.json");
+    mkdirSync(path.dirname(created));
+    const added = await countersign([
+      "clients",
+      "add",
+      "--id",
+      "billing-agent",
+      "--auth",
+      "client_secret_basic",
+      "--config",
+      created,
+    ]);
+    assert.equal(added.code, 0, added.stderr);
+    const match = new RegExp(
+      `^created ${escapeRegExp(created)} \\(mode 0600\\) from the development default: dev_mode true, resources https://crm\\.example\\.test\n` +
+        `added client billing-agent \\(client_secret_basic\\) to ${escapeRegExp(created)}\n` +
+        "client_secret: ([A-Za-z0-9_-]{43})\n" +
+        `store the secret now: it is not shown again\\. Start the STS with COUNTERSIGN_CONFIG=${escapeRegExp(created)} to load the client\\.\n$`,
+    ).exec(added.stdout);
+    assert.ok(match, added.stdout);
+    assert.equal(statSync(created).mode & 0o777, 0o600);
+    assert.deepEqual(JSON.parse(readFileSync(created, "utf8")), {
+      ...(developmentDefault() as object),
+      clients: [
+        {
+          client_id: "billing-agent",
+          token_endpoint_auth_method: "client_secret_basic",
+          client_secret: match[1],
+        },
+      ],
+    });
+    const config = loadConfig({ COUNTERSIGN_CONFIG: created });
+    assert.deepEqual(
+      config.resources.map((resource) => resource.id),
+      [CRM],
+    );
+    assert.equal(config.dev_mode, true);
+    assert.deepEqual(
+      config.clients.map((client) => client.client_id),
+      ["billing-agent"],
+    );
+    const json = await countersign([
+      "clients",
+      "add",
+      "--id",
+      "json-agent",
+      "--auth",
+      "client_secret_post",
+      "--json",
+      "--config",
+      path.join(dir, "fresh", "other.json"),
+    ]);
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal((JSON.parse(json.stdout) as { created: unknown }).created, true);
+    assert.equal(statSync(path.join(dir, "fresh", "other.json")).mode & 0o777, 0o600);
+    const listed = await countersign([
+      "clients",
+      "list",
+      "--config",
+      path.join(dir, "fresh", "missing.json"),
+    ]);
+    assert.deepEqual(listed, {
+      code: 78,
+      stdout: "",
+      stderr: `countersign: ${path.join(dir, "fresh", "missing.json")} does not exist (\`countersign clients add --config ${path.join(dir, "fresh", "missing.json")} …\` creates it)\n`,
+    });
+  });
+
+  test("the default config path (countersign.json, which holds client secrets) is ignored by git", async () => {
+    for (const file of ["countersign.json", "examples/countersign.json"]) {
+      const ignored = await new Promise<{ code: number; stdout: string }>((resolve) => {
+        execFile("git", ["check-ignore", "--no-index", "--verbose", file], { cwd: root }, (error, stdout) =>
+          resolve({ code: error ? Number(error.code) : 0, stdout }),
+        );
+      });
+      assert.deepEqual(ignored, {
+        code: 0,
+        stdout: `.gitignore:${gitignoreLine()}:countersign.json\t${file}\n`,
+      });
+    }
   });
 
   test("list: a table and --json, never a secret; no config file is exit 78", async () => {

@@ -12,6 +12,7 @@ import {
 import path from "node:path";
 import { type Command, Option } from "commander";
 import type { z } from "zod";
+import { developmentDefault } from "../config/load.js";
 import { configFileSchema } from "../config/schema.js";
 import { action, CliError, EXIT, printJson, table } from "./output.js";
 
@@ -45,15 +46,19 @@ function configPath(option: string | undefined): string {
   return path.resolve(file);
 }
 
-function readRaw(file: string): RawConfig {
+/** Reads the config file; `undefined` when it does not exist and `missingOk` (then `clients add` creates it). */
+function readRaw(file: string, missingOk: true): RawConfig | undefined;
+function readRaw(file: string, missingOk?: false): RawConfig;
+function readRaw(file: string, missingOk = false): RawConfig | undefined {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" && missingOk) return undefined;
     throw new CliError(
       code === "ENOENT"
-        ? `${file} does not exist (create it, e.g. with {"dev_mode": true})`
+        ? `${file} does not exist (\`countersign clients add --config ${file} …\` creates it)`
         : `cannot read ${file}`,
       EXIT.config,
     );
@@ -124,16 +129,25 @@ function readJwks(file: string): { keys: unknown[] } {
   throw new CliError('--jwks: the file must hold a JWK Set ({"keys": [...]}) or one public JWK');
 }
 
+/** The resource ids of a raw config, for the message after creating one. */
+function resourceIds(raw: RawConfig): string {
+  const resources = Array.isArray(raw.resources) ? (raw.resources as Array<{ id?: unknown }>) : [];
+  return resources.map((resource) => String(resource.id)).join(", ") || "(none)";
+}
+
 /**
  * `countersign clients add|list`: edits the agents (OAuth clients) in the JSON config file named by
  * `--config` or `COUNTERSIGN_CONFIG`. The STS reads its config at start: restart it after a change.
+ * `add` creates a missing file from the development default (mode 0600: it holds client secrets).
  */
 export function registerClientCommands(program: Command): void {
   const clients = program.command("clients").description("the agents (OAuth clients) in the config file");
 
   clients
     .command("add")
-    .description("add a client to the config file (a generated secret is printed once)")
+    .description(
+      "add a client to the config file (a generated secret is printed once); a missing file is created from the development default",
+    )
     .requiredOption("--id <client_id>", "the client_id")
     .addOption(
       new Option("--auth <method>", "token endpoint authentication method")
@@ -147,7 +161,10 @@ export function registerClientCommands(program: Command): void {
     .action(
       action(async (options: AddOptions) => {
         const file = configPath(options.config);
-        const raw = readRaw(file);
+        // No file yet: start from the development default (its resource, dev_mode true), which is what
+        // the STS runs without a config file, so the new file keeps everything that worked before.
+        const found = readRaw(file, true);
+        const raw = found ?? (developmentDefault() as RawConfig);
         const existing = raw.clients === undefined ? [] : raw.clients;
         if (!Array.isArray(existing)) throw new CliError(`${file}: clients must be an array`, EXIT.config);
         if (existing.some((c) => (c as { client_id?: unknown })?.client_id === options.id)) {
@@ -179,17 +196,24 @@ export function registerClientCommands(program: Command): void {
             token_endpoint_auth_method: options.auth,
             ...(secret ? { client_secret: secret } : {}),
             config: file,
+            created: !found,
           });
           return;
         }
+        if (!found) {
+          process.stdout.write(
+            `created ${file} (mode 0600) from the development default: dev_mode true, resources ${resourceIds(next)}\n`,
+          );
+        }
         process.stdout.write(`added client ${options.id} (${options.auth}) to ${file}\n`);
+        const load = found
+          ? "Restart the STS to load the client."
+          : `Start the STS with COUNTERSIGN_CONFIG=${file} to load the client.`;
         if (secret) {
           process.stdout.write(`client_secret: ${secret}\n`);
-          process.stdout.write(
-            "store the secret now: it is not shown again. Restart the STS to load the client.\n",
-          );
+          process.stdout.write(`store the secret now: it is not shown again. ${load}\n`);
         } else {
-          process.stdout.write("Restart the STS to load the client.\n");
+          process.stdout.write(`${load}\n`);
         }
       }),
     );
