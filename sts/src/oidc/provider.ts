@@ -165,7 +165,15 @@ export function createProvider({
 
   const provider = new Provider(config.issuer, configuration);
   // Every POST /token: counted once, traced, a failed client authentication logged.
-  observeTokenEndpoint(provider, { metrics, logger, path: TOKEN_ENDPOINT_PATH });
+  observeTokenEndpoint(provider, {
+    metrics,
+    logger,
+    path: TOKEN_ENDPOINT_PATH,
+    grantTypes: new Map([
+      ["client_credentials", "client_credentials"],
+      [TOKEN_EXCHANGE_GRANT, "token_exchange"],
+    ]),
+  });
   for (const grant of grants) {
     provider.registerGrantType(
       grant.grantType,

@@ -1,9 +1,6 @@
 import { context } from "@opentelemetry/api";
 import type { Context as KoaContext } from "koa";
-import type Provider from "oidc-provider";
-import type { errors, KoaContextWithOIDC } from "oidc-provider";
-import { TOKEN_EXCHANGE_GRANT } from "../oidc/clients.js";
-import { isRefusal } from "../oidc/refusal.js";
+import type { errors, KoaContextWithOIDC, default as Provider } from "oidc-provider";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { attributeText, boundedText, endRequestSpan, type RequestSpan, startRequestSpan } from "./tracing.js";
@@ -14,10 +11,12 @@ export interface TokenEndpointObserverDependencies {
   readonly logger: Logger;
   /** The token endpoint's path, e.g. `/token`. */
   readonly path: string;
+  /**
+   * The `grant_type` label of each grant the STS has (e.g. the token exchange's URN → `token_exchange`);
+   * every other value, or none, is `other`, so the label's values stay a fixed set.
+   */
+  readonly grantTypes: ReadonlyMap<string, string>;
 }
-
-/** The `grant_type` label: the grants this STS has, every other value (or none) `other`. */
-export type GrantTypeLabel = "client_credentials" | "token_exchange" | "other";
 
 /**
  * The `error` codes the token endpoint may answer (RFC 6749 §5.2, RFC 8707 §2, RFC 9396 §5, RFC 9449
@@ -57,13 +56,6 @@ const CLIENT_AUTH_FAILURES: Readonly<Record<string, string>> = {
     "auth_method_mismatch",
 };
 
-/** The `grant_type` label of a request's `grant_type` parameter. */
-export function grantTypeLabel(grantType: unknown): GrantTypeLabel {
-  if (grantType === "client_credentials") return "client_credentials";
-  if (grantType === TOKEN_EXCHANGE_GRANT) return "token_exchange";
-  return "other";
-}
-
 /** What one POST to the token endpoint came to, as oidc-provider's events tell it. */
 interface TokenCall {
   readonly request: RequestSpan;
@@ -94,9 +86,11 @@ function clientIdOf(ctx: KoaContextWithOIDC): string | undefined {
  */
 export function observeTokenEndpoint(
   provider: Provider,
-  { metrics, logger, path }: TokenEndpointObserverDependencies,
+  { metrics, logger, path, grantTypes }: TokenEndpointObserverDependencies,
 ): void {
   const calls = new WeakMap<object, TokenCall>();
+  const grantTypeLabel = (grantType: unknown): string =>
+    (typeof grantType === "string" ? grantTypes.get(grantType) : undefined) ?? "other";
 
   function count(ctx: KoaContextWithOIDC, error: string, reason: string | undefined): void {
     const call = calls.get(ctx);
@@ -152,7 +146,8 @@ export function observeTokenEndpoint(
       );
       return;
     }
-    count(ctx, code, isRefusal(error) ? error.reason : ERROR_LABELS.has(code) ? code : "other");
+    const reason = (error as { reason?: unknown }).reason;
+    count(ctx, code, typeof reason === "string" ? reason : ERROR_LABELS.has(code) ? code : "other");
   });
 
   provider.on("server_error", (ctx) => {
