@@ -127,6 +127,22 @@ for (const engine of testEngines()) {
       assert.ok(!sts.logs.text.includes(TEST_SECRET));
     });
 
+    test("a client using another authentication method than its own: failure auth_method_mismatch", async () => {
+      const before = sts.logs.lines.length;
+      // billing-agent has a secret; here it sends none (token_endpoint_auth_method "none").
+      const { status } = await postForm(`${sts.url}/token`, {
+        grant_type: "client_credentials",
+        client_id: "billing-agent",
+      });
+      assert.equal(status, 401);
+      const lines = logLines(sts).slice(before);
+      assert.equal(lines.length, 1);
+      assert.equal(lines[0]!.reason, "client_auth_failed");
+      assert.equal(lines[0]!.failure, "auth_method_mismatch");
+      assert.equal(lines[0]!.client_id, "billing-agent");
+      assert.ok(!sts.logs.text.includes(TEST_SECRET));
+    });
+
     test("a client id the caller made up is logged bounded (128 characters), and escaped", async () => {
       const claimed = `\u202e\u001b[2J${"a".repeat(300)}`;
       const before = sts.logs.lines.length;

@@ -49,12 +49,14 @@ export const CLIENT_AUTH_FAILED = "client_auth_failed";
  * Which check of client authentication failed, from oidc-provider's fixed `error_detail` texts (never
  * the text itself, which for a client assertion may quote it).
  */
-const CLIENT_AUTH_FAILURES: Readonly<Record<string, string>> = {
-  "client not found": "client_unknown",
-  "invalid secret provided": "secret_mismatch",
-  "the provided authentication mechanism does not match the registered client authentication method":
+const CLIENT_AUTH_FAILURES: ReadonlyMap<string, string> = new Map([
+  ["client not found", "client_unknown"],
+  ["invalid secret provided", "secret_mismatch"],
+  [
+    "the provided authentication mechanism does not match the registered client authentication method",
     "auth_method_mismatch",
-};
+  ],
+]);
 
 /** What one POST to the token endpoint came to, as oidc-provider's events tell it. */
 interface TokenCall {
@@ -137,7 +139,7 @@ export function observeTokenEndpoint(
         {
           event: "token.client_auth",
           reason: CLIENT_AUTH_FAILED,
-          failure: CLIENT_AUTH_FAILURES[detail] ?? "other",
+          failure: CLIENT_AUTH_FAILURES.get(detail) ?? "other",
           client_id: clientIdOf(ctx) ?? null,
           grant_type: grantTypeLabel(paramsOf(ctx).grant_type),
           error: code,
