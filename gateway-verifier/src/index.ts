@@ -23,6 +23,7 @@ export {
   type RedisRateLimitStoreOptions,
 } from "./redis_rate_limit_store.js";
 export type { RevocationEntry } from "./revocation.js";
+export type { VerifierSpan, VerifierSpanAttribute, VerifierTracer } from "./tracing.js";
 export type {
   AccessTokenClaims,
   ActorClaim,

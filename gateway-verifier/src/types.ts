@@ -1,6 +1,7 @@
 import type { JSONWebKeySet } from "jose";
 import type { VerifierBackgroundError } from "./background_error.js";
 import type { Reason, VerifyErrorCode, VerifyErrorStatus } from "./reasons.js";
+import type { VerifierTracer } from "./tracing.js";
 
 /** Asymmetric JWS algorithms the verifier can check. `none` and HMAC (`HS*`) are deliberately absent. */
 export type JwsAlgorithm =
@@ -172,6 +173,14 @@ export interface VerifierOptions {
   realm?: string;
   /** Clock, in milliseconds since the epoch. Default `Date.now` (tests freeze it). */
   now?: () => number;
+  /**
+   * An OpenTelemetry tracer, e.g. `trace.getTracer("my-gateway")` from `@opentelemetry/api`: each
+   * `verify()` is then one span, `countersign.verify`, recording its outcome (`countersign.outcome`:
+   * `allow` or `deny`) and, for a refusal, `countersign.reason`, `error.type` and
+   * `http.response.status_code`; never a token, a claim or a header. Default: no spans (the package
+   * has no OpenTelemetry dependency). Whatever the tracer throws is ignored.
+   */
+  tracer?: VerifierTracer;
   /**
    * Called with what goes wrong in the background, where no request sees it: each failed JWKS fetch
    * (first fetch, refresh, refetch for an unknown `kid`), each failed revocation poll or stream

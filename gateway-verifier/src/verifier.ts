@@ -9,6 +9,7 @@ import { createMemoryRateLimitStore } from "./rate_limit.js";
 import { waitUntilReady } from "./readiness.js";
 import { createRequestChecks } from "./request_checks.js";
 import { startRevocationFeed } from "./revocation.js";
+import { traceVerification } from "./tracing.js";
 import type { JwsAlgorithm, Verifier, VerifierOptions, VerifyRequest, VerifyResult } from "./types.js";
 import { VerifiedTokenCache } from "./verified_cache.js";
 import { validateOptions } from "./verifier_options.js";
@@ -116,14 +117,16 @@ export function createVerifier(options: VerifierOptions): Verifier {
 
   return {
     verify(request) {
-      try {
-        const result = run(request);
-        return result instanceof Promise
-          ? result.catch(() => responses.fail("malformed_token", "Bearer"))
-          : Promise.resolve(result);
-      } catch {
-        return Promise.resolve(responses.fail("malformed_token", "Bearer"));
-      }
+      return traceVerification(options.tracer, () => {
+        try {
+          const result = run(request);
+          return result instanceof Promise
+            ? result.catch(() => responses.fail("malformed_token", "Bearer"))
+            : Promise.resolve(result);
+        } catch {
+          return Promise.resolve(responses.fail("malformed_token", "Bearer"));
+        }
+      });
     },
     ready() {
       return waitUntilReady({

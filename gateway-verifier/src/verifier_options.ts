@@ -56,6 +56,12 @@ export function validateOptions(options: VerifierOptions): void {
   if (mode !== undefined && mode !== "threadpool" && mode !== "inline") {
     problems.push('signatureVerification: must be "threadpool" or "inline"');
   }
+  if (
+    options.tracer !== undefined &&
+    typeof (options.tracer as { startSpan?: unknown } | null)?.startSpan !== "function"
+  ) {
+    problems.push("tracer: must be an OpenTelemetry Tracer (with startSpan)");
+  }
   if (revocation !== undefined && !URL.canParse(revocation.url)) {
     problems.push("revocation.url: must be an absolute URL");
   }

@@ -235,6 +235,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         db: database.db,
         keys,
         logger,
+        metrics,
         cookieSecret: kek.derive("countersign oidc-provider cookies"),
         grants: [exchangeGrant],
         clientCredentialsLimiter,

@@ -6,6 +6,7 @@ import { createAuthenticator, credentialsOf, type Principal, wrongRole } from ".
 import type { Approval } from "../db/schema.js";
 import { readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
+import { matchedRoute, traceRequest } from "../ops/tracing.js";
 import type { StsServices } from "../services.js";
 import { decodeCursor, decodePendingCursor, encodeCursor, encodePendingCursor } from "./cursor.js";
 import {
@@ -125,9 +126,14 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
   }
   const router = new Router();
 
-  /** Runs a handler; on a refusal, records the audit event and a log line, then lets it render. */
+  /**
+   * Runs a handler in its span (route, status, reason); on a refusal, records the audit event and a
+   * log line, then lets it render.
+   */
   function handle(action: Action, handler: (ctx: Context, state: CallState) => Promise<void>) {
-    return async (ctx: Context) => {
+    return (ctx: Context) => traceRequest(ctx, matchedRoute(ctx, "/approvals"), () => call(ctx));
+
+    async function call(ctx: Context) {
       const state: CallState = {};
       try {
         await handler(ctx, state);
@@ -156,7 +162,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         }
         throw error;
       }
-    };
+    }
   }
 
   /**

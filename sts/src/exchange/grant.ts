@@ -25,7 +25,7 @@ import type { VerifiedTokenCache } from "./verified_token_cache.js";
 
 /** What the token exchange grant needs, handed over by the composition root (app.ts). */
 export interface TokenExchangeGrantDependencies
-  extends Pick<StsServices, "config" | "db" | "logger" | "metrics" | "trustedIssuers" | "ownTokens"> {
+  extends Pick<StsServices, "config" | "db" | "logger" | "trustedIssuers" | "ownTokens"> {
   /** Where approvals are read and budgets taken. */
   readonly store: IssuanceStore;
   /** Recently read approved approvals (absent when a policy reads the live budget). */
@@ -50,7 +50,7 @@ export interface TokenExchangeGrantDependencies
  * It holds no crypto and no SQL. Every refusal carries a reason of sts/src/reasons.ts and is audited.
  */
 export function tokenExchangeGrant(deps: TokenExchangeGrantDependencies): GrantRegistration {
-  const { config, db, logger, metrics, store, approvals, verifiedTokens, minter } = deps;
+  const { config, db, logger, store, approvals, verifiedTokens, minter } = deps;
   const resources = new Map<string, ResourceConfig>(
     config.resources.map((resource) => [resource.id, resource]),
   );
@@ -124,9 +124,8 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDependencies): GrantR
     async handler(ctx) {
       try {
         await exchange(ctx);
-        metrics.tokenRequests.inc({ grant_type: "token_exchange", error: "none" });
       } catch (caught) {
-        throw await refused(ctx, caught, { config, db, logger, metrics });
+        throw await refused(ctx, caught, { config, db, logger });
       }
     },
   };
@@ -134,13 +133,14 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDependencies): GrantR
 
 /**
  * Accounts for a refused token request: a database fault becomes 503 (fail closed); every refusal is
- * counted, logged with its reason and (unless the database is what failed) audited. Returns the error
- * to throw. Errors that are no refusal at all are logged as failures and passed on.
+ * logged with its reason and (unless the database is what failed) audited. Returns the error to throw.
+ * Errors that are no refusal at all are logged as failures and passed on. Counting is not done here:
+ * every token request is counted once, from oidc-provider's events (ops/token_endpoint.ts).
  */
 export async function refused(
   ctx: TokenEndpointGrantContext,
   caught: unknown,
-  { db, logger, metrics }: Pick<StsServices, "config" | "db" | "logger" | "metrics">,
+  { db, logger }: Pick<StsServices, "config" | "db" | "logger">,
   grantType = "token_exchange",
 ): Promise<unknown> {
   const clientId = ctx.oidc.client?.clientId ?? null;
@@ -148,12 +148,10 @@ export async function refused(
     !isRefusal(caught) && isDatabaseUnavailable(caught) ? unavailable("database_unavailable") : caught;
   if (!(error instanceof errors.OIDCProviderError)) {
     logger.error({ err: error }, `${grantType.replaceAll("_", " ")} failed`);
-    metrics.tokenRequests.inc({ grant_type: grantType, error: "server_error" });
     return error;
   }
   // Refusals from oidc-provider's own checks (e.g. DPoP) carry no reason of ours: their error code is it.
   const reason = isRefusal(error) ? error.reason : error.error;
-  metrics.tokenRequests.inc({ grant_type: grantType, error: error.error });
   logger.info(
     { client_id: clientId, reason, error: error.error },
     `${grantType.replaceAll("_", " ")} refused`,

@@ -11,6 +11,8 @@ import type { Database } from "../db/schema.js";
 import type { SigningKeyMaterial } from "../keys/signing_keys.js";
 import type { ClientCredentialsLimiter } from "../limits/client_credentials_limiter.js";
 import type { Logger } from "../ops/logger.js";
+import type { Metrics } from "../ops/metrics.js";
+import { observeTokenEndpoint } from "../ops/token_endpoint.js";
 import { PostgresAdapter } from "./adapter.js";
 import { builtInClientCredentials } from "./builtin_client_credentials.js";
 import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
@@ -33,6 +35,8 @@ export interface ProviderDependencies {
   db: Kysely<Database>;
   keys: readonly SigningKeyMaterial[];
   logger: Logger;
+  /** Where the token endpoint's outcomes are counted (`countersign_token_requests_total`). */
+  metrics: Metrics;
   /** Key for oidc-provider's cookie signing (derived from the key-encryption key). */
   cookieSecret: Buffer;
   /** Extension grants to register (e.g. RFC 8693 token exchange). */
@@ -72,6 +76,7 @@ export function createProvider({
   db,
   keys,
   logger,
+  metrics,
   cookieSecret,
   grants = [],
   clientCredentialsLimiter,
@@ -174,6 +179,16 @@ export function createProvider({
   };
 
   const provider = new Provider(config.issuer, configuration);
+  // Every POST /token: counted once, traced, a failed client authentication logged.
+  observeTokenEndpoint(provider, {
+    metrics,
+    logger,
+    path: TOKEN_ENDPOINT_PATH,
+    grantTypes: new Map([
+      ["client_credentials", "client_credentials"],
+      [TOKEN_EXCHANGE_GRANT, "token_exchange"],
+    ]),
+  });
   for (const grant of grants) {
     provider.registerGrantType(
       grant.grantType,

@@ -7,7 +7,11 @@ export interface Metrics {
   readonly httpRequests: Counter<"route" | "method" | "status">;
   /** HTTP request duration in seconds. */
   readonly httpDuration: Histogram<"route" | "method">;
-  /** Token endpoint outcomes by grant type and OAuth error (`none` on success). */
+  /**
+   * Every `POST /token`, once, by grant type (`client_credentials`, `token_exchange`, `other`) and
+   * OAuth error (`none` on success, `other` for a code outside the token endpoint's): counted from
+   * oidc-provider's events (ops/token_endpoint.ts), so refusals before any grant runs count too.
+   */
   readonly tokenRequests: Counter<"grant_type" | "error">;
   /** Exchanges written per database call (`countersign_issue`): how much batching is happening. */
   readonly issueBatchSize: Histogram;
@@ -34,7 +38,7 @@ export function createMetrics(): Metrics {
     }),
     tokenRequests: new Counter({
       name: "countersign_token_requests_total",
-      help: "Token endpoint outcomes by grant type and OAuth error (none on success)",
+      help: "Token endpoint requests by grant type and OAuth error (none on success)",
       labelNames: ["grant_type", "error"],
       registers: [registry],
     }),
