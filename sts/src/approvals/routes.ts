@@ -7,6 +7,7 @@ import type { Approval } from "../db/schema.js";
 import { readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
 import type { StsServices } from "../services.js";
+import { boundCall } from "./call.js";
 import { ApprovalError, approvalNotFound, INVALID_STATE, invalidRequest } from "./errors.js";
 import {
   APPROVAL_ID_PATTERN,
@@ -323,6 +324,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         );
       }
       const subjectIssuer = subjectIssuerOf(body.subject, body.subject_issuer);
+      const call = body.call ? boundCall(body.call) : null;
       const id = newApprovalId();
       const approval = await insertApproval(
         db,
@@ -334,11 +336,13 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           task: body.task,
           subject: body.subject ?? null,
           subjectIssuer,
-          maxTokens: body.max_tokens,
+          // A call approval is good for one call: one token, which the gateway lets through once.
+          maxTokens: call ? 1 : body.max_tokens,
           ttlSeconds: body.ttl_seconds,
           rateLimit: body.rate_limit ?? null,
+          call,
           targets: {
-            tools: body.tools ?? null,
+            tools: call ? [call.tool] : (body.tools ?? null),
             resources: body.resources ?? null,
             prompts: body.prompts ?? null,
           },
@@ -351,9 +355,10 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           detail: {
             resource: resource.id,
             scope: scopes.join(" "),
-            max_tokens: body.max_tokens,
+            max_tokens: call ? 1 : body.max_tokens,
             ttl_seconds: body.ttl_seconds,
             ...(body.tools ? { tools: body.tools } : {}),
+            ...(call ? { call: { tool: call.tool, arguments_digest: call.argumentsDigest } } : {}),
             ...(body.resources ? { resources: body.resources } : {}),
             ...(body.prompts ? { prompts: body.prompts } : {}),
           },
