@@ -73,6 +73,8 @@ describe("RFC 8785 JSON canonicalization (gateway-verifier/src/mcp/jcs.ts)", () 
 
   test("nested arrays and objects keep array order and sort every object", () => {
     assert.equal(canonicalJson({ b: [3, { z: 1, a: [] }], a: {} }), '{"a":{},"b":[3,{"a":[],"z":1}]}');
+    // A member named __proto__ (JSON.parse makes it an own property) is data like any other.
+    assert.equal(canonicalJson(JSON.parse('{"b":2,"__proto__":{"a":1}}')), '{"__proto__":{"a":1},"b":2}');
   });
 
   test("refuses what is not I-JSON: lone surrogates (in values and names), non-JSON values, too deep", () => {
