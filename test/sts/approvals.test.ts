@@ -168,6 +168,7 @@ for (const engine of testEngines()) {
             tools: null,
             resources: null,
             prompts: null,
+            call: null,
           },
         );
         const created = Date.parse(approval.created_at);

@@ -2,11 +2,13 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
 import type { Verifier, VerifySuccess } from "../types.js";
 import { createVerifier } from "../verifier.js";
-import { approvedTargets } from "./agent_task.js";
+import { type ApprovedTargets, approvedTargets } from "./agent_task.js";
 import { readBody } from "./body.js";
+import { type CallTokenStore, createMemoryCallTokenStore } from "./call_tokens.js";
 import { canonicalResourceUri, PRM_WELL_KNOWN, resourceMetadataUrl, resourcePath } from "./canonical.js";
 import { type ChallengeContext, challenge, schemeOf } from "./challenges.js";
-import { type JsonRpcBody, type JsonRpcId, parseJsonRpcBody } from "./jsonrpc.js";
+import { argumentsDigest, numbersAreCanonical } from "./jcs.js";
+import { type JsonRpcBody, type JsonRpcId, type JsonRpcMessage, parseJsonRpcBody } from "./jsonrpc.js";
 import { checkMirroredHeaders } from "./mirrored_headers.js";
 import {
   DEFAULT_DPOP_ALGORITHMS,
@@ -89,6 +91,56 @@ function headerSafe(value: string): string {
   return VISIBLE_ASCII.test(value) ? value : encodeURIComponent(value);
 }
 
+/**
+ * What a token bound to one `tools/call` lets through besides that call: the lifecycle, `ping`, the
+ * list methods (which name nothing), notifications and responses. None of them consumes the token.
+ */
+function passesBesideCall(message: JsonRpcMessage): boolean {
+  if (message.kind !== "request") return true;
+  const method = message.method ?? "";
+  return method === "initialize" || method === "ping" || method.endsWith("/list");
+}
+
+/**
+ * Decides the messages of a body against the token's bound calls: `"consume"` when the body makes the
+ * bound call (once), `undefined` when it does not make it and may pass, else the refusal.
+ */
+function checkBoundCall(
+  body: JsonRpcBody,
+  calls: ApprovedTargets["calls"],
+  maxDepth: number,
+):
+  | "consume"
+  | "call_arguments_mismatch"
+  | "call_token_used"
+  | "call_method_not_approved"
+  | "call_numbers_not_canonical"
+  | undefined {
+  let made = 0;
+  for (const message of body.messages) {
+    if (message.kind === "request" && message.method === "tools/call") {
+      made++;
+      if (made > 1) return "call_token_used";
+      const tool = message.params?.name;
+      let digest: string;
+      try {
+        digest = argumentsDigest(message.params?.arguments, maxDepth);
+      } catch {
+        return "call_arguments_mismatch";
+      }
+      if (!calls.every((call) => call.tool === tool && call.argumentsDigest === digest)) {
+        return "call_arguments_mismatch";
+      }
+    } else if (!passesBesideCall(message)) {
+      return "call_method_not_approved";
+    }
+  }
+  if (made === 0) return undefined;
+  // The upstream parses the original bytes: their numbers must read as the approver saw them.
+  if (!numbersAreCanonical(body.text)) return "call_numbers_not_canonical";
+  return "consume";
+}
+
 function jsonBody(
   res: ServerResponse,
   status: number,
@@ -169,6 +221,13 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
     typeof identity === "object" ? (identity.prefix ?? DEFAULTS.identityPrefix) : DEFAULTS.identityPrefix
   ).toLowerCase();
   const onDecision = options.onDecision ?? (() => undefined);
+  const callTokens: CallTokenStore =
+    options.callTokens?.store ??
+    createMemoryCallTokenStore({
+      ...(options.callTokens?.maxEntries !== undefined ? { maxEntries: options.callTokens.maxEntries } : {}),
+      ...(options.now ? { now: options.now } : {}),
+    });
+  const clockToleranceMs = (options.verifier?.clockToleranceSeconds ?? 5) * 1000;
 
   const { required: _required, ...dpopOptions } = options.dpop ?? {};
   const verifier = createVerifier({
@@ -414,7 +473,10 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
       tokenRefusal("dpop_required");
       return;
     }
-    if (approvedTargets(result.claims) === "invalid") {
+    const approved = approvedTargets(result.claims);
+    const jti = result.claims.jti;
+    if (approved === "invalid" || (approved.calls.length > 0 && (typeof jti !== "string" || jti === ""))) {
+      // A token bound to a call needs a jti to be consumed by it.
       tokenRefusal("invalid_authorization_details");
       return;
     }
@@ -431,6 +493,7 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
     }
 
     let required: readonly string[] = compiled.defaultScopes;
+    let consumesCall = false;
     if (bytes !== undefined) {
       const type = String(req.headers["content-type"] ?? "").toLowerCase();
       const [mediaType, ...parameters] = type.split(";").map((part) => part.trim());
@@ -464,6 +527,14 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
         return;
       }
       required = decision.required;
+      if (approved.calls.length > 0) {
+        const bound = checkBoundCall(body, approved.calls, maxDepth);
+        if (bound !== undefined && bound !== "consume") {
+          refuse(res, bound, base, { id: soleId });
+          return;
+        }
+        consumesCall = bound === "consume";
+      }
     }
     const granted = compiled.expand(result.scopes);
     if (required.some((scope) => !granted.has(scope))) {
@@ -486,6 +557,20 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
     } catch {
       refuse(res, "upstream_credentials_unavailable", base);
       return;
+    }
+    if (consumesCall) {
+      // Last, so that only a call about to be forwarded consumes the token.
+      let first: boolean;
+      try {
+        first = await callTokens.consume(jti as string, result.claims.exp * 1000 + clockToleranceMs);
+      } catch {
+        refuse(res, "call_store_unavailable", base);
+        return;
+      }
+      if (!first) {
+        refuse(res, "call_token_used", base);
+        return;
+      }
     }
     forward(
       {

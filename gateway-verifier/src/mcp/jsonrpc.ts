@@ -18,6 +18,8 @@ export interface JsonRpcMessage {
 export interface JsonRpcBody {
   batch: boolean;
   messages: JsonRpcMessage[];
+  /** The body as text (strict UTF-8), exactly as received. */
+  text: string;
 }
 
 /** Bounds applied while parsing. */
@@ -146,9 +148,9 @@ export function parseJsonRpcBody(bytes: Uint8Array, limits: JsonRpcLimits): Pars
       if (message === undefined) return { ok: false, reason: "invalid_request", id: null };
       messages.push(message);
     }
-    return { ok: true, body: { batch: true, messages } };
+    return { ok: true, body: { batch: true, messages, text } };
   }
   const message = classify(value);
   if (message === undefined) return { ok: false, reason: "invalid_request", id: idOf(value) };
-  return { ok: true, body: { batch: false, messages: [message] } };
+  return { ok: true, body: { batch: false, messages: [message], text } };
 }

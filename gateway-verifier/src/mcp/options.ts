@@ -1,4 +1,5 @@
 import type { DpopOptions, JwsAlgorithm, VerifierOptions } from "../types.js";
+import type { CallTokenStore } from "./call_tokens.js";
 import type { McpPolicy } from "./policy.js";
 import type { McpReason } from "./reasons.js";
 import type { SessionBindingOptions } from "./sessions.js";
@@ -109,6 +110,13 @@ export interface McpGatewayOptions {
    * Default false.
    */
   identityHeaders?: boolean | { prefix?: string };
+  /**
+   * Where tokens bound to one `tools/call` (`agent_task.call`) are remembered once that call is made,
+   * by `jti` until they expire: `store` (e.g. `createRedisCallTokenStore` for several instances), or an
+   * in-memory store of at most `maxEntries` live tokens (default 10,000; full → 503
+   * `call_store_unavailable`).
+   */
+  callTokens?: { store?: CallTokenStore; maxEntries?: number };
   /** Bounds of the `Mcp-Session-Id` → (client, subject) bindings. */
   sessions?: SessionBindingOptions;
   /** `realm` of the challenges (RFC 6750 §3). Default none. */

@@ -57,6 +57,41 @@ export const MCP_REASONS = {
     error: "insufficient_scope",
     description: "The token lacks a scope this request requires",
   },
+  /** The token is bound to one `tools/call` and this call names another tool, or other arguments (RFC 8785 digest). */
+  call_arguments_mismatch: {
+    kind: "oauth",
+    status: 403,
+    error: "access_denied",
+    description: "The approval binds another tool call: this tool or these arguments were not approved",
+  },
+  /** The token's one bound `tools/call` was already made (its `jti` is remembered until it expires), or a batch makes it twice. */
+  call_token_used: {
+    kind: "oauth",
+    status: 403,
+    error: "access_denied",
+    description: "The approval's one tool call was already made with this token",
+  },
+  /** The token is bound to one `tools/call`; besides it only `initialize`, `ping`, list methods, notifications and responses pass. */
+  call_method_not_approved: {
+    kind: "oauth",
+    status: 403,
+    error: "access_denied",
+    description: "The approval allows one tool call; this method is not part of it",
+  },
+  /** A body with a bound `tools/call` writes a number otherwise than RFC 8785 does (`1.0`, `1E3`, `-0`, beyond double precision). */
+  call_numbers_not_canonical: {
+    kind: "oauth",
+    status: 400,
+    error: "invalid_request",
+    description: "A call bound to its arguments must write every number as RFC 8785 does",
+  },
+  /** The store remembering used call tokens is full of unexpired entries, or (Redis) failed: fail closed. */
+  call_store_unavailable: {
+    kind: "oauth",
+    status: 503,
+    error: "temporarily_unavailable",
+    description: "Used call tokens cannot be recorded right now",
+  },
   /** `authorization_details` is not an array, or an `agent_task`'s `tools`/`resources`/`prompts` is not an array of strings. */
   invalid_authorization_details: {
     kind: "oauth",

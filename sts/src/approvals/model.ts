@@ -32,6 +32,16 @@ export interface ApprovalJson {
   resources: string[] | null;
   /** The MCP prompts the approval names; null: every prompt its scopes allow. */
   prompts: string[] | null;
+  /** The one MCP `tools/call` the approval binds (its exact arguments, shown to the approver); null: none. */
+  call: ApprovalCallJson | null;
+}
+
+/** The call an approval binds, as the API shows it. */
+export interface ApprovalCallJson {
+  tool: string;
+  arguments: Record<string, unknown>;
+  /** base64url(SHA-256(RFC 8785 canonical JSON of `arguments`)). */
+  arguments_digest: string;
 }
 
 /** The shape of an id {@link newApprovalId} makes; anything else cannot name an approval. */
@@ -81,5 +91,15 @@ export function toApprovalJson(approval: Approval, now = Date.now()): ApprovalJs
     tools: approval.tools,
     resources: approval.resources,
     prompts: approval.prompts,
+    call:
+      approval.call_tool !== null &&
+      approval.call_arguments !== null &&
+      approval.call_arguments_digest !== null
+        ? {
+            tool: approval.call_tool,
+            arguments: JSON.parse(approval.call_arguments) as Record<string, unknown>,
+            arguments_digest: approval.call_arguments_digest,
+          }
+        : null,
   };
 }

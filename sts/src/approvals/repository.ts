@@ -23,6 +23,15 @@ export interface NewApprovalRequest {
   readonly rateLimit: RateLimit | null;
   /** The MCP tools, resources and prompts the task names (null: none named). */
   readonly targets: ApprovalTargets;
+  /** The one MCP `tools/call` the approval binds (null: none). */
+  readonly call: ApprovalCall | null;
+}
+
+/** A bound call: its tool, the canonical JSON of its arguments and that text's digest. */
+export interface ApprovalCall {
+  readonly tool: string;
+  readonly canonicalArguments: string;
+  readonly argumentsDigest: string;
 }
 
 /** The MCP tools, resources and prompts an approval names; null where it names none. */
@@ -116,6 +125,9 @@ export async function insertApprovalIn(
       max_tokens: request.maxTokens,
       rate_limit: request.rateLimit ? JSON.stringify(request.rateLimit) : null,
       ...targetColumns(request.targets),
+      call_tool: request.call?.tool ?? null,
+      call_arguments: request.call?.canonicalArguments ?? null,
+      call_arguments_digest: request.call?.argumentsDigest ?? null,
       requested_by: request.clientId,
       approved_by: null,
       decided_by: null,

@@ -8,6 +8,7 @@ import { readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
 import { matchedRoute, traceRequest } from "../ops/tracing.js";
 import type { StsServices } from "../services.js";
+import { boundCall } from "./call.js";
 import { decodeCursor, decodePendingCursor, encodeCursor, encodePendingCursor } from "./cursor.js";
 import {
   ApprovalError,
@@ -316,6 +317,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         );
       }
       const subjectIssuer = subjectIssuerOf(body.subject, body.subject_issuer);
+      const call = body.call ? boundCall(body.call) : null;
       const id = newApprovalId();
       const maxPending = config.approvals.max_pending_per_agent;
       const outcome = await insertApproval(
@@ -328,11 +330,13 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           task: body.task,
           subject: body.subject ?? null,
           subjectIssuer,
-          maxTokens: body.max_tokens,
+          // A call approval is good for one call: one token, which the gateway lets through once.
+          maxTokens: call ? 1 : body.max_tokens,
           ttlSeconds: body.ttl_seconds,
           rateLimit: body.rate_limit ?? null,
+          call,
           targets: {
-            tools: body.tools ?? null,
+            tools: call ? [call.tool] : (body.tools ?? null),
             resources: body.resources ?? null,
             prompts: body.prompts ?? null,
           },
@@ -345,9 +349,10 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           detail: {
             resource: resource.id,
             scope: scopes.join(" "),
-            max_tokens: body.max_tokens,
+            max_tokens: call ? 1 : body.max_tokens,
             ttl_seconds: body.ttl_seconds,
             ...(body.tools ? { tools: body.tools } : {}),
+            ...(call ? { call: { tool: call.tool, arguments_digest: call.argumentsDigest } } : {}),
             ...(body.resources ? { resources: body.resources } : {}),
             ...(body.prompts ? { prompts: body.prompts } : {}),
           },

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { canonicalJson } from "../../../gateway-verifier/src/mcp/jcs.js";
 import { rateLimitSchema } from "../config/schema.js";
 import type { ApprovalStatus } from "../db/schema.js";
 import { isStorableText } from "../db/text.js";
@@ -85,6 +86,51 @@ function boundTargets(
     });
   }
 }
+/** Largest RFC 8785 canonical JSON of a bound call's `arguments`, in UTF-8 bytes. */
+export const MAX_CALL_ARGUMENTS_BYTES = 32_768;
+/** Deepest nesting of a bound call's `arguments` (the arguments object itself is depth 1). */
+export const MAX_CALL_ARGUMENTS_DEPTH = 32;
+
+/**
+ * The canonical JSON text of call arguments, or the problem with them: a JSON object, I-JSON (no lone
+ * surrogates), at most {@link MAX_CALL_ARGUMENTS_DEPTH} deep and {@link MAX_CALL_ARGUMENTS_BYTES} long.
+ */
+export function canonicalCallArguments(value: unknown): { text: string } | { problem: string } {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { problem: "must be a JSON object" };
+  }
+  let text: string;
+  try {
+    text = canonicalJson(value, MAX_CALL_ARGUMENTS_DEPTH);
+  } catch (error) {
+    return { problem: (error as Error).message.replace(/^JCS: /, "") };
+  }
+  if (Buffer.byteLength(text) > MAX_CALL_ARGUMENTS_BYTES) {
+    return { problem: `exceed ${MAX_CALL_ARGUMENTS_BYTES} bytes of canonical JSON` };
+  }
+  return { text };
+}
+
+/** `call`: the one MCP `tools/call` an approval binds, by tool and exact arguments. */
+const callField = z
+  .object({
+    tool: text().min(1).max(MAX_TARGET_CHARS).describe("The tool (`tools/call` `params.name`)."),
+    arguments: z
+      .record(z.string(), z.unknown())
+      .superRefine((value, context) => {
+        const canonical = canonicalCallArguments(value);
+        if ("problem" in canonical) context.addIssue({ code: "custom", message: canonical.problem });
+      })
+      .describe(
+        `The call's exact \`arguments\` (a JSON object, at most ${MAX_CALL_ARGUMENTS_BYTES} bytes of RFC 8785 canonical JSON, nested at most ${MAX_CALL_ARGUMENTS_DEPTH} deep).`,
+      ),
+  })
+  .strict()
+  .optional()
+  .describe(
+    "Binds the approval to one MCP `tools/call` with exactly these arguments: its token carries `call: {tool, arguments_digest}` (base64url SHA-256 of the RFC 8785 canonical arguments), the gateway lets that one call through once, and the approval mints one token.",
+  );
+
 const maxTokens = z.number().int().min(1).max(MAX_TOKENS_LIMIT);
 const ttlSeconds = z.number().int().min(1).max(MAX_TTL_SECONDS);
 
@@ -132,9 +178,15 @@ export const createApprovalBody = z
       .optional()
       .describe("Rate and burst limit written into tokens minted under the approval."),
     ...targetFields,
+    call: callField,
   })
   .strict()
   .superRefine(boundTargets)
+  .superRefine((body, context) => {
+    if (body.call && body.tools && (body.tools.length !== 1 || body.tools[0] !== body.call.tool)) {
+      context.addIssue({ code: "custom", path: ["tools"], message: "must be absent or name only call.tool" });
+    }
+  })
   .describe("An agent's request for a human approval.");
 export type CreateApprovalBody = z.infer<typeof createApprovalBody>;
 
@@ -249,6 +301,17 @@ export const approvalSchema = z
       .array(z.string())
       .nullable()
       .describe("The MCP prompts tokens under the approval may get; null: every prompt the scopes allow."),
+    call: z
+      .object({
+        tool: z.string(),
+        arguments: z.record(z.string(), z.unknown()).describe("The exact arguments the approver approves."),
+        arguments_digest: z
+          .string()
+          .describe("base64url(SHA-256(RFC 8785 canonical JSON of `arguments`)), as the token carries it."),
+      })
+      .strict()
+      .nullable()
+      .describe("The one MCP `tools/call` the approval binds; null: it binds none."),
   })
   .strict()
   .describe("An approval: a human's decision on an agent's task.");

@@ -40,6 +40,12 @@ export interface ApprovalsTable {
   resources: NullableJson<string[]>;
   /** The MCP prompts the approval names (null: every prompt its scopes allow). */
   prompts: NullableJson<string[]>;
+  /** The one MCP tool call the approval binds, its tool (null: it binds none). */
+  call_tool: string | null;
+  /** The RFC 8785 canonical JSON text of the bound call's `arguments`. */
+  call_arguments: string | null;
+  /** base64url(SHA-256(`call_arguments`)), as the token's `agent_task.call.arguments_digest`. */
+  call_arguments_digest: string | null;
 }
 
 export interface IssuedTokensTable {

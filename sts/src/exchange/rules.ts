@@ -185,7 +185,11 @@ export interface AccessTokenContent {
   readonly ttlSeconds: number;
   readonly jti: string;
   /** `tools`, `resources`, `prompts`: the MCP names the approval allows (null: every one its scopes allow). */
-  readonly approval: Pick<Approval, "id" | "task" | "tools" | "resources" | "prompts">;
+  /** `call_tool`, `call_arguments_digest`: the one `tools/call` the approval binds (null: none). */
+  readonly approval: Pick<
+    Approval,
+    "id" | "task" | "tools" | "resources" | "prompts" | "call_tool" | "call_arguments_digest"
+  >;
   readonly act: ActClaim | undefined;
   readonly rateLimit: RateLimit | undefined;
   /** The DPoP key thumbprint the token is bound to (`cnf.jkt`). */
@@ -196,6 +200,8 @@ export interface AccessTokenContent {
  * The access token's claims set, in the reference's order. The `agent_task` entry names the approval's
  * MCP `tools`, `resources` and `prompts` when it names them (an MCP gateway allows those alone); their
  * size is bounded when the approval is requested (`MAX_TARGETS_BYTES` in sts/src/approvals/schemas.ts).
+ * A call approval adds `call: {tool, arguments_digest}` (at most 256 + 43 characters): the gateway
+ * lets exactly that `tools/call` through, once.
  */
 export function accessTokenClaims(content: AccessTokenContent): Record<string, unknown> {
   const task = taskClaim(content.approval.task);
@@ -218,6 +224,14 @@ export function accessTokenClaims(content: AccessTokenContent): Record<string, u
         ...(content.approval.tools ? { tools: content.approval.tools } : {}),
         ...(content.approval.resources ? { resources: content.approval.resources } : {}),
         ...(content.approval.prompts ? { prompts: content.approval.prompts } : {}),
+        ...(content.approval.call_tool !== null && content.approval.call_arguments_digest !== null
+          ? {
+              call: {
+                tool: content.approval.call_tool,
+                arguments_digest: content.approval.call_arguments_digest,
+              },
+            }
+          : {}),
       },
     ],
     ...(content.act ? { act: content.act } : {}),

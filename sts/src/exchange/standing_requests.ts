@@ -137,6 +137,7 @@ export function createStandingRequests(
             task,
             subject: key.subject?.sub ?? null,
             subjectIssuer: key.subject?.issuer ?? null,
+            call: null,
             maxTokens: DEFAULT_MAX_TOKENS,
             ttlSeconds: DEFAULT_TTL_SECONDS,
             rateLimit: null,

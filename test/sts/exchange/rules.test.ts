@@ -59,6 +59,9 @@ function approval(values: Partial<Approval> = {}): Approval {
     tools: null,
     resources: null,
     prompts: null,
+    call_tool: null,
+    call_arguments: null,
+    call_arguments_digest: null,
     ...values,
   };
 }
@@ -225,7 +228,15 @@ describe("the token exchange's rules (no HTTP)", () => {
       iat: 1_800_000_000,
       ttlSeconds: 300,
       jti: "jti-1",
-      approval: { id: "apr_x", task: "reconcile", tools: null, resources: null, prompts: null },
+      approval: {
+        id: "apr_x",
+        task: "reconcile",
+        tools: null,
+        resources: null,
+        prompts: null,
+        call_tool: null,
+        call_arguments_digest: null,
+      },
       act: undefined,
       rateLimit: undefined,
       jkt: undefined,
@@ -252,6 +263,26 @@ describe("the token exchange's rules (no HTTP)", () => {
       [full.act, full.rate_limit, full.cnf],
       [{ sub: "w" }, { per_second: 1, burst: 2 }, { jkt: "k" }],
     );
+    // A call approval: its agent_task names the tool and carries the digest of the exact arguments.
+    const digest = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+    const bound = accessTokenClaims({
+      ...content,
+      approval: {
+        ...content.approval,
+        tools: ["send_email"],
+        call_tool: "send_email",
+        call_arguments_digest: digest,
+      },
+    });
+    assert.deepEqual(bound.authorization_details, [
+      {
+        type: "agent_task",
+        approval_id: "apr_x",
+        task: "reconcile",
+        tools: ["send_email"],
+        call: { tool: "send_email", arguments_digest: digest },
+      },
+    ]);
   });
 
   test("what the database function answers maps to the reference's refusals", () => {

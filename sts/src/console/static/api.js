@@ -10,7 +10,9 @@ const TOKEN_KEY = "countersign.approver_token";
  *   requested_scope?: string, task: string, subject: string | null, max_tokens: number,
  *   tokens_issued: number, rate_limit: { per_second: number, burst: number } | null,
  *   requested_by: string, approved_by: string | null, created_at: string, decided_at: string | null,
- *   expires_at: string, decision_reason?: string | null, revoked_at?: string | null }} Approval
+ *   expires_at: string, decision_reason?: string | null, revoked_at?: string | null,
+ *   tools?: string[] | null,
+ *   call?: { tool: string, arguments: Record<string, unknown>, arguments_digest: string } | null }} Approval
  */
 
 /** One page of `GET /approvals`. @typedef {{ approvals: Approval[], next_cursor: string | null }} ApprovalPage */

@@ -72,6 +72,17 @@ function facts(approval) {
     dl.append(fact("Revoked", timeElement(approval.revoked_at)));
   }
   if (approval.decision_reason) dl.append(fact("Reason", approval.decision_reason));
+  if (approval.tools) dl.append(fact("Tools", scopeList(approval.tools, "tools")));
+  if (approval.call) {
+    // The exact arguments the one call may carry, agent-written: text only, never markup.
+    dl.append(
+      fact(
+        "Tool call",
+        el("code", {}, approval.call.tool),
+        el("pre", { class: "call-arguments" }, JSON.stringify(approval.call.arguments, null, 2)),
+      ),
+    );
+  }
   return dl;
 }
 
