@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { registerApprovalCommands } from "./cli/approvals.js";
+import { registerAuditCommands } from "./cli/audit.js";
 import { registerClientCommands } from "./cli/clients.js";
 import { ConfigError, loadConfig } from "./config/load.js";
 import { openDatabase } from "./db/connect.js";
@@ -155,6 +156,7 @@ export function buildCli(): Command {
   registerKeyCommands(program, loadConfigOrExit);
   registerApprovalCommands(program);
   registerClientCommands(program);
+  registerAuditCommands(program, loadConfigOrExit);
   program
     .command("dev-token")
     .description("print a token from the local development issuer (dev_mode only)")

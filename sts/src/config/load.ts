@@ -30,6 +30,8 @@ export interface Config {
   readonly revocations: ConfigFile["revocations"];
   /** Signed notifications of approval events. */
   readonly webhooks: ConfigFile["webhooks"];
+  /** What is kept for how long, and the retention job. */
+  readonly retention: ConfigFile["retention"];
   /** Where the configuration came from: a file path or `development default`. */
   readonly source: string;
 }
@@ -142,6 +144,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     issuance_limits: file.issuance_limits,
     revocations: file.revocations,
     webhooks: file.webhooks,
+    retention: file.retention,
     source,
   });
 }
