@@ -129,8 +129,8 @@ export async function up(db: Db): Promise<void> {
 
   // audit_events: the same columns in the same order, then the counted-refusal columns.
   await sql`alter table audit_events rename to audit_events_unpartitioned`.execute(db);
-  await sql`alter table audit_events_unpartitioned rename constraint audit_events_pkey
-    to audit_events_unpartitioned_pkey`.execute(db);
+  // Its primary key (id) gives way to the partitioned table's (id, at) when it is attached.
+  await sql`alter table audit_events_unpartitioned drop constraint audit_events_pkey`.execute(db);
   await sql`alter index audit_events_approval_idx rename to audit_events_unpartitioned_approval_idx`.execute(
     db,
   );
@@ -139,15 +139,16 @@ export async function up(db: Db): Promise<void> {
       id bigint not null default nextval('audit_events_id_seq'),
       at timestamptz not null default now(),
       event text not null,
-      outcome text not null check (outcome in ('granted', 'refused', 'info')),
+      outcome text not null constraint audit_events_outcome_check
+        check (outcome in ('granted', 'refused', 'info')),
       reason text,
       approval_id text,
       client_id text,
       actor text,
       detail jsonb,
-      occurrences integer not null default 1 check (occurrences >= 1),
+      occurrences integer not null default 1 constraint audit_events_occurrences_check check (occurrences >= 1),
       last_at timestamptz,
-      window_seconds integer check (window_seconds > 0),
+      window_seconds integer constraint audit_events_window_seconds_check check (window_seconds > 0),
       primary key (id, at)
     ) partition by range (at)`.execute(db);
   await sql`alter sequence audit_events_id_seq owned by audit_events.id`.execute(db);
@@ -170,8 +171,7 @@ export async function up(db: Db): Promise<void> {
 
   // issued_tokens
   await sql`alter table issued_tokens rename to issued_tokens_unpartitioned`.execute(db);
-  await sql`alter table issued_tokens_unpartitioned rename constraint issued_tokens_pkey
-    to issued_tokens_unpartitioned_pkey`.execute(db);
+  await sql`alter table issued_tokens_unpartitioned drop constraint issued_tokens_pkey`.execute(db);
   await sql`alter index issued_tokens_approval_idx rename to issued_tokens_unpartitioned_approval_idx`.execute(
     db,
   );
