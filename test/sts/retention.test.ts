@@ -4,6 +4,7 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { type Kysely, sql } from "kysely";
 import { FileMigrationProvider, Migrator } from "kysely/migration";
+import { ConfigError, loadConfig } from "../../sts/src/config/load.js";
 import { DEFAULT_RETENTION, type RetentionConfig } from "../../sts/src/config/schema.js";
 import { type DatabaseHandle, openDatabase } from "../../sts/src/db/connect.js";
 import { migrateToLatest, migrationsFolder } from "../../sts/src/db/migrate.js";
@@ -436,4 +437,28 @@ test("startRetention: stop() waits for the run in progress, and nothing is sched
   } finally {
     await handle.close();
   }
+});
+
+test("config: retention defaults (90 days of audit, a day's grace on token records, 7 days of deliveries); bad retention keys are each named", () => {
+  assert.deepEqual(loadConfig({}).retention, {
+    interval_seconds: 10,
+    audit_events_days: 90,
+    issued_tokens_grace_seconds: 86_400,
+    webhook_deliveries_days: 7,
+    partitions_ahead_days: 7,
+    batch_size: 10_000,
+    max_batches_per_run: 10,
+  });
+  assert.throws(
+    () => loadConfig({}, { retention: { audit_events_days: 0, batch_size: 1.5, keep_forever: true } }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.deepEqual(error.issues, [
+        "retention.audit_events_days: Too small: expected number to be >=1",
+        "retention.batch_size: Invalid input: expected int, received number",
+        'retention: Unrecognized key: "keep_forever"',
+      ]);
+      return true;
+    },
+  );
 });
