@@ -32,6 +32,7 @@ import { createProvider } from "./oidc/provider.js";
 import { openApiRoutes } from "./openapi/routes.js";
 import { createLogger, type Logger } from "./ops/logger.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
+import { type RetentionLoop, type RetentionTimers, startRetention } from "./ops/retention.js";
 import { createCedarPolicy, policyFilesOf } from "./policy/cedar_policy.js";
 import { loadPolicySet } from "./policy/load.js";
 import { type RevocationService, startRevocationService } from "./revocations/service.js";
@@ -61,6 +62,8 @@ export interface App {
   readonly revocations: RevocationService;
   /** Sends approval events to the configured webhooks (an outbox in `webhook_deliveries`). */
   readonly webhooks: WebhookDispatcher;
+  /** The retention job (partitions ahead, pruning past retention); stopped by `close`. */
+  readonly retention: RetentionLoop;
   /** Marks the app as draining: `/readyz` answers 503 so load balancers stop sending traffic. */
   drain(): void;
   /** Releases everything the app holds (database pool or PGlite). */
@@ -81,6 +84,10 @@ export interface AppOptions {
   policyClock?: () => Date;
   /** Webhook delivery tuning (tests shorten the retry delays). Default: `DEFAULT_WEBHOOK_TUNING`. */
   webhookTuning?: Partial<WebhookDeliveryTuning>;
+  /** The clock retention is measured from (tests move it). Default: real time. */
+  retentionClock?: () => Date;
+  /** The retention loop's timers (tests pass their own). Default: Node's. */
+  retentionTimers?: RetentionTimers;
 }
 
 /** Route groups for metrics labels, so label cardinality stays bounded. */
@@ -122,6 +129,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     }));
   const ownsDatabase = options.database === undefined;
   let revocations: RevocationService | undefined;
+  let retention: RetentionLoop | undefined;
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0)
@@ -295,6 +303,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     koa.use(consoleRoutes(services).routes());
     koa.use(approvalAuditRoutes(services).routes());
 
+    retention = startRetention({
+      db: database.db,
+      settings: config.retention,
+      logger,
+      ...(options.retentionClock ? { clock: options.retentionClock } : {}),
+      ...(options.retentionTimers ? { timers: options.retentionTimers } : {}),
+    });
+    const retentionLoop = retention;
     const approvals = approvalRoutes(services, { policy: cedarPolicy, onEvent: webhooks.emit });
     koa.use(approvals.routes());
     koa.use(approvals.allowedMethods());
@@ -320,11 +336,13 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       services,
       revocations,
       webhooks,
+      retention: retentionLoop,
       drain: () => {
         draining = true;
         revocations?.drain();
       },
       close: async () => {
+        await retentionLoop.stop();
         keyMaintenance.stop();
         issuanceLimiter.close();
         await webhooks.close();
@@ -333,6 +351,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       },
     };
   } catch (error) {
+    await retention?.stop().catch(() => {});
     await revocations?.close().catch(() => {});
     if (ownsDatabase) await database.close().catch(() => {});
     throw error;

@@ -2,6 +2,7 @@ import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
 import { registerApprovalCommands } from "./cli/approvals.js";
+import { registerAuditCommands } from "./cli/audit.js";
 import { registerAuthzServerCommand } from "./cli/authz_server.js";
 import { registerClientCommands } from "./cli/clients.js";
 import { openDatabaseFor } from "./cli/database.js";
@@ -129,6 +130,7 @@ export function buildCli(): Command {
   registerMcpGatewayCommand(program);
   registerAuthzServerCommand(program);
   registerDevTokenCommand(program, loadConfigOrExit);
+  registerAuditCommands(program, loadConfigOrExit);
   program
     .command("policy")
     .description("Cedar policies")

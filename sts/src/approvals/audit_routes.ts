@@ -1,16 +1,17 @@
 import Router from "@koa/router";
+import { approvalAuditTrail } from "../audit/trail.js";
 import { createAuthenticator, credentialsOf, wrongRole } from "../auth/authenticate.js";
 import type { StsServices } from "../services.js";
 import { approvalNotFound } from "./errors.js";
 import { APPROVAL_ID_PATTERN } from "./model.js";
 import { findApproval } from "./repository.js";
 
-/** Most audit events `GET /approvals/{id}/audit` returns: the latest ones, oldest first. */
+/** Most audit events `GET /approvals/{id}/audit` returns: its lifecycle, then the latest ones. */
 export const MAX_AUDIT_EVENTS = 500;
 
 /** One entry of an approval's audit trail as the API returns it (no `detail`: never secrets). */
 export interface AuditEventJson {
-  /** When it happened, ISO 8601. */
+  /** When it happened, ISO 8601 (for a counted row: the start of its window). */
   at: string;
   /** What happened, e.g. `approval.requested`, `approval.approved`, `token_exchange`. */
   event: string;
@@ -19,12 +20,18 @@ export interface AuditEventJson {
   reason: string | null;
   /** An approver's `sub`, an agent's `client_id`, or `system`. */
   actor: string | null;
+  /** Only on a row that stands for several refusals: how many. */
+  count?: number;
+  /** Only with `count`: when the last of them happened, ISO 8601. */
+  last_at?: string;
 }
 
 /**
  * `GET /approvals/{id}/audit` (approvers only): the approval's audit trail, oldest first, at most
- * {@link MAX_AUDIT_EVENTS} (the latest; `truncated` says when older ones were left out). Only the
- * event's time, name, outcome, reason and actor are returned; the `detail` column stays server-side.
+ * {@link MAX_AUDIT_EVENTS}: its lifecycle events (requested, approved, denied, revoked) and its first
+ * and last granted token requests always, then its latest other events (`truncated` says when some were
+ * left out). Repeated refusals come as one entry with `count`. Only the event's time, name, outcome,
+ * reason and actor are returned; the `detail` column stays server-side.
  */
 export function approvalAuditRoutes(services: StsServices): Router {
   const { db } = services;
@@ -37,24 +44,17 @@ export function approvalAuditRoutes(services: StsServices): Router {
     const id = ctx.params.id;
     if (id === undefined || !APPROVAL_ID_PATTERN.test(id)) throw approvalNotFound();
     if (!(await findApproval(db, id))) throw approvalNotFound();
-    const rows = await db
-      .selectFrom("audit_events")
-      .select(["id", "at", "event", "outcome", "reason", "actor"])
-      .where("approval_id", "=", id)
-      .orderBy("id", "desc")
-      .limit(MAX_AUDIT_EVENTS + 1)
-      .execute();
-    const truncated = rows.length > MAX_AUDIT_EVENTS;
-    const events: AuditEventJson[] = rows
-      .slice(0, MAX_AUDIT_EVENTS)
-      .reverse()
-      .map((row) => ({
-        at: new Date(row.at).toISOString(),
-        event: row.event,
-        outcome: row.outcome,
-        reason: row.reason,
-        actor: row.actor,
-      }));
+    const { rows, truncated } = await approvalAuditTrail(db, id, MAX_AUDIT_EVENTS);
+    const events: AuditEventJson[] = rows.map((row) => ({
+      at: new Date(row.at).toISOString(),
+      event: row.event,
+      outcome: row.outcome,
+      reason: row.reason,
+      actor: row.actor,
+      ...(row.occurrences > 1
+        ? { count: row.occurrences, last_at: new Date(row.last_at ?? row.at).toISOString() }
+        : {}),
+    }));
     ctx.set("Cache-Control", "no-store");
     ctx.body = { events, truncated };
   });

@@ -34,6 +34,8 @@ export interface Config {
   readonly mcp: ConfigFile["mcp"];
   /** Bounds on approval requests per agent. */
   readonly approvals: ConfigFile["approvals"];
+  /** What is kept for how long, and the retention job. */
+  readonly retention: ConfigFile["retention"];
   /** Where the configuration came from: a file path or `development default`. */
   readonly source: string;
 }
@@ -148,6 +150,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     webhooks: file.webhooks,
     mcp: file.mcp,
     approvals: file.approvals,
+    retention: file.retention,
     source,
   });
 }

@@ -470,6 +470,103 @@ const approvalsSchema = z
   })
   .strict();
 
+/**
+ * Retention: what is kept for how long, and the job that prunes the rest (docs/retention.md). Every
+ * instance runs the job every `interval_seconds`; each run does bounded work (partition DDL, then at most
+ * `max_batches_per_run` deletes of `batch_size` rows per table) and is safe alongside other instances'.
+ * `audit_events` and `issued_tokens` are partitioned by UTC day: a day is dropped whole once all of it
+ * is past its retention, so rows are kept at least their retention and at most one day more.
+ * Security: the audit trail is evidence; export it (`countersign audit export`) before it is pruned if
+ * you must keep it longer.
+ */
+const retentionSchema = z
+  .object({
+    /** How often the retention job runs, in seconds. Default 10. */
+    interval_seconds: z
+      .number()
+      .min(0.05)
+      .max(86_400)
+      .default(10)
+      .describe("How often the retention job runs on each instance, in seconds. Default 10."),
+    /** How long audit events are kept, in days (from the event). Default 90. */
+    audit_events_days: z
+      .number()
+      .int()
+      .min(1)
+      .max(36_500)
+      .default(90)
+      .describe(
+        "How long audit events are kept, in days from the event (a whole UTC day is dropped once all of it is past this). Default 90. Security: export the audit trail (`countersign audit export`) first if you must keep it longer.",
+      ),
+    /**
+     * How long an issued token's record is kept after the token expires (`exp`), in seconds. Default
+     * 86 400 (one day). The token itself cannot be presented after `exp`.
+     */
+    issued_tokens_grace_seconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(31_536_000)
+      .default(86_400)
+      .describe(
+        "How long an issued token's record is kept after the token's `exp`, in seconds. Default 86400 (one day). The token itself cannot be presented after `exp`.",
+      ),
+    /** How long a delivered or abandoned webhook delivery is kept, in days. Default 7. Pending ones stay. */
+    webhook_deliveries_days: z
+      .number()
+      .int()
+      .min(1)
+      .max(3650)
+      .default(7)
+      .describe(
+        "How long a delivered or abandoned webhook delivery is kept, in days. Default 7. Pending deliveries are kept until delivered or abandoned.",
+      ),
+    /**
+     * How many days of daily partitions exist ahead of today, in days. Default 7. Rows outside every
+     * partition go to a default partition (and are moved out when their day's partition is created),
+     * so a job that stopped running loses nothing; it only makes pruning those rows slower.
+     */
+    partitions_ahead_days: z
+      .number()
+      .int()
+      .min(1)
+      .max(60)
+      .default(7)
+      .describe(
+        "How many days of daily partitions of `audit_events` and `issued_tokens` exist ahead of today. Default 7. Rows of a day without a partition go to a default partition and move into their day's partition when it is created.",
+      ),
+    /** Rows one batched delete removes (default partitions, oidc-provider rows, counters, deliveries). Default 10 000. */
+    batch_size: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(10_000)
+      .describe(
+        "Rows one batched delete removes (oidc-provider rows, issuance-limit counters, webhook deliveries, default partitions). Default 10000.",
+      ),
+    /** Most batched deletes per table per run. Default 10. */
+    max_batches_per_run: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .default(10)
+      .describe("Most batched deletes per table per run of the retention job. Default 10."),
+  })
+  .strict();
+
+/** Default of every retention key (see {@link retentionSchema}). */
+export const DEFAULT_RETENTION = {
+  interval_seconds: 10,
+  audit_events_days: 90,
+  issued_tokens_grace_seconds: 86_400,
+  webhook_deliveries_days: 7,
+  partitions_ahead_days: 7,
+  batch_size: 10_000,
+  max_batches_per_run: 10,
+} as const;
+
 /** The events a webhook can subscribe to (one per approval API decision, docs/reference.md#the-approval-api-routes). */
 export const WEBHOOK_EVENT_TYPES = [
   "approval.requested",
@@ -672,6 +769,12 @@ export const configFileSchema = z
         max_stream_subscribers: 1000,
       })
       .describe("Revocation feed and stream settings."),
+    /** Retention of audit events, issued-token records and everything else that grows. Defaults: see each key. */
+    retention: retentionSchema
+      .default({ ...DEFAULT_RETENTION })
+      .describe(
+        "Retention: how long audit events, issued-token records, webhook deliveries and oidc-provider rows are kept, and the job on every instance that prunes the rest (docs/retention.md).",
+      ),
     /** Signed notifications of approval events (requested, approved, denied, revoked). Default none. */
     webhooks: z
       .array(webhookSchema)
@@ -805,4 +908,5 @@ export type ApprovalsConfig = z.infer<typeof approvalsSchema>;
 export type WebhookRequestedLimit = ApprovalsConfig["webhook_requested_limit"];
 
 export type McpConfig = z.infer<typeof mcpSchema>;
+export type RetentionConfig = z.infer<typeof retentionSchema>;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

@@ -1,5 +1,5 @@
 import { errors, type TokenEndpointGrantContext } from "oidc-provider";
-import { recordAudit } from "../audit/audit_log.js";
+import { recordRefusal } from "../audit/refusals.js";
 import type { ResourceConfig } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Approval } from "../db/schema.js";
@@ -133,9 +133,11 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDependencies): GrantR
 
 /**
  * Accounts for a refused token request: a database fault becomes 503 (fail closed); every refusal is
- * logged with its reason and (unless the database is what failed) audited. Returns the error to throw.
- * Errors that are no refusal at all are logged as failures and passed on. Counting is not done here:
- * every token request is counted once, from oidc-provider's events (ops/token_endpoint.ts).
+ * logged with its reason and (unless the database is what failed) audited — counted in one row per
+ * (client, reason, approval) and window ({@link recordRefusal}), under the named approval only when it
+ * is the caller's own, with a bounded detail. Returns the error to throw. Errors that are no refusal at
+ * all are logged as failures and passed on. Counting is not done here: every token request is counted
+ * once, from oidc-provider's events (ops/token_endpoint.ts).
  */
 export async function refused(
   ctx: TokenEndpointGrantContext,
@@ -157,15 +159,13 @@ export async function refused(
     `${grantType.replaceAll("_", " ")} refused`,
   );
   if (reason !== "database_unavailable") {
-    await recordAudit(db, {
+    await recordRefusal(db, {
       event: grantType,
-      outcome: "refused",
       reason,
-      approval_id:
+      clientId,
+      claimedApprovalId:
         (isRefusal(error) ? error.approvalId : undefined) ??
         safeApprovalId(ctx.oidc.params as Record<string, unknown>),
-      client_id: clientId,
-      actor: clientId,
       detail: { error: error.error, description: error.error_description ?? null },
     }).catch((auditError: unknown) =>
       logger.warn({ err: { message: (auditError as Error).message } }, "audit write failed"),
@@ -177,7 +177,7 @@ export async function refused(
   return error;
 }
 
-/** The approval id of a refused request, for the audit row, when it parses. */
+/** The approval id a refused request named, when it parses (whose it is, the audit write checks). */
 function safeApprovalId(params: Record<string, unknown>): string | null {
   try {
     return parseTokenExchangeRequest(params).approvalId;

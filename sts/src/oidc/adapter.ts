@@ -1,7 +1,8 @@
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import type { Adapter, AdapterPayload } from "oidc-provider";
 import type { Database } from "../db/schema.js";
 import { isStorableText } from "../db/text.js";
+import { type BatchLimits, deleteInBatches } from "../ops/batched_delete.js";
 
 /**
  * oidc-provider's storage contract, kept in Postgres (`oidc_payloads`). One row per (model, id); expired
@@ -88,8 +89,15 @@ export class PostgresAdapter implements Adapter {
   }
 }
 
-/** Deletes expired oidc-provider rows. Returns how many were removed. */
-export async function sweepExpiredPayloads(db: Kysely<Database>): Promise<number> {
-  const result = await db.deleteFrom("oidc_payloads").where("expires_at", "<", new Date()).executeTakeFirst();
-  return Number(result.numDeletedRows);
+/**
+ * Deletes expired oidc-provider rows (`expires_at` before `now`; they already read as absent), in
+ * bounded batches ({@link deleteInBatches}). The retention job calls it every run.
+ * @returns how many were removed.
+ */
+export async function sweepExpiredPayloads(
+  db: Kysely<Database>,
+  now: Date,
+  limits: BatchLimits,
+): Promise<number> {
+  return deleteInBatches(db, "oidc_payloads", sql`expires_at < ${now.toISOString()}::timestamptz`, limits);
 }
