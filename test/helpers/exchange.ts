@@ -53,9 +53,10 @@ export async function insertApproval(
       decided_at: status === "pending" ? null : new Date(),
       expires_at: new Date(Date.now() + (values.ttl_seconds ?? 3600) * 1000),
       revoked_at: status === "revoked" ? new Date() : null,
-      tools: values.tools ? JSON.stringify(values.tools) : null,
-      resources: values.resources ? JSON.stringify(values.resources) : null,
-      prompts: values.prompts ? JSON.stringify(values.prompts) : null,
+      // Only when given: a test may insert into a database migrated to before these columns.
+      ...(values.tools ? { tools: JSON.stringify(values.tools) } : {}),
+      ...(values.resources ? { resources: JSON.stringify(values.resources) } : {}),
+      ...(values.prompts ? { prompts: JSON.stringify(values.prompts) } : {}),
     })
     .execute();
   return id;

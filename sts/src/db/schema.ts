@@ -70,6 +70,12 @@ export interface AuditEventsTable {
   client_id: string | null;
   actor: string | null;
   detail: NullableJson<Record<string, unknown>>;
+  /** How many refusals a counted row stands for (1 for every other row). */
+  occurrences: Generated<number>;
+  /** A counted row: when the last of its refusals happened (`at` is its window's start). */
+  last_at: NullableTimestamp;
+  /** A counted row: the length of its window, in seconds; null for rows that count one event. */
+  window_seconds: number | null;
 }
 
 export type SigningKeyStatus = "next" | "current" | "previous" | "retired";
