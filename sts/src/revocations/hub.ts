@@ -1,5 +1,4 @@
 import type { ServerResponse } from "node:http";
-import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
 import type { Logger } from "../ops/logger.js";
@@ -16,6 +15,7 @@ import {
   readFeedTail,
   rotateEpoch,
 } from "./feed.js";
+import { ReplayScheduler } from "./replay.js";
 
 /** Options for {@link RevocationHub}. */
 export interface RevocationHubOptions {
@@ -56,9 +56,6 @@ interface Subscriber {
   released: boolean;
 }
 
-/** Entries written per replay chunk (one `write`, then the event loop is yielded). */
-const REPLAY_CHUNK = 100;
-
 /** Formats one revocation as a server-sent event (HTML Living Standard §9.2.5). */
 export function formatEvent(entry: RevocationEntry): string {
   return `id: ${entry.cursor}\ndata: ${JSON.stringify(entry)}\n\n`;
@@ -76,7 +73,10 @@ export type Admission =
 
 /** An admitted subscriber, registered (live events are held for it) but not yet replayed to. */
 export interface Subscription {
-  /** Replays the backlog (from memory, in chunks, yielding between them), then delivers live events. */
+  /**
+   * Replays the backlog (from memory, through the instance's {@link ReplayScheduler}), then delivers
+   * live events.
+   */
   run(): Promise<void>;
 }
 
@@ -95,6 +95,7 @@ export class RevocationHub {
   readonly #options: RevocationHubOptions;
   readonly #subscribers = new Set<Subscriber>();
   readonly #perAddress = new Map<string, number>();
+  readonly #replays = new ReplayScheduler();
   /** Admissions in progress (their slots are taken). */
   #admitting = 0;
   #epoch = "";
@@ -352,21 +353,11 @@ export class RevocationHub {
     const { res } = subscriber;
     const backlog = subscriber.replay;
     subscriber.replay = [];
-    const maxBuffered = this.#options.maxBufferedBytes ?? 1024 * 1024;
-    for (let i = 0; i < backlog.length; i += REPLAY_CHUNK) {
-      if (subscriber.released || res.destroyed || res.writableEnded) return;
-      const chunk = backlog.slice(i, i + REPLAY_CHUNK);
-      res.write(chunk.map((entry) => entry.text).join(""));
-      subscriber.sent = chunk.at(-1)?.cursor ?? subscriber.sent;
-      if (res.writableLength > maxBuffered) {
-        await new Promise<void>((resolve) => {
-          res.once("drain", resolve);
-          res.once("close", resolve);
-        });
-      } else {
-        await yieldToEventLoop();
-      }
-    }
+    const written = await this.#replays.replay(
+      res,
+      backlog.map((entry) => entry.text),
+    );
+    if (written >= 0) subscriber.sent = (backlog[written] as HeldEntry).cursor;
     if (subscriber.released || res.destroyed || res.writableEnded) return;
     const held = subscriber.queue ?? [];
     subscriber.queue = undefined;
