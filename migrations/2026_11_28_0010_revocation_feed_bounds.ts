@@ -16,12 +16,13 @@ const REVOCATION_CURSOR_LOCK = 0x63737276;
  *   compacted away: the feed's low-water mark (compaction removes only a prefix, so every entry above it
  *   is still held), which also keeps the feed's head (the largest cursor ever committed) from moving
  *   backwards when compaction empties the table.
- * - `revocations.tokens_until`: the latest `exp` of any access token minted under the approval, fixed
- *   when the entry is written (no token can be minted after an approval is revoked or has expired): the
- *   entry is needed until then (plus the gateways' clock tolerance) and may be compacted afterwards.
- *   An approval that minted no token needs no entry beyond its `revoked_at`. NULL when it minted tokens
- *   whose `issued_tokens` rows are gone: the application then bounds it by the approval's expiry and the
- *   longest token lifetime.
+ * - `revocations.needed_until`: until when a gateway may need the entry, fixed when it is written (no
+ *   token can be minted after an approval is revoked or has expired): the later of the time it is
+ *   written and the latest `exp` of the tokens minted under the approval (for an expiry, never before
+ *   the approval's `expires_at`: tokens never outlive it). The application compacts it away once that
+ *   is further in the past than the gateways' clock tolerance. NULL when the approval minted tokens
+ *   whose `issued_tokens` rows are gone: the application then bounds it by the approval's expiry and
+ *   the longest token lifetime.
  * - Cursors move forward with the database server's clock: each new cursor is the larger of the next
  *   sequence value and the current time in microseconds since 1970 (still drawn under the transaction
  *   lock of migration 0003, so cursors commit in order). A database restored to an earlier point
@@ -39,15 +40,17 @@ export async function up(db: Db): Promise<void> {
     db,
   );
 
-  await sql`alter table revocations add column tokens_until timestamptz`.execute(db);
-  await sql`update revocations r set tokens_until = case
-      when r.reason = 'expired' then greatest(a.expires_at,
+  await sql`alter table revocations add column needed_until timestamptz`.execute(db);
+  await sql`update revocations r set needed_until = case
+      when r.reason = 'expired' then greatest(now(), a.expires_at,
         (select max(t.exp) from issued_tokens t where t.approval_id = r.approval_id))
-      when a.tokens_issued = 0 then r.revoked_at
-      else (select max(t.exp) from issued_tokens t where t.approval_id = r.approval_id)
+      when a.tokens_issued = 0 then now()
+      else greatest(now(), (select max(t.exp) from issued_tokens t where t.approval_id = r.approval_id))
     end
-    from approvals a where a.id = r.approval_id`.execute(db);
-  await sql`create index revocations_tokens_until_idx on revocations (tokens_until)`.execute(db);
+    from approvals a where a.id = r.approval_id
+      and (r.reason = 'expired' or a.tokens_issued = 0
+        or exists (select 1 from issued_tokens t where t.approval_id = r.approval_id))`.execute(db);
+  await sql`create index revocations_needed_until_idx on revocations (needed_until)`.execute(db);
   // The sweeper no longer reads the latest swept expiry (compaction removes it).
   await sql`drop index if exists revocations_expired_at_idx`.execute(db);
 
@@ -55,6 +58,8 @@ export async function up(db: Db): Promise<void> {
     declare
       v_cursor bigint;
       v_approval record;
+      v_found boolean;
+      v_exp timestamptz;
     begin
       perform pg_advisory_xact_lock(${sql.lit(REVOCATION_CURSOR_LOCK)});
       v_cursor := greatest(
@@ -64,15 +69,18 @@ export async function up(db: Db): Promise<void> {
       perform setval(pg_get_serial_sequence('revocations', 'cursor'), v_cursor);
       new."cursor" := v_cursor;
       select a.tokens_issued, a.expires_at into v_approval from approvals a where a.id = new.approval_id;
+      v_found := found;
+      -- A revocation holds the approval's row lock (and an expired approval mints nothing more that
+      -- outlives it): every token minted under it is committed.
+      v_exp := (select max(t.exp) from issued_tokens t where t.approval_id = new.approval_id);
       if new.reason = 'expired' then
-        -- Tokens never outlive their approval, one still being minted as it expires included.
-        new.tokens_until := greatest(v_approval.expires_at,
-          (select max(t.exp) from issued_tokens t where t.approval_id = new.approval_id));
-      elsif not found or v_approval.tokens_issued = 0 then
-        new.tokens_until := new.revoked_at;
+        new.needed_until := greatest(now(), v_approval.expires_at, v_exp);
+      elsif not v_found or v_approval.tokens_issued = 0 then
+        new.needed_until := now();
+      elsif v_exp is null then
+        new.needed_until := null;
       else
-        -- The revocation holds the approval's row lock: every token minted under it is committed.
-        new.tokens_until := (select max(t.exp) from issued_tokens t where t.approval_id = new.approval_id);
+        new.needed_until := greatest(now(), v_exp);
       end if;
       return new;
     end
@@ -89,7 +97,7 @@ export async function down(db: Db): Promise<void> {
   $$`.execute(db);
   await sql`create index if not exists revocations_expired_at_idx on revocations (revoked_at)
     where reason = 'expired'`.execute(db);
-  await sql`drop index if exists revocations_tokens_until_idx`.execute(db);
-  await sql`alter table revocations drop column if exists tokens_until`.execute(db);
+  await sql`drop index if exists revocations_needed_until_idx`.execute(db);
+  await sql`alter table revocations drop column if exists needed_until`.execute(db);
   await sql`drop table if exists revocation_feed`.execute(db);
 }

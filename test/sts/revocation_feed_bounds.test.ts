@@ -48,11 +48,20 @@ async function count(db: Kysely<Database>): Promise<number> {
   return rows[0]?.n ?? -1;
 }
 
-async function tokensUntil(db: Kysely<Database>, approvalId: string): Promise<Date | null> {
-  const { rows } = await sql<{ tokens_until: Date | null }>`
-    select tokens_until from revocations where approval_id = ${approvalId}`.execute(db);
+async function neededUntil(db: Kysely<Database>, approvalId: string): Promise<Date | null> {
+  const { rows } = await sql<{ needed_until: Date | null }>`
+    select needed_until from revocations where approval_id = ${approvalId}`.execute(db);
   assert.equal(rows.length, 1);
-  return rows[0]?.tokens_until ?? null;
+  return rows[0]?.needed_until ?? null;
+}
+
+async function revokedAt(db: Kysely<Database>, approvalId: string): Promise<Date> {
+  const row = await db
+    .selectFrom("revocations")
+    .select("revoked_at")
+    .where("approval_id", "=", approvalId)
+    .executeTakeFirstOrThrow();
+  return row.revoked_at;
 }
 
 /**
@@ -104,48 +113,49 @@ async function resetsAnswered(sts: TestApp): Promise<number> {
 
 for (const engine of testEngines()) {
   describe(`revocation feed compaction (${engine})`, () => {
-    test("an entry is compacted once its approval's last token expired compaction_grace_seconds ago, oldest first; the low-water mark follows", async () => {
+    test("an entry is kept compaction_grace_seconds past the later of its writing and its approval's last token exp; compaction removes the oldest first and the low-water mark follows", async () => {
       const sts = await started(engine);
       const { db } = sts.handle;
       try {
-        const dead = await revokedWithTokens(db, [-1000, -400]);
-        const [noToken] = await floodRevocations(db, 1, { revokedSecondsAgo: 3600, prefix: "apr_a_" });
-        const alive = await revokedWithTokens(db, [-200]);
-        const [behind] = await floodRevocations(db, 1, { revokedSecondsAgo: 3600, prefix: "apr_b_" });
-        const deadExp = await sql<{ exp: Date }>`select max(exp) as exp from issued_tokens
-          where approval_id = ${dead}`.execute(db);
-        assert.deepEqual(await tokensUntil(db, dead), deadExp.rows[0]?.exp);
-        const revokedAt = await db
-          .selectFrom("revocations")
-          .select("revoked_at")
-          .where("approval_id", "=", String(noToken))
-          .executeTakeFirstOrThrow();
-        assert.deepEqual(await tokensUntil(db, String(noToken)), revokedAt.revoked_at);
+        const minted = await revokedWithTokens(db, [50, 100]);
+        const [noToken] = await floodRevocations(db, 1, { prefix: "apr_a_" });
+        const alive = await revokedWithTokens(db, [400]);
+        const [behind] = await floodRevocations(db, 1, { prefix: "apr_b_" });
+        const expiredTokens = await revokedWithTokens(db, [-1000]);
+        const mintedExp = await sql<{ exp: Date }>`select max(exp) as exp from issued_tokens
+          where approval_id = ${minted}`.execute(db);
+        assert.deepEqual(await neededUntil(db, minted), mintedExp.rows[0]?.exp);
+        // Written now: kept past its writing even with no token, or with every token long expired.
+        assert.deepEqual(await neededUntil(db, String(noToken)), await revokedAt(db, String(noToken)));
+        assert.deepEqual(await neededUntil(db, expiredTokens), await revokedAt(db, expiredTokens));
 
         const epoch = sts.app.revocations.hub.epoch;
         const before = await getFeed(sts.url);
-        assert.deepEqual(ids(before.body), [dead, noToken, alive, behind]);
+        assert.deepEqual(ids(before.body), [minted, noToken, alive, behind, expiredTokens]);
         assert.equal(before.body.low_water, `${epoch}.0`);
+        assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 0 });
 
-        // The third still has a live token (200 s ago < 300 s): it and everything after it stay.
+        // 401 s on: the first two are 301 s past; the third has a token alive 300 s ago, so it and
+        // everything after it stay.
+        await letTimePass(db, 401);
         assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 2 });
-        assert.equal(await count(db), 2);
+        assert.equal(await count(db), 3);
         const listed = before.body.revocations as Array<Record<string, unknown>>;
         const lowWater = `${epoch}.${position(listed[1]?.cursor)}`;
         const after = await getFeed(sts.url);
-        assert.deepEqual(ids(after.body), [alive, behind]);
+        assert.deepEqual(ids(after.body), [alive, behind, expiredTokens]);
         assert.equal(after.body.low_water, lowWater);
         const below = await getFeed(sts.url, `?after=${epoch}.0`);
         assert.equal(below.status, 410);
         assert.equal(below.body.cursor, lowWater);
 
-        await letTimePass(db, 101);
-        assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 2 });
+        await letTimePass(db, 300);
+        assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 3 });
         assert.equal(await count(db), 0);
-        const head = `${epoch}.${position(listed[3]?.cursor)}`;
+        const head = `${epoch}.${position(listed[4]?.cursor)}`;
         const empty = await getFeed(sts.url);
         assert.deepEqual(empty.body, { revocations: [], cursor: head, has_more: false, low_water: head });
-        // A gateway at the head continues; one that had not read the last two must resynchronise.
+        // A gateway at the head continues; one that had not read the last three must resynchronise.
         assert.equal((await getFeed(sts.url, `?after=${head}`)).status, 200);
         assert.equal((await getFeed(sts.url, `?after=${lowWater}`)).status, 410);
       } finally {
@@ -162,7 +172,7 @@ for (const engine of testEngines()) {
         for (const id of [early, late]) {
           await sql`update approvals set status = 'revoked', revoked_at = now() where id = ${id}`.execute(db);
           await db.insertInto("revocations").values({ approval_id: id, reason: "revoked" }).execute();
-          assert.equal(await tokensUntil(db, id), null);
+          assert.equal(await neededUntil(db, id), null);
         }
         // early: expires_at (100 s) + 300 s; late: revoked_at + 900 s (tokens.max_ttl_seconds) + 300 s.
         await letTimePass(db, 399);
@@ -185,7 +195,8 @@ for (const engine of testEngines()) {
       const { db } = sts.handle;
       try {
         const perSweep = COMPACTION_BATCH * COMPACTION_BATCHES_PER_SWEEP;
-        const flood = await floodRevocations(db, perSweep + 500, { revokedSecondsAgo: 3600 });
+        const flood = await floodRevocations(db, perSweep + 500);
+        await letTimePass(db, 301);
         const [kept] = await floodRevocations(db, 1, { prefix: "apr_kept_" });
         assert.equal(await count(db), perSweep + 501);
         assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: perSweep });
@@ -209,7 +220,7 @@ for (const engine of testEngines()) {
         await insertApproval(db, { ttl_seconds: -10 });
         await insertApproval(db, { status: "pending", ttl_seconds: -10 });
         assert.deepEqual(await sts.app.revocations.sweep(), { expired: [minted], compacted: 0 });
-        await letTimePass(db, 291);
+        await letTimePass(db, 301);
         assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 1 });
         assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 0 });
         assert.deepEqual(ids((await getFeed(sts.url)).body), []);
@@ -236,7 +247,7 @@ for (const engine of testEngines()) {
         const { rows } = await sql<{ exp: Date }>`select max(exp) as exp from issued_tokens
           where approval_id = ${approvalId}`.execute(db);
         assert.ok(rows[0]?.exp instanceof Date);
-        assert.deepEqual(await tokensUntil(db, approvalId), rows[0]?.exp);
+        assert.deepEqual(await neededUntil(db, approvalId), rows[0]?.exp);
       } finally {
         await sts.stop();
       }
@@ -248,7 +259,8 @@ for (const engine of testEngines()) {
       const sts = await started(engine);
       const { db } = sts.handle;
       try {
-        const old = await floodRevocations(db, 3, { revokedSecondsAgo: 3600 });
+        const old = await floodRevocations(db, 3);
+        await letTimePass(db, 301);
         const live = await floodRevocations(db, 2, { prefix: "apr_live_" });
         assert.equal((await sts.app.revocations.sweep()).compacted, 3);
         const epoch = sts.app.revocations.hub.epoch;

@@ -148,7 +148,7 @@ export async function letTimePass(db: Kysely<Database>, seconds: number): Promis
     decided_at = decided_at - ${by}, revoked_at = revoked_at - ${by}`.execute(db);
   await sql`update issued_tokens set iat = iat - ${by}, exp = exp - ${by}`.execute(db);
   await sql`update revocations set revoked_at = revoked_at - ${by},
-    tokens_until = tokens_until - ${by}`.execute(db);
+    needed_until = needed_until - ${by}`.execute(db);
 }
 
 /** A stream request made with `node:http` (to choose the local address), and its answer. */

@@ -41,13 +41,13 @@ export async function sweepExpiredApprovals(db: Kysely<Database>, graceSeconds: 
 /** Options of {@link compactFeed}. */
 export interface CompactionOptions {
   /**
-   * How long after an approval's last token expired its entry is kept, in seconds
+   * How long an entry is kept after its `needed_until`, in seconds
    * (`revocations.compaction_grace_seconds`): at least the largest clock tolerance of any gateway.
    */
   readonly graceSeconds: number;
   /**
    * `tokens.max_ttl_seconds`: bounds the tokens of an entry whose `issued_tokens` rows are gone
-   * (`tokens_until` NULL) to `revoked_at` + this, and never past the approval's `expires_at`.
+   * (`needed_until` NULL) to `revoked_at` + this, and never past the approval's `expires_at`.
    */
   readonly maxTokenTtlSeconds: number;
   /** Most entries deleted per statement. Default {@link COMPACTION_BATCH}. */
@@ -58,14 +58,16 @@ export interface CompactionOptions {
 
 /**
  * Removes feed entries no gateway needs any more, oldest first: the longest run of entries, in cursor
- * order, whose approvals' last token expired more than `graceSeconds` ago (`tokens_until`, fixed when
- * the entry was written; when NULL, the approval's `expires_at` capped at `revoked_at` +
- * `maxTokenTtlSeconds`). Only a prefix is removed, so the feed always holds every entry above
- * `revocation_feed.compacted_through` (the low-water mark), which each statement raises to the largest
- * cursor it removed, in the same transaction. A statement looks at the `batch` oldest entries; at most
- * `batches` statements run. Every entry becomes removable within `tokens.max_ttl_seconds` + `graceSeconds`
- * of being written, so the feed holds about that long a window of revocations. Safe with several
- * instances compacting at once (an entry another instance removed first is skipped).
+ * order, whose `needed_until` (fixed when the entry was written: the later of that moment and the last
+ * `exp` of the approval's tokens; when NULL, the approval's `expires_at` capped at `revoked_at` +
+ * `maxTokenTtlSeconds`) is more than `graceSeconds` in the past. Only a prefix is removed, so the feed
+ * always holds every entry above `revocation_feed.compacted_through` (the low-water mark), which each
+ * statement raises to the largest cursor it removed, in the same transaction. A statement looks at the
+ * `batch` oldest entries; at most `batches` statements run. Every entry is kept at least `graceSeconds`
+ * after it was written (a gateway polling more often than that never finds its cursor compacted past)
+ * and becomes removable within `tokens.max_ttl_seconds` + `graceSeconds` of it, so the feed holds about
+ * that long a window of revocations. Safe with several instances compacting at once (an entry another
+ * instance removed first is skipped).
  * @returns how many entries were removed.
  */
 export async function compactFeed(db: Kysely<Database>, options: CompactionOptions): Promise<number> {
@@ -77,7 +79,7 @@ export async function compactFeed(db: Kysely<Database>, options: CompactionOptio
       const { rows } = await sql<{ cursor: string }>`
         with oldest as (
           select r."cursor",
-            coalesce(r.tokens_until,
+            coalesce(r.needed_until,
               least(a.expires_at, r.revoked_at + make_interval(secs => ${options.maxTokenTtlSeconds})))
               < now() - make_interval(secs => ${options.graceSeconds}) as done
           from revocations r join approvals a on a.id = r.approval_id
