@@ -1,5 +1,5 @@
 import { VerifierBackgroundError } from "./background_error.js";
-import { describeUrl, FetchFailure, fetchJson, networkFailure } from "./http_fetch.js";
+import { describeUrl, FetchFailure, networkFailure } from "./http_fetch.js";
 import type { RevocationOptions } from "./types.js";
 
 /** One entry of the feed (docs/reference.md#the-revocation-feed). */
@@ -111,6 +111,82 @@ export function parseFeedPage(body: unknown): { entries: RevocationEntry[]; curs
   return { entries, cursor: next };
 }
 
+/** Most 410 `cursor_reset` answers followed in one poll; one more fails the poll. */
+const MAX_RESETS_PER_POLL = 3;
+/** Largest accepted 410 body, in bytes. */
+const MAX_RESET_BYTES = 16 * 1024;
+
+/**
+ * Parses a 410 body: `{"error": "cursor_reset", "cursor": "<where to restart>", …}` (the feed no longer
+ * holds what follows our cursor: another epoch after a restore, compacted, or ahead of the feed's head).
+ * @returns where to restart (undefined: from the start of the feed's current snapshot).
+ * @throws when it is not a `cursor_reset` answer.
+ */
+export function parseCursorReset(body: unknown): { cursor: string | undefined } {
+  if (typeof body !== "object" || body === null) throw new Error("revocation feed: 410 without a body");
+  const { error, cursor } = body as Record<string, unknown>;
+  if (error !== "cursor_reset") throw new Error("revocation feed: 410 that is not cursor_reset");
+  if (cursor === undefined) return { cursor: undefined };
+  if (typeof cursor !== "string" || !/^[\x21-\x7e]{1,512}$/.test(cursor)) {
+    throw new Error("revocation feed: cursor_reset with a malformed cursor");
+  }
+  return { cursor };
+}
+
+async function readJson(response: Response, url: string, maxBytes: number): Promise<unknown> {
+  const declared = Number(response.headers.get("content-length") ?? "0");
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    throw new FetchFailure(
+      "response_too_large",
+      `GET ${describeUrl(url)}: body larger than ${maxBytes} bytes`,
+    );
+  }
+  const body = response.body;
+  if (body === null) throw new FetchFailure("invalid_response", `GET ${describeUrl(url)}: empty body`);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += chunk.byteLength;
+    if (total > maxBytes)
+      throw new FetchFailure(
+        "response_too_large",
+        `GET ${describeUrl(url)}: body larger than ${maxBytes} bytes`,
+      );
+    chunks.push(chunk);
+  }
+  return JSON.parse(Buffer.concat(chunks, total).toString("utf8"));
+}
+
+/** One answer of the feed: a page, or a 410 `cursor_reset` saying where to restart. */
+export type FeedAnswer =
+  | { readonly page: { entries: RevocationEntry[]; cursor: string | undefined } }
+  | { readonly reset: { cursor: string | undefined } };
+
+/** `GET url` of the feed: a page (200), a reset (410 `cursor_reset`); throws on anything else. */
+export async function fetchFeedPage(url: string, timeoutMs: number, maxBytes: number): Promise<FeedAnswer> {
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      headers: { accept: "application/json" },
+      redirect: "error",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    throw networkFailure(url, error);
+  }
+  if (response.status === 410) {
+    return { reset: parseCursorReset(await readJson(response, url, Math.min(maxBytes, MAX_RESET_BYTES))) };
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new FetchFailure("http_error", `GET ${describeUrl(url)} answered ${response.status}`, {
+      status: response.status,
+    });
+  }
+  return { page: parseFeedPage(await readJson(response, url, maxBytes)) };
+}
+
 /** A feed consumer. Polling is the one built in; an SSE consumer implements the same interface. */
 export interface RevocationSource {
   /** Resolves after the first sync attempt (success or failure). */
@@ -122,7 +198,10 @@ export interface RevocationSource {
 
 /**
  * Polls `GET <url>?after=<cursor>` (docs/reference.md#the-revocation-feed) every `intervalMs`, following pages until one is
- * empty, into `list`; one poll at a time. `onError` (which must not throw) gets every failed poll.
+ * empty, into `list`. A 410 `cursor_reset` (the feed was restored, replaced or compacted past our
+ * cursor) is followed by itself: the poll continues from the cursor the answer gives, reading the feed's
+ * current snapshot, and the list is marked synced only once that read is complete (entries already in
+ * the list are kept: a revocation is never forgotten early).
  */
 export function pollRevocationFeed(
   list: RevocationList,
@@ -142,10 +221,20 @@ export function pollRevocationFeed(
   /** Resolves true when more pages remain. */
   async function pollOnce(): Promise<boolean> {
     try {
+      let resets = 0;
       for (let page = 0; page < maxPages; page++) {
         const url = new URL(options.url);
         if (cursor !== undefined) url.searchParams.set("after", cursor);
-        const { entries, cursor: latest } = parseFeedPage(await fetchJson(url.href, timeoutMs, maxBytes));
+        const answer = await fetchFeedPage(url.href, timeoutMs, maxBytes);
+        if ("reset" in answer) {
+          resets++;
+          if (resets > MAX_RESETS_PER_POLL) {
+            throw new Error(`revocation feed: cursor reset ${resets} times in one poll`);
+          }
+          cursor = answer.reset.cursor;
+          continue;
+        }
+        const { entries, cursor: latest } = answer.page;
         const at = now();
         for (const entry of entries) list.add(entry, at);
         // Continue after the last entry seen; the page's cursor when the page is empty.
@@ -255,7 +344,9 @@ export async function readEventStream(
 /**
  * Listens to the push variant of the feed, `GET <url>/stream` (server-sent events whose `data` is one
  * revocation object), and adds each revocation at once. It only speeds revocations up: the polled feed
- * stays the source of truth for freshness (`maxStalenessMs`). Reconnects with backoff (1 s to 30 s).
+ * stays the source of truth for freshness (`maxStalenessMs`). Reconnects with backoff (1 s to 30 s),
+ * resuming after the last event's id; when that id is no longer in the feed (410 `cursor_reset`) it
+ * resumes live, without one.
  */
 export function streamRevocations(
   list: RevocationList,
@@ -279,6 +370,14 @@ export function streamRevocations(
       response = await fetch(streamUrl, { headers, redirect: "error", signal: controller.signal });
     } catch (error) {
       throw networkFailure(streamUrl, error);
+    }
+    if (response.status === 410) {
+      // Our Last-Event-ID is no longer in the feed (restored, compacted, or beyond the replay): resume
+      // live; the polled feed resynchronises the list.
+      await response.body?.cancel();
+      lastId = undefined;
+      backoffMs = 1_000;
+      return;
     }
     if (!response.ok || response.body === null) {
       await response.body?.cancel();

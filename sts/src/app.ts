@@ -189,7 +189,12 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       policy: options.exchangeGuards?.policy ?? cedarPolicy,
       limiter: options.exchangeGuards?.limiter ?? issuanceLimiter,
     };
-    revocations = await startRevocationService(database, config.revocations, logger);
+    revocations = await startRevocationService(
+      database,
+      config.revocations,
+      logger,
+      config.tokens.max_ttl_seconds,
+    );
     const issuanceStore = createIssuanceStore(database.db, database.pool, {
       onBatch: (size) => metrics.issueBatchSize.observe(size),
     });

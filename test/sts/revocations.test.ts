@@ -33,7 +33,14 @@ for (const engine of testEngines()) {
       try {
         const empty = await feed(sts.url);
         assert.equal(empty.status, 200);
-        assert.deepEqual(empty.body, { revocations: [], cursor: "0", has_more: false });
+        const epoch = sts.app.revocations.hub.epoch;
+        assert.match(epoch, /^[0-9a-f]{16}$/);
+        assert.deepEqual(empty.body, {
+          revocations: [],
+          cursor: `${epoch}.0`,
+          has_more: false,
+          low_water: `${epoch}.0`,
+        });
 
         const ids: string[] = [];
         for (let i = 0; i < 7; i++) ids.push(await insertRevoked(sts));
@@ -46,11 +53,11 @@ for (const engine of testEngines()) {
         for (const entry of entries) {
           assert.deepEqual(Object.keys(entry).sort(), ["approval_id", "cursor", "reason", "revoked_at"]);
           assert.equal(typeof entry.cursor, "string");
-          assert.match(String(entry.cursor), /^[1-9][0-9]*$/);
+          assert.match(String(entry.cursor), new RegExp(`^${epoch}\\.[1-9][0-9]*$`));
           assert.equal(entry.reason, "revoked");
           assert.ok(!Number.isNaN(Date.parse(String(entry.revoked_at))));
         }
-        const cursors = entries.map((e) => BigInt(String(e.cursor)));
+        const cursors = entries.map((e) => BigInt(String(e.cursor).slice(17)));
         for (let i = 1; i < cursors.length; i++) assert.ok(cursors[i]! > cursors[i - 1]!);
         assert.equal(all.body.cursor, entries.at(-1)?.cursor);
 
@@ -87,6 +94,10 @@ for (const engine of testEngines()) {
           "?after=abc",
           "?after=-1",
           "?after=1.5",
+          "?after=0123456789ABCDEF.5",
+          "?after=0123456789abcdef.01",
+          "?after=0123456789abcde.5",
+          "?after=0123456789abcdef.",
           "?after=",
           "?after=01",
           "?after=99999999999999999999",
@@ -121,18 +132,23 @@ for (const engine of testEngines()) {
       }
     });
 
-    test("expiry: approved and pending approvals past expires_at enter the feed once, as expired", async () => {
+    test("expiry: approved approvals that minted a token, past expires_at within the grace, enter the feed once", async () => {
       const sts = await start(engine);
       try {
-        const approved = await insertApproval(sts.handle.db, { ttl_seconds: -60 });
-        const pending = await insertApproval(sts.handle.db, { status: "pending", ttl_seconds: -30 });
+        const approved = await insertApproval(sts.handle.db, { ttl_seconds: -60, tokens_issued: 2 });
+        const later = await insertApproval(sts.handle.db, { ttl_seconds: -30, tokens_issued: 1 });
+        // No token was ever minted under these: no gateway can see one, so no entry.
+        await insertApproval(sts.handle.db, { ttl_seconds: -60 });
+        await insertApproval(sts.handle.db, { status: "pending", ttl_seconds: -30 });
         await insertApproval(sts.handle.db, { status: "denied", ttl_seconds: -30 });
-        await insertApproval(sts.handle.db, { ttl_seconds: 3600 });
+        // Expired longer ago than compaction_grace_seconds (300): its tokens are dead to every gateway.
+        await insertApproval(sts.handle.db, { ttl_seconds: -301, tokens_issued: 1 });
+        await insertApproval(sts.handle.db, { ttl_seconds: 3600, tokens_issued: 1 });
         const revoked = await insertRevoked(sts);
 
         const swept = await sts.app.revocations.sweep();
-        assert.deepEqual(swept, [approved, pending]);
-        assert.deepEqual(await sts.app.revocations.sweep(), []);
+        assert.deepEqual(swept, { expired: [approved, later], compacted: 0 });
+        assert.deepEqual(await sts.app.revocations.sweep(), { expired: [], compacted: 0 });
 
         const { body } = await feed(sts.url);
         const entries = body.revocations as Array<Record<string, unknown>>;
@@ -141,7 +157,7 @@ for (const engine of testEngines()) {
           [
             [revoked, "revoked"],
             [approved, "expired"],
-            [pending, "expired"],
+            [later, "expired"],
           ],
         );
         const row = await sts.handle.db
@@ -158,7 +174,7 @@ for (const engine of testEngines()) {
     test("the sweeper runs by itself at its interval", async () => {
       const sts = await start(engine, { sweep_interval_seconds: 0.1 });
       try {
-        const id = await insertApproval(sts.handle.db, { ttl_seconds: 1 });
+        const id = await insertApproval(sts.handle.db, { ttl_seconds: 1, tokens_issued: 1 });
         let entries: Array<Record<string, unknown>> = [];
         for (let i = 0; i < 50 && entries.length === 0; i++) {
           await new Promise((resolve) => setTimeout(resolve, 100));

@@ -8,7 +8,7 @@ import { createVerifier } from "../../gateway-verifier/src/index.js";
 import { baseConfig, startTestApp, type TestApp } from "../helpers/app.js";
 import { createTestDatabase, type TestDatabase } from "../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../helpers/exchange.js";
-import { allowAllPolicy, openStream, percentile, revokeViaApi } from "./revocations_support.js";
+import { allowAllPolicy, openStream, percentile, position, revokeViaApi } from "./revocations_support.js";
 
 const onPostgres = { skip: !process.env.DATABASE_URL && "DATABASE_URL not set" };
 const TRIALS = 20;
@@ -88,7 +88,7 @@ describe("on real Postgres, two instances", () => {
         );
         assert.ok(max < 1000, `max ${max.toFixed(1)} ms`);
         // Every event arrived once, in cursor order.
-        const cursors = stream.events.map((e) => BigInt(e.id ?? "0"));
+        const cursors = stream.events.map((e) => position(e.id ?? "0"));
         assert.equal(cursors.length, TRIALS);
         for (let i = 1; i < cursors.length; i++) assert.ok(cursors[i]! > cursors[i - 1]!);
       });
@@ -162,8 +162,8 @@ describe("on real Postgres, two instances", () => {
     await twoInstances(async (a, b) => {
       const stream = await openStream(`${b.url}/revocations/stream`);
       try {
-        const approvalId = await insertApproval(a.handle.db, { ttl_seconds: -1 });
-        assert.deepEqual(await a.app.revocations.sweep(), [approvalId]);
+        const approvalId = await insertApproval(a.handle.db, { ttl_seconds: -1, tokens_issued: 1 });
+        assert.deepEqual((await a.app.revocations.sweep()).expired, [approvalId]);
         const event = await stream.next((e) => e.data.approval_id === approvalId, 2000);
         assert.equal(event.data.reason, "expired");
       } finally {

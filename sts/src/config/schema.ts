@@ -366,8 +366,9 @@ const issuanceLimitsSchema = z
 const revocationsSchema = z
   .object({
     /**
-     * How often approval expiry is swept into the feed (reason `expired`), in seconds. Default 5. Every
-     * instance sweeps; the sweep is idempotent. An expiry reaches gateways at most this late.
+     * How often approval expiry is swept into the feed (reason `expired`) and the feed compacted, in
+     * seconds. Default 5. Every instance sweeps; the sweep is idempotent. An expiry reaches gateways at
+     * most this late.
      */
     sweep_interval_seconds: z
       .number()
@@ -407,6 +408,61 @@ const revocationsSchema = z
       .default(1000)
       .describe(
         "Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503. Default 1000.",
+      ),
+    /**
+     * Most concurrent streams per client address (an IPv6 address counts as its /64); beyond it 429
+     * `too_many_streams` with `Retry-After`. Default 8. Security: an anonymous caller cannot take every
+     * slot of `max_stream_subscribers` and push every gateway back to polling.
+     */
+    max_streams_per_address: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(8)
+      .describe(
+        "Most concurrent revocation streams per client address (IPv6 by /64); beyond it 429 too_many_streams. Default 8.",
+      ),
+    /**
+     * Whether the client address is taken from `X-Forwarded-For`: `false` (default: the connection's
+     * peer address), `true` (one reverse proxy in front: its last entry) or the number of proxies in
+     * front (the entry that many from the right). Security: set it only behind proxies that append the
+     * peer address to `X-Forwarded-For`; otherwise any caller chooses its address and its slots.
+     */
+    trust_proxy: z
+      .union([z.boolean(), z.number().int().min(1).max(16)])
+      .default(false)
+      .describe(
+        "Take the client address from X-Forwarded-For: false (default), true (one proxy) or the number of proxies in front.",
+      ),
+    /**
+     * Most entries replayed to one resuming stream subscriber (each instance holds this many of the
+     * newest entries in memory and replays from there, never from the database). A subscriber further
+     * behind gets 410 `cursor_reset` and reads `GET /revocations` instead. Default 1000.
+     */
+    max_replay_entries: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(1000)
+      .describe(
+        "Most entries replayed to one resuming stream subscriber; further behind gets 410 cursor_reset. Default 1000.",
+      ),
+    /**
+     * How long a feed entry is kept after the last token of its approval expired, in seconds; then it is
+     * compacted away. Default 300. Security: must be at least the largest clock tolerance any gateway
+     * allows (`clockToleranceSeconds`, 5 by default), or a gateway whose clock lags could accept a token
+     * of a revoked approval whose entry is already gone.
+     */
+    compaction_grace_seconds: z
+      .number()
+      .int()
+      .min(30)
+      .max(86_400)
+      .default(300)
+      .describe(
+        "Seconds a feed entry is kept after its approval's last token expired, then compacted. Default 300.",
       ),
   })
   .strict();
@@ -767,6 +823,10 @@ export const configFileSchema = z
         poll_interval_seconds: 2,
         stream_heartbeat_seconds: 15,
         max_stream_subscribers: 1000,
+        max_streams_per_address: 8,
+        trust_proxy: false,
+        max_replay_entries: 1000,
+        compaction_grace_seconds: 300,
       })
       .describe("Revocation feed and stream settings."),
     /** Retention of audit events, issued-token records and everything else that grows. Defaults: see each key. */

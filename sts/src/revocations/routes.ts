@@ -1,9 +1,29 @@
 import Router from "@koa/router";
+import type { Context } from "koa";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
 import { HttpError } from "../http/errors.js";
-import { isCursor, MAX_FEED_PAGE, readFeed } from "./feed.js";
+import { clientAddress, type TrustProxy } from "./client_address.js";
+import {
+  type CursorReset,
+  checkCursor,
+  type FeedCursor,
+  formatCursor,
+  MAX_FEED_PAGE,
+  parseCursor,
+  readFeed,
+  readFeedState,
+} from "./feed.js";
 import type { RevocationHub } from "./hub.js";
+
+/** Options for {@link revocationRoutes}. */
+export interface RevocationRoutesOptions {
+  /** `revocations.trust_proxy`: whether `X-Forwarded-For` names the client address. */
+  readonly trustProxy: TrustProxy;
+}
+
+/** Seconds a client refused a stream slot is asked to wait (RFC 9110 §10.2.3). */
+const STREAM_RETRY_AFTER_SECONDS = 10;
 
 function invalidRequest(description: string): HttpError {
   return new HttpError(400, "invalid_request", description);
@@ -15,25 +35,50 @@ function single(value: string | string[] | undefined, name: string): string | un
   return value;
 }
 
-function parseAfter(value: string | undefined, name: string): string | undefined {
+function parseAfter(value: string | undefined, name: string): FeedCursor | undefined {
   if (value === undefined) return undefined;
-  if (!isCursor(value)) throw invalidRequest(`${name} must be a cursor from this feed`);
-  return value;
+  const cursor = parseCursor(value);
+  if (cursor === undefined) throw invalidRequest(`${name} must be a cursor from this feed`);
+  return cursor;
 }
 
 /**
- * `GET /revocations?after=<cursor>&limit=<n>` (docs/reference.md#the-revocation-feed): revoked and expired approvals, oldest first,
- * at most `limit` (default and maximum 500) per page; `cursor` is the last entry's, or `after` when the
- * page is empty. No credentials: the feed lists ids only.
+ * 410 `cursor_reset`: the cursor cannot be continued from; `cursor` says where to restart (reading
+ * `GET /revocations?after=<cursor>` from there misses nothing the feed holds).
+ */
+function answerReset(ctx: Context, reset: CursorReset): void {
+  ctx.status = 410;
+  ctx.set("Cache-Control", "no-store");
+  ctx.body = {
+    error: "cursor_reset",
+    error_description: reset.description,
+    reason: reset.reason,
+    cursor: reset.restart,
+  };
+}
+
+/**
+ * `GET /revocations?after=<cursor>&limit=<n>` (docs/reference.md#the-revocation-feed): revoked and expired approvals whose
+ * tokens may still be alive, oldest first, at most `limit` (default and maximum 500) per page. Cursors
+ * are `<epoch>.<n>`; a plain `<n>` (earlier versions) is read as the current epoch. Without `after` the
+ * read starts at the low-water mark (the whole current snapshot). `cursor` is the last entry's, or the
+ * feed's head when the page is empty. A cursor of another epoch, below the low-water mark or ahead of
+ * the head is answered 410 `cursor_reset` with where to restart. No credentials: the feed lists ids only.
  *
  * `GET /revocations/stream`: the same entries pushed as server-sent events (`id: <cursor>`, `data:
- * <entry JSON>`), from now on, or after `Last-Event-ID` / `?after=` when resuming.
+ * <entry JSON>`), from now on, or after `Last-Event-ID` / `?after=` when resuming (replayed from the
+ * instance's memory, at most `max_replay_entries`). Slots are bounded per instance (503) and per client
+ * address (429 `too_many_streams`).
  */
-export function revocationRoutes(db: Kysely<Database>, hub: RevocationHub): Router {
+export function revocationRoutes(
+  db: Kysely<Database>,
+  hub: RevocationHub,
+  options: RevocationRoutesOptions,
+): Router {
   const router = new Router();
 
   router.get("/revocations", async (ctx) => {
-    const after = parseAfter(single(ctx.query.after, "after"), "after") ?? "0";
+    const after = parseAfter(single(ctx.query.after, "after"), "after");
     const limitText = single(ctx.query.limit, "limit");
     let limit = MAX_FEED_PAGE;
     if (limitText !== undefined) {
@@ -42,12 +87,21 @@ export function revocationRoutes(db: Kysely<Database>, hub: RevocationHub): Rout
       }
       limit = Number(limitText);
     }
-    const revocations = await readFeed(db, after, limit);
+    const state = await readFeedState(db);
+    const reset = after === undefined ? undefined : checkCursor(after, state);
+    if (reset !== undefined) {
+      answerReset(ctx, reset);
+      return;
+    }
+    const from = after?.position ?? state.lowWater;
+    const revocations = await readFeed(db, state.epoch, from, limit);
     ctx.set("Cache-Control", "no-store");
     ctx.body = {
       revocations,
-      cursor: revocations.at(-1)?.cursor ?? after,
+      // An empty page: every entry up to the head was read (the cursor was checked: it is at most the head).
+      cursor: revocations.at(-1)?.cursor ?? formatCursor(state.epoch, state.head),
       has_more: revocations.length === limit,
+      low_water: formatCursor(state.epoch, state.lowWater),
     };
   });
 
@@ -57,13 +111,31 @@ export function revocationRoutes(db: Kysely<Database>, hub: RevocationHub): Rout
       header !== ""
         ? parseAfter(header.trim(), "Last-Event-ID")
         : parseAfter(single(ctx.query.after, "after"), "after");
-    if (!hub.acceptsSubscribers) {
+    const { req, res } = ctx;
+    const address = clientAddress(
+      req.socket.remoteAddress,
+      req.headers["x-forwarded-for"],
+      options.trustProxy,
+    );
+    const admission = await hub.admit(res, address, after);
+    if (admission.outcome === "full") {
       throw new HttpError(503, "temporarily_unavailable", "too many revocation stream subscribers", {
         "Retry-After": "5",
       });
     }
+    if (admission.outcome === "address_full") {
+      throw new HttpError(
+        429,
+        "too_many_streams",
+        "too many revocation streams from this address: close one, or poll GET /revocations",
+        { "Retry-After": String(STREAM_RETRY_AFTER_SECONDS) },
+      );
+    }
+    if (admission.outcome === "reset") {
+      answerReset(ctx, admission.reset);
+      return;
+    }
     ctx.respond = false;
-    const { req, res } = ctx;
     req.socket.setTimeout(0);
     req.socket.setNoDelay(true);
     res.writeHead(200, {
@@ -74,7 +146,7 @@ export function revocationRoutes(db: Kysely<Database>, hub: RevocationHub): Rout
       "X-Accel-Buffering": "no",
     });
     res.write("retry: 2000\n: connected\n\n");
-    await hub.subscribe(res, after);
+    await admission.subscription.run();
   });
 
   return router;

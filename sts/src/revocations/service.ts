@@ -7,36 +7,55 @@ import { REVOCATIONS_CHANNEL } from "./channel.js";
 import { RevocationHub } from "./hub.js";
 import { listenPglite, listenPostgres, type NotificationListener } from "./listener.js";
 import { revocationRoutes } from "./routes.js";
-import { sweepExpiredApprovals } from "./sweeper.js";
+import { compactFeed, sweepExpiredApprovals } from "./sweeper.js";
 
-/** The revocation feed, its stream, the expiry sweeper and the NOTIFY listener of one instance. */
+/**
+ * The revocation feed, its stream, the sweeper (expiries in, compaction out) and the NOTIFY listener of
+ * one instance.
+ */
 export interface RevocationService {
   /** `GET /revocations` and `GET /revocations/stream`. */
   readonly router: Router;
   readonly hub: RevocationHub;
-  /** Runs one expiry sweep now; resolves with the approval ids it wrote (tests, operators). */
-  sweep(): Promise<string[]>;
+  /**
+   * Runs one sweep now: writes expiries, then compacts the feed. Resolves with the approval ids it wrote
+   * (tests, operators); `compacted` is how many entries the compaction removed.
+   */
+  sweep(): Promise<SweepResult>;
   /** Ends open streams and refuses new ones, so a draining server is not held open by them. */
   drain(): void;
   /** Stops the sweeper, the listener and the hub. Idempotent. */
   close(): Promise<void>;
 }
 
+/** What one sweep did. */
+export interface SweepResult {
+  /** Approval ids whose expiry entered the feed. */
+  readonly expired: string[];
+  /** Entries compacted away. */
+  readonly compacted: number;
+}
+
 /**
  * Builds and starts the revocation machinery for one instance. On real Postgres one dedicated LISTEN
  * connection on `countersign_revocations` wakes the stream fan-out whenever any instance revokes or
  * sweeps; on PGlite the embedded database's own `listen` does (one process).
+ * @param maxTokenTtlSeconds - `tokens.max_ttl_seconds`: bounds the tokens of an entry whose
+ *   `issued_tokens` rows are gone (see {@link compactFeed}).
  */
 export async function startRevocationService(
   database: DatabaseHandle,
   config: RevocationsConfig,
   logger: Logger,
+  maxTokenTtlSeconds: number,
 ): Promise<RevocationService> {
   const { db } = database;
   const hub = new RevocationHub({
     db,
     logger,
     maxSubscribers: config.max_stream_subscribers,
+    maxPerAddress: config.max_streams_per_address,
+    maxReplayEntries: config.max_replay_entries,
     heartbeatMs: config.stream_heartbeat_seconds * 1000,
     pollMs: config.poll_interval_seconds * 1000,
   });
@@ -54,18 +73,26 @@ export async function startRevocationService(
     listener = await listenPglite(database.pglite, REVOCATIONS_CHANNEL, wake);
   }
 
-  let sweeping: Promise<string[]> | undefined;
+  let sweeping: Promise<SweepResult> | undefined;
   let lastErrorLog = 0;
-  async function sweepOnce(): Promise<string[]> {
-    const ids = await sweepExpiredApprovals(db);
-    if (ids.length > 0) {
-      logger.info({ count: ids.length }, "approval expiries added to the revocation feed");
+  async function sweepOnce(): Promise<SweepResult> {
+    const expired = await sweepExpiredApprovals(db, config.compaction_grace_seconds);
+    if (expired.length > 0) {
+      logger.info({ count: expired.length }, "approval expiries added to the revocation feed");
       await sql`select pg_notify(${REVOCATIONS_CHANNEL}, 'expired')`.execute(db);
       hub.wake();
     }
-    return ids;
+    const compacted = await compactFeed(db, {
+      graceSeconds: config.compaction_grace_seconds,
+      maxTokenTtlSeconds,
+    });
+    if (compacted > 0) {
+      logger.info({ event: "revocations.compacted", count: compacted }, "revocation feed compacted");
+      hub.wake();
+    }
+    return { expired, compacted };
   }
-  function sweep(): Promise<string[]> {
+  function sweep(): Promise<SweepResult> {
     sweeping ??= sweepOnce().finally(() => {
       sweeping = undefined;
     });
@@ -86,7 +113,7 @@ export async function startRevocationService(
 
   let closing: Promise<void> | undefined;
   return {
-    router: revocationRoutes(db, hub),
+    router: revocationRoutes(db, hub, { trustProxy: config.trust_proxy }),
     hub,
     sweep,
     drain: () => hub.endStreams(),

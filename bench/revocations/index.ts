@@ -1,0 +1,492 @@
+/**
+ * Revocation stream benchmark: does a crowd of resuming stream subscribers slow the token endpoint?
+ *
+ *   npx tsx bench/revocations/index.ts            # PGlite, then Postgres (DATABASE_URL, else a throwaway cluster)
+ *
+ * For each engine, in one run: a fresh database is migrated (`countersign migrate`) and seeded with a
+ * feed of `BENCH_ENTRIES` (default 8,000) revocations whose tokens are still alive (nothing is
+ * compacted during the run); the STS runs as a child process (`node bin/countersign.js serve`, default
+ * revocation settings: `max_replay_entries` 1000, `max_streams_per_address` 8); then
+ *
+ * 1. **idle**: `BENCH_REQUESTS` (default 600, after 60 of warm-up) `POST /token` client_credentials
+ *    requests, one at a time, each one's latency recorded;
+ * 2. **streams replaying**: a separate process (`bench/revocations/streams.ts`) opens `BENCH_STREAMS`
+ *    (default 300) streams from 127.0.0.2, 127.0.0.3, … (8 per address), each resuming
+ *    `max_replay_entries` behind the head (`Last-Event-ID`), so each is replayed the most the STS
+ *    replays; a stream that has received its replay reconnects at once, so replays never stop; once
+ *    every stream has been answered, the same token requests are measured again.
+ *
+ * `BENCH_PHASE_MAX_SECONDS` (default 120) ends a phase early (fewer requests) when the STS is that slow.
+ *
+ * Prints a table: p50, p99 and max latency, non-200 answers, p99 ÷ idle p99 (goal: ≤ 2), and the
+ * replays and events the load process received per second while the token requests were measured.
+ *
+ * `BENCH_ENGINES` (default `pglite,postgres`) chooses the engines. `BENCH_BASE_ROOT=<dir>` (a checkout of an earlier version, with `node_modules`) adds, per engine, the
+ * same two phases against the STS run from that directory, with every stream resuming from
+ * `Last-Event-ID: 0` (the whole feed), the scenario that version could not bound.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import { createServer } from "node:net";
+import { cpus, tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { sql } from "kysely";
+import pg from "pg";
+import { openDatabase } from "../../sts/src/db/connect.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const NODE = path.join(ROOT, "node_modules/.bin/node");
+const CLIENT_ID = "bench-agent";
+const RESOURCE = "https://crm.example.test";
+const GENEROUS = { per_second: 1_000_000, burst: 1_000_000 };
+const PER_ADDRESS = 8;
+const MAX_REPLAY = 1000;
+
+const ENTRIES = Number(process.env.BENCH_ENTRIES ?? 8000);
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 600);
+const STREAMS = Number(process.env.BENCH_STREAMS ?? 300);
+const BASE_ROOT = process.env.BENCH_BASE_ROOT;
+const PHASE_MAX_SECONDS = Number(process.env.BENCH_PHASE_MAX_SECONDS ?? 120);
+
+type Engine = "pglite" | "postgres";
+
+interface Latencies {
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly count: number;
+  readonly non200: number;
+}
+
+interface Row {
+  readonly engine: Engine;
+  readonly version: string;
+  readonly phase: string;
+  readonly latencies: Latencies;
+  readonly idleP99: number;
+  readonly replaysPerSecond: number | null;
+  readonly eventsPerSecond: number | null;
+  readonly refused: string;
+  /** CPU the STS process used, as a share of one core (user + system over wall time). */
+  readonly stsCpu: number;
+  /** CPU the stream load process used, as a share of one core. */
+  readonly loadCpu: number | null;
+  /** The STS's event-loop delay during the phase, ms. */
+  readonly lag: { p99: number; max: number };
+}
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The STS's event-loop delay (prom-client's `monitorEventLoopDelay` over its metrics, reset at each
+ * scrape): p99 and max in ms since the previous call.
+ */
+async function eventLoopLag(base: string): Promise<{ p99: number; max: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const value = (name: string) =>
+    Number(new RegExp(`^countersign_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, "m").exec(text)?.[1]) *
+    1000;
+  return { p99: value("p99"), max: value("max") };
+}
+
+/** CPU time (user + system, ms) a process has used so far. */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
+/** A Postgres server URL and how to stop it if this run started it. */
+function postgresServer(): { url: string; stop: () => void } {
+  if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, stop: () => {} };
+  const dir = path.join(tmpdir(), "countersign-bench-revocations-pg");
+  log(`starting a throwaway PostgreSQL cluster in ${dir}`);
+  const url = execFileSync(path.join(ROOT, ".ci/start-postgres.sh"), ["55493", dir], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  }).trim();
+  return {
+    url,
+    stop: () => {
+      const bindir = execFileSync("sh", ["-c", "ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1"], {
+        encoding: "utf8",
+      }).trim();
+      const args = [path.join(bindir, "pg_ctl"), "-D", path.join(dir, "data"), "-m", "fast", "stop"];
+      const asPostgres = process.getuid?.() === 0 ? ["runuser", "-u", "postgres", "--", ...args] : args;
+      try {
+        execFileSync(asPostgres[0] as string, asPostgres.slice(1), { stdio: "ignore" });
+      } catch {
+        // already stopped
+      }
+    },
+  };
+}
+
+async function adminQuery(url: string, text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Seeds `ENTRIES` revoked approvals, each with one token alive for two hours, and their feed entries.
+ * Plain SQL, valid for this version's schema and earlier ones.
+ * @returns the Last-Event-ID that makes a subscriber be replayed `MAX_REPLAY` entries.
+ */
+async function seed(url: string | undefined, dataDir: string): Promise<string> {
+  const handle = await openDatabase({ url, dataDir });
+  try {
+    const { db } = handle;
+    await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task, subject,
+        max_tokens, tokens_issued, requested_by, approved_by, decided_by, decided_at, expires_at, revoked_at)
+      select 'bench_rev_' || g, 'revoked', ${CLIENT_ID}, ${RESOURCE}, 'crm:read', 'crm:read', 'benchmark',
+        'alice', 10, 1, ${CLIENT_ID}, 'bob', 'bob', now(), now() + interval '2 hours', now()
+      from generate_series(1, ${ENTRIES}) g`.execute(db);
+    await sql`insert into issued_tokens (jti, approval_id, client_id, sub, aud, scope, iat, exp)
+      select 'bench_jti_' || g, 'bench_rev_' || g, ${CLIENT_ID}, 'alice', ${RESOURCE}, 'crm:read', now(),
+        now() + interval '2 hours'
+      from generate_series(1, ${ENTRIES}) g`.execute(db);
+    await sql`insert into revocations (approval_id, reason, revoked_at)
+      select 'bench_rev_' || g, 'revoked', now() from generate_series(1, ${ENTRIES}) g order by g`.execute(
+      db,
+    );
+    const { rows } = await sql<{ cursor: string }>`select "cursor"::text as "cursor" from revocations
+      order by "cursor" offset ${ENTRIES - MAX_REPLAY - 1} limit 1`.execute(db);
+    const cursor = rows[0]?.cursor ?? "0";
+    const epoch = await sql<{ epoch: string }>`select epoch from revocation_feed`
+      .execute(db)
+      .then((result) => result.rows[0]?.epoch)
+      .catch(() => undefined);
+    return epoch === undefined ? cursor : `${epoch}.${cursor}`;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function waitReady(base: string, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`the STS exited with code ${child.exitCode}`);
+    try {
+      if ((await fetch(`${base}/readyz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error("the STS did not become ready in time");
+}
+
+/**
+ * `count` client_credentials requests one at a time (after `warmup`), on one keep-alive connection;
+ * fewer when `BENCH_PHASE_MAX_SECONDS` pass first (the row's request count says how many).
+ */
+async function measure(base: string, secret: string, count: number, warmup: number): Promise<Latencies> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const body = "grant_type=client_credentials&scope=approvals%3Arequest";
+  const authorization = `Basic ${Buffer.from(`${CLIENT_ID}:${secret}`).toString("base64")}`;
+  const once = (): Promise<[number, number]> =>
+    new Promise((resolve, reject) => {
+      const started = process.hrtime.bigint();
+      const request = http.request(
+        `${base}/token`,
+        {
+          method: "POST",
+          agent,
+          headers: {
+            authorization,
+            "content-type": "application/x-www-form-urlencoded",
+            "content-length": Buffer.byteLength(body),
+          },
+        },
+        (response) => {
+          response.resume();
+          response.on("end", () =>
+            resolve([Number(process.hrtime.bigint() - started) / 1e6, response.statusCode ?? 0]),
+          );
+        },
+      );
+      request.on("error", reject);
+      request.end(body);
+    });
+  const times: number[] = [];
+  let non200 = 0;
+  const deadline = performance.now() + PHASE_MAX_SECONDS * 1000;
+  for (let i = 0; i < warmup + count && performance.now() < deadline; i++) {
+    const [ms, status] = await once();
+    if (i < warmup) continue;
+    times.push(ms);
+    if (status !== 200) non200++;
+  }
+  agent.destroy();
+  times.sort((a, b) => a - b);
+  return {
+    p50: percentile(times, 50),
+    p99: percentile(times, 99),
+    max: times.at(-1) ?? Number.NaN,
+    count: times.length,
+    non200,
+  };
+}
+
+interface LoadCounts {
+  replays: number;
+  events: number;
+  refused: Record<string, number>;
+  errors: number;
+}
+
+/** Starts the stream load process; resolves once every stream has been answered 200. */
+async function startLoad(
+  base: string,
+  lastEventId: string,
+  perReplay: number,
+): Promise<{ pid: number | undefined; stop: () => Promise<LoadCounts> }> {
+  // At the lowest priority: the benchmark is about the STS, not about who wins the machine's cores
+  // (in a deployment, the callers' CPU is not the STS's).
+  const child = spawn(
+    "nice",
+    [
+      "-n",
+      "19",
+      NODE,
+      "--import",
+      "tsx",
+      path.join(ROOT, "bench/revocations/streams.ts"),
+      base,
+      String(STREAMS),
+      lastEventId,
+      String(perReplay),
+      String(PER_ADDRESS),
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const pending: Array<(line: string) => void> = [];
+  lines.on("line", (line) => pending.shift()?.(line));
+  const nextLine = (timeoutMs: number) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("the stream load process did not answer")), timeoutMs);
+      pending.push((line) => {
+        clearTimeout(timer);
+        resolve(line);
+      });
+    });
+  const ready = await nextLine(120_000).catch((error: Error) => {
+    child.kill("SIGKILL");
+    throw error;
+  });
+  if (ready !== "ready") throw new Error(`stream load process: ${ready}`);
+  return {
+    pid: child.pid,
+    async stop() {
+      const counts = nextLine(10_000);
+      child.kill("SIGTERM");
+      const text = await counts;
+      if (child.exitCode === null) await once(child, "exit");
+      return JSON.parse(text) as LoadCounts;
+    },
+  };
+}
+
+async function runEngine(
+  engine: Engine,
+  root: string,
+  version: string,
+  lastEventIdOverride?: string,
+): Promise<Row[]> {
+  const work = mkdtempSync(path.join(tmpdir(), "countersign-bench-revocations-"));
+  const postgres = engine === "postgres" ? postgresServer() : undefined;
+  const databaseName = `countersign_bench_rev_${process.pid}_${Date.now()}`;
+  let databaseUrl: string | undefined;
+  let sts: ChildProcess | undefined;
+  try {
+    if (postgres) {
+      await adminQuery(postgres.url, `create database ${databaseName}`);
+      const parsed = new URL(postgres.url);
+      parsed.pathname = `/${databaseName}`;
+      databaseUrl = parsed.toString();
+    }
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const secret = randomBytes(32).toString("base64url");
+    const configFile = path.join(work, "config.json");
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        issuer: base,
+        resources: [{ id: RESOURCE, scopes: ["crm:read"], max_ttl_seconds: 300 }],
+        clients: [
+          { client_id: CLIENT_ID, client_secret: secret, token_endpoint_auth_method: "client_secret_basic" },
+        ],
+        issuance_limits: { per_client: GENEROUS, per_approval: GENEROUS, client_credentials: GENEROUS },
+        dev_mode: true,
+      }),
+    );
+    const dataDir = path.join(work, "data");
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? "",
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      COUNTERSIGN_CONFIG: configFile,
+      COUNTERSIGN_DATA_DIR: dataDir,
+      LOG_LEVEL: "warn",
+      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+    };
+    execFileSync(NODE, [path.join(root, "bin/countersign.js"), "migrate"], {
+      cwd: root,
+      env,
+      stdio: "ignore",
+    });
+    const replayFrom = await seed(databaseUrl, dataDir);
+    const lastEventId = lastEventIdOverride ?? replayFrom;
+    const perReplay = lastEventIdOverride === "0" ? ENTRIES : MAX_REPLAY;
+    sts = spawn(NODE, [path.join(root, "bin/countersign.js"), "serve"], {
+      cwd: root,
+      env,
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    await waitReady(base, sts);
+    log(
+      `${engine} (${version}): STS ready at ${base}; ${ENTRIES} feed entries; streams resume from ${lastEventId}`,
+    );
+
+    await eventLoopLag(base);
+    const idleCpu = cpuMs(sts.pid);
+    const idleAt = performance.now();
+    const idle = await measure(base, secret, REQUESTS, 60);
+    const idleStsShare = (cpuMs(sts.pid) - idleCpu) / (performance.now() - idleAt);
+    const idleLag = await eventLoopLag(base);
+    log(`${engine} (${version}) idle: p50 ${idle.p50.toFixed(2)} ms, p99 ${idle.p99.toFixed(2)} ms`);
+    const load = await startLoad(base, lastEventId, perReplay);
+    await eventLoopLag(base);
+    const before = { at: performance.now(), sts: cpuMs(sts.pid), load: cpuMs(load.pid) };
+    const busy = await measure(base, secret, REQUESTS, 60);
+    const elapsedMs = performance.now() - before.at;
+    const elapsedS = elapsedMs / 1000;
+    const busyStsShare = (cpuMs(sts.pid) - before.sts) / elapsedMs;
+    const loadShare = (cpuMs(load.pid) - before.load) / elapsedMs;
+    const busyLag = await eventLoopLag(base);
+    const counts = await load.stop();
+    log(
+      `${engine} (${version}) ${STREAMS} streams: p50 ${busy.p50.toFixed(2)} ms, p99 ${busy.p99.toFixed(2)} ms; ${JSON.stringify(counts)}`,
+    );
+    const refused = Object.entries(counts.refused)
+      .map(([status, n]) => `${n}×${status}`)
+      .join(", ");
+    return [
+      {
+        engine,
+        version,
+        phase: "idle",
+        latencies: idle,
+        idleP99: idle.p99,
+        replaysPerSecond: null,
+        eventsPerSecond: null,
+        refused: "",
+        stsCpu: idleStsShare,
+        loadCpu: null,
+        lag: idleLag,
+      },
+      {
+        engine,
+        version,
+        phase: `${STREAMS} streams replaying ${perReplay} entries each, reconnecting`,
+        latencies: busy,
+        idleP99: idle.p99,
+        // Counted from when every stream was answered until the load stopped (token requests included).
+        replaysPerSecond: counts.replays / elapsedS,
+        eventsPerSecond: counts.events / elapsedS,
+        refused: refused === "" ? (counts.errors > 0 ? `${counts.errors} errors` : "") : refused,
+        stsCpu: busyStsShare,
+        loadCpu: loadShare,
+        lag: busyLag,
+      },
+    ];
+  } finally {
+    if (sts && sts.exitCode === null) {
+      sts.kill("SIGTERM");
+      await Promise.race([once(sts, "exit"), new Promise((resolve) => setTimeout(resolve, 10_000))]);
+      if (sts.exitCode === null) sts.kill("SIGKILL");
+    }
+    if (postgres) {
+      await adminQuery(postgres.url, `drop database if exists ${databaseName} with (force)`).catch(() => {});
+      postgres.stop();
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+const fmt = (value: number | null, digits = 1) =>
+  value === null
+    ? ""
+    : value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+const percent = (share: number) => `${Math.round(share * 100)}%`;
+
+function table(rows: readonly Row[]): string {
+  const lines = [
+    "| engine | version | phase | p50 ms | p99 ms | max ms | requests | non-200 | p99 ÷ idle p99 | STS event-loop delay p99 / max ms | replays/s | events/s | STS CPU | load CPU | streams refused |",
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+  ];
+  for (const row of rows) {
+    const { latencies: l } = row;
+    lines.push(
+      `| ${row.engine} | ${row.version} | ${row.phase} | ${fmt(l.p50, 2)} | ${fmt(l.p99, 2)} | ${fmt(l.max, 1)} | ${l.count} | ${l.non200} | ${fmt(l.p99 / row.idleP99, 2)} | ${fmt(row.lag.p99, 1)} / ${fmt(row.lag.max, 1)} | ${fmt(row.replaysPerSecond, 0)} | ${fmt(row.eventsPerSecond, 0)} | ${percent(row.stsCpu)} | ${row.loadCpu === null ? "" : percent(row.loadCpu)} | ${row.refused} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+const rows: Row[] = [];
+const engines = (process.env.BENCH_ENGINES ?? "pglite,postgres").split(",") as Engine[];
+for (const engine of engines) {
+  rows.push(...(await runEngine(engine, ROOT, "this")));
+  if (BASE_ROOT) rows.push(...(await runEngine(engine, BASE_ROOT, "base", "0")));
+}
+const cpu = cpus()[0]?.model ?? "unknown CPU";
+console.log(
+  `Node ${process.version}, ${cpu} (${cpus().length} cores); ${ENTRIES} feed entries; ${REQUESTS} sequential ` +
+    `POST /token client_credentials per phase after 60 of warm-up; ${STREAMS} streams, ${PER_ADDRESS} per local address.\n`,
+);
+console.log(table(rows));
+const verdicts = rows
+  .filter((row) => row.phase !== "idle" && row.version === "this")
+  .map(
+    (row) =>
+      `${row.engine}: p99 ${fmt(row.latencies.p99 / row.idleP99, 2)} × idle (goal ≤ 2: ${row.latencies.p99 <= 2 * row.idleP99 ? "met" : "not met"})`,
+  );
+console.log(`\n${verdicts.join("; ")}`);
