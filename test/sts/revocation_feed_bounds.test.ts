@@ -6,6 +6,7 @@ import { openDatabase } from "../../sts/src/db/connect.js";
 import { migrateToLatest } from "../../sts/src/db/migrate.js";
 import type { Database } from "../../sts/src/db/schema.js";
 import { addressKey, clientAddress } from "../../sts/src/revocations/client_address.js";
+import { ReplayBudget } from "../../sts/src/revocations/replay_budget.js";
 import { COMPACTION_BATCH, COMPACTION_BATCHES_PER_SWEEP } from "../../sts/src/revocations/sweeper.js";
 import { baseConfig, startTestApp, type TestApp } from "../helpers/app.js";
 import { createTestDatabase, type TestEngine, testEngines } from "../helpers/database.js";
@@ -413,33 +414,46 @@ for (const engine of testEngines()) {
   });
 
   describe(`revocation stream bounds (${engine})`, () => {
-    test("a resuming subscriber is replayed at most max_replay_entries, from memory; one further behind is told to read the feed", async () => {
-      const sts = await started(engine, { max_replay_entries: 50, max_streams_per_address: 100 });
+    test("a resuming subscriber is replayed at most max_replay_entries, exactly the entries after its cursor, from memory; one further behind is told to read the feed", async () => {
+      const sts = await started(engine, { max_replay_entries: 250, max_streams_per_address: 100 });
       const { db } = sts.handle;
       try {
-        const entries = await floodRevocations(db, 120);
+        const entries = await floodRevocations(db, 300);
         await sts.app.revocations.hub.refresh();
-        assert.equal(sts.app.revocations.hub.held, 50);
+        assert.equal(sts.app.revocations.hub.held, 250);
         const epoch = sts.app.revocations.hub.epoch;
-        const at70 = `${epoch}.${await cursorOf(db, String(entries[69]))}`;
-        const at69 = `${epoch}.${await cursorOf(db, String(entries[68]))}`;
+        const at = async (index: number) => `${epoch}.${await cursorOf(db, String(entries[index]))}`;
 
+        // From the oldest entry replayed (250 behind) to the newest (nothing to replay), across the
+        // blocks replays are written in; three subscribers at each.
+        const starts = [49, 99, 100, 150, 298, 299];
         const subscribers = await Promise.all(
-          Array.from({ length: 20 }, () => openStreamFrom(sts.url, { headers: { "last-event-id": at70 } })),
+          starts.flatMap((index) =>
+            [1, 2, 3].map(async () => ({
+              index,
+              stream: await openStreamFrom(sts.url, { headers: { "last-event-id": await at(index) } }),
+            })),
+          ),
         );
         const live = await openStreamFrom(sts.url);
-        for (const stream of [...subscribers, live]) assert.equal(stream.status, 200);
-        await Promise.all(subscribers.map((s) => s.next((e) => e.data.approval_id === entries[119])));
+        for (const { stream } of subscribers) assert.equal(stream.status, 200);
+        assert.equal(live.status, 200);
+        await Promise.all(
+          subscribers
+            .filter(({ index }) => index < 299)
+            .map(({ stream }) => stream.next((e) => e.data.approval_id === entries[299])),
+        );
         const liveId = await insertApproval(db);
         assert.equal(await revokeViaApi(sts, liveId), 200);
-        for (const stream of [...subscribers, live]) {
+        for (const { stream } of [...subscribers, { stream: live }]) {
           await stream.next((e) => e.data.approval_id === liveId);
           stream.close();
         }
-        for (const stream of subscribers) {
+        for (const { index, stream } of subscribers) {
           assert.deepEqual(
             stream.events.map((e) => e.data.approval_id),
-            [...entries.slice(70), liveId],
+            [...entries.slice(index + 1), liveId],
+            `resumed after entry ${index}`,
           );
         }
         assert.deepEqual(
@@ -447,20 +461,20 @@ for (const engine of testEngines()) {
           [liveId],
         );
 
-        for (const after of [at69, "0", `${epoch}.0`]) {
+        const at48 = await at(48);
+        for (const after of [at48, "0", `${epoch}.0`]) {
           const refused = await openStreamFrom(sts.url, { headers: { "last-event-id": after } });
           assert.equal(refused.status, 410, after);
-          const restart = after === "0" ? `${epoch}.0` : after;
           assert.deepEqual(refused.refusal, {
             error: "cursor_reset",
             error_description:
-              "the cursor is more than 50 entries behind: read GET /revocations after the cursor given, then resume the stream",
+              "the cursor is more than 250 entries behind: read GET /revocations after the cursor given, then resume the stream",
             reason: "cursor_beyond_replay",
-            cursor: restart,
+            cursor: after === "0" ? `${epoch}.0` : after,
           });
         }
-        const read = await getFeed(sts.url, `?after=${at69}`);
-        assert.deepEqual(ids(read.body), [...entries.slice(69), liveId]);
+        const read = await getFeed(sts.url, `?after=${at48}`);
+        assert.deepEqual(ids(read.body), [...entries.slice(49), liveId]);
       } finally {
         await sts.stop();
       }
@@ -494,6 +508,49 @@ for (const engine of testEngines()) {
         assert.equal(again.status, 200);
         assert.equal((await openStreamFrom(sts.url)).status, 429);
         for (const stream of [...open, ...other, again]) stream.close();
+      } finally {
+        await sts.stop();
+      }
+    });
+
+    test("replays per client address: bursts of max_streams_per_address, then max_replays_per_address_per_minute, else 429 too_many_streams with Retry-After; live streams and empty backlogs are not replays", async () => {
+      const sts = await started(engine, {
+        max_streams_per_address: 3,
+        max_replays_per_address_per_minute: 2,
+      });
+      const { db } = sts.handle;
+      try {
+        const entries = await floodRevocations(db, 5);
+        await sts.app.revocations.hub.refresh();
+        const epoch = sts.app.revocations.hub.epoch;
+        const first = `${epoch}.${await cursorOf(db, String(entries[0]))}`;
+        const last = `${epoch}.${await cursorOf(db, String(entries[4]))}`;
+        for (let i = 0; i < 3; i++) {
+          const stream = await openStreamFrom(sts.url, { headers: { "last-event-id": first } });
+          assert.equal(stream.status, 200);
+          await stream.next((e) => e.data.approval_id === entries[4]);
+          assert.equal(stream.events.length, 4);
+          stream.close();
+          await until(() => sts.app.revocations.hub.size === 0, "the stream to close");
+        }
+        const refused = await openStreamFrom(sts.url, { headers: { "last-event-id": first } });
+        assert.equal(refused.status, 429);
+        const retryAfter = Number(refused.headers.get("retry-after"));
+        assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 30, String(retryAfter));
+        assert.deepEqual(refused.refusal, {
+          error: "too_many_streams",
+          error_description:
+            "too many revocation stream replays for this address: resume less often, or poll GET /revocations",
+        });
+        const live = await openStreamFrom(sts.url);
+        const atHead = await openStreamFrom(sts.url, { headers: { "last-event-id": last } });
+        const elsewhere = await openStreamFrom(sts.url, {
+          localAddress: "127.0.0.2",
+          headers: { "last-event-id": first },
+        });
+        assert.deepEqual([live.status, atHead.status, elsewhere.status], [200, 200, 200]);
+        await elsewhere.next((e) => e.data.approval_id === entries[4]);
+        for (const stream of [live, atHead, elsewhere]) stream.close();
       } finally {
         await sts.stop();
       }
@@ -648,6 +705,24 @@ async function cursorOfCompacted(db: Kysely<Database>, approvalIds: string[]): P
     select compacted_through::text as compacted_through from revocation_feed`.execute(db);
   return BigInt(String(rows[0]?.compacted_through));
 }
+
+describe("replay budget", () => {
+  test("a token bucket per address: bursts of `burst`, refilled at perMinute; refusals say the seconds to wait and take nothing", () => {
+    let now = 1_000_000;
+    const budget = new ReplayBudget(2, 3, 2, () => now);
+    assert.deepEqual([budget.take("a"), budget.take("a"), budget.take("a"), budget.take("a")], [0, 0, 0, 30]);
+    now += 15_000;
+    assert.equal(budget.take("a"), 15);
+    now += 15_000;
+    assert.deepEqual([budget.take("a"), budget.take("a")], [0, 30]);
+    now += 600_000;
+    assert.deepEqual([budget.take("a"), budget.take("a"), budget.take("a"), budget.take("a")], [0, 0, 0, 30]);
+    assert.equal(budget.take("b"), 0);
+    // Two addresses are remembered: a third evicts the least recently used ("a"), which starts afresh.
+    assert.equal(budget.take("c"), 0);
+    assert.equal(budget.take("a"), 0);
+  });
+});
 
 describe("client address", () => {
   test("the peer address unless trust_proxy; IPv4-mapped as IPv4; IPv6 by /64", () => {

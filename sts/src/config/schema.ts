@@ -450,6 +450,21 @@ const revocationsSchema = z
         "Most entries replayed to one resuming stream subscriber; further behind gets 410 cursor_reset. Default 1000.",
       ),
     /**
+     * Most stream replays per client address and minute, in bursts of `max_streams_per_address`: a
+     * subscriber resuming with a backlog beyond it gets 429 `too_many_streams` with `Retry-After`.
+     * Default 60. Security: a replay is the stream's costly part; a caller reconnecting in a loop to be
+     * replayed again and again is held to this rate, however many slots it has.
+     */
+    max_replays_per_address_per_minute: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(60)
+      .describe(
+        "Replays per client address and minute, in bursts of max_streams_per_address; beyond it 429 too_many_streams. Default 60.",
+      ),
+    /**
      * How long a feed entry is kept after the last token of its approval expired, in seconds; then it is
      * compacted away. Default 300. Security: must be at least the largest clock tolerance any gateway
      * allows (`clockToleranceSeconds`, 5 by default), or a gateway whose clock lags could accept a token
@@ -826,6 +841,7 @@ export const configFileSchema = z
         max_streams_per_address: 8,
         trust_proxy: false,
         max_replay_entries: 1000,
+        max_replays_per_address_per_minute: 60,
         compaction_grace_seconds: 300,
       })
       .describe("Revocation feed and stream settings."),

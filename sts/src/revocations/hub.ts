@@ -16,6 +16,7 @@ import {
   rotateEpoch,
 } from "./feed.js";
 import { ReplayScheduler } from "./replay.js";
+import { ReplayBudget } from "./replay_budget.js";
 
 /** Options for {@link RevocationHub}. */
 export interface RevocationHubOptions {
@@ -25,6 +26,11 @@ export interface RevocationHubOptions {
   readonly maxSubscribers: number;
   /** Most concurrent subscribers per client address ({@link clientAddress}). */
   readonly maxPerAddress: number;
+  /**
+   * Most replays per client address per minute (bursts of `maxPerAddress`): a subscriber that resumes
+   * with a backlog beyond it is refused ({@link ReplayBudget}).
+   */
+  readonly maxReplaysPerMinute: number;
   /**
    * Most entries kept in memory for replay, and so most entries replayed to one subscriber. A subscriber
    * further behind is told to read `GET /revocations` instead (410 `cursor_reset`).
@@ -38,11 +44,23 @@ export interface RevocationHubOptions {
   readonly maxBufferedBytes?: number;
 }
 
-/** An entry as held in memory: its cursor and its server-sent event, formatted once. */
+/** An entry as held in memory: its cursor and its server-sent event, formatted and encoded once. */
 interface HeldEntry {
   readonly cursor: bigint;
   readonly text: string;
+  readonly bytes: Buffer;
+  /** Position in memory: consecutive for consecutive entries (blocks of replay are cut by it). */
+  readonly seq: number;
 }
+
+/** A part of a replay: the events of consecutive entries, and the last one's cursor. */
+interface Piece {
+  readonly bytes: Buffer;
+  readonly last: bigint;
+}
+
+/** Entries per replay block (one write; a whole block is encoded once and shared by every replay). */
+const BLOCK = 100;
 
 interface Subscriber {
   readonly res: ServerResponse;
@@ -52,7 +70,7 @@ interface Subscriber {
   /** Live events held while the subscriber replays its backlog. */
   queue: HeldEntry[] | undefined;
   /** The backlog to replay (taken from memory when admitted). */
-  replay: HeldEntry[];
+  replay: Piece[];
   released: boolean;
 }
 
@@ -68,6 +86,8 @@ export type Admission =
   | { readonly outcome: "full" }
   /** Every slot of this client address is taken. */
   | { readonly outcome: "address_full" }
+  /** This client address has been replayed to too often; one replay is available in `retryAfterSeconds`. */
+  | { readonly outcome: "replays_exhausted"; readonly retryAfterSeconds: number }
   /** The cursor cannot be continued from here. */
   | { readonly outcome: "reset"; readonly reset: CursorReset };
 
@@ -96,6 +116,7 @@ export class RevocationHub {
   readonly #subscribers = new Set<Subscriber>();
   readonly #perAddress = new Map<string, number>();
   readonly #replays = new ReplayScheduler();
+  readonly #replayBudget: ReplayBudget;
   /** Admissions in progress (their slots are taken). */
   #admitting = 0;
   #epoch = "";
@@ -104,6 +125,9 @@ export class RevocationHub {
   /** The newest held entries, oldest first: every entry the feed held in (#floor, #head] when read. */
   #window: HeldEntry[] = [];
   #floor = 0n;
+  #nextSeq = 0;
+  /** Whole blocks of the window, encoded once: block `k` holds the entries of seq `k × BLOCK` onwards. */
+  readonly #blocks = new Map<number, Buffer>();
   #started = false;
   #closed = false;
   #reading: Promise<void> | undefined;
@@ -114,6 +138,7 @@ export class RevocationHub {
 
   constructor(options: RevocationHubOptions) {
     this.#options = options;
+    this.#replayBudget = new ReplayBudget(options.maxReplaysPerMinute, options.maxPerAddress);
   }
 
   /** How many subscribers are connected. */
@@ -146,7 +171,8 @@ export class RevocationHub {
   async #load(state: FeedState): Promise<void> {
     const max = this.#options.maxReplayEntries;
     const tail = await readFeedTail(this.#options.db, state.epoch, state.lowWater, max + 1);
-    const held = tail.map((entry) => ({ cursor: cursorOf(entry), text: formatEvent(entry) }));
+    this.#blocks.clear();
+    const held = tail.map((entry) => this.#entry(entry));
     let floor = state.lowWater;
     if (held.length > max) floor = held.splice(0, held.length - max).at(-1)?.cursor ?? floor;
     this.#epoch = state.epoch;
@@ -214,7 +240,7 @@ export class RevocationHub {
           const cursor = cursorOf(entry);
           if (cursor <= this.#head) continue;
           this.#head = cursor;
-          const held = { cursor, text: formatEvent(entry) };
+          const held = this.#entry(entry);
           this.#hold(held);
           this.#deliver(held);
         }
@@ -234,10 +260,18 @@ export class RevocationHub {
     }
   }
 
+  #entry(entry: RevocationEntry): HeldEntry {
+    const text = formatEvent(entry);
+    return { cursor: cursorOf(entry), text, bytes: Buffer.from(text), seq: this.#nextSeq++ };
+  }
+
   #hold(entry: HeldEntry): void {
     this.#window.push(entry);
     const excess = this.#window.length - this.#options.maxReplayEntries;
-    if (excess > 0) this.#floor = this.#window.splice(0, excess).at(-1)?.cursor ?? this.#floor;
+    if (excess > 0) {
+      this.#floor = this.#window.splice(0, excess).at(-1)?.cursor ?? this.#floor;
+      this.#pruneBlocks();
+    }
   }
 
   /** Forgets held entries at or below `lowWater` (compacted away). */
@@ -245,13 +279,54 @@ export class RevocationHub {
     if (lowWater <= this.#floor) return;
     this.#floor = lowWater;
     const keep = firstAfter(this.#window, lowWater);
-    if (keep > 0) this.#window.splice(0, keep);
+    if (keep > 0) {
+      this.#window.splice(0, keep);
+      this.#pruneBlocks();
+    }
+  }
+
+  /** Drops encoded blocks whose first entry has left the window. */
+  #pruneBlocks(): void {
+    const first = this.#window[0]?.seq ?? this.#nextSeq;
+    for (const block of this.#blocks.keys()) if (block * BLOCK < first) this.#blocks.delete(block);
+  }
+
+  /**
+   * The window from index `from` on, as replay pieces: whole blocks from the shared encoded copy (built
+   * on first use), partial blocks at either end concatenated for this replay.
+   */
+  #pieces(from: number): Piece[] {
+    const window = this.#window;
+    const pieces: Piece[] = [];
+    let i = from;
+    while (i < window.length) {
+      const { seq } = window[i] as HeldEntry;
+      const block = Math.floor(seq / BLOCK);
+      const end = Math.min(window.length, i + (block + 1) * BLOCK - seq);
+      const last = (window[end - 1] as HeldEntry).cursor;
+      const whole = seq === block * BLOCK && end - i === BLOCK;
+      let bytes = whole ? this.#blocks.get(block) : undefined;
+      if (bytes === undefined) {
+        bytes = Buffer.concat(window.slice(i, end).map((entry) => entry.bytes));
+        if (whole) this.#blocks.set(block, bytes);
+      }
+      pieces.push({ bytes, last });
+      i = end;
+    }
+    return pieces;
   }
 
   #deliver(entry: HeldEntry): void {
     for (const subscriber of this.#subscribers) {
-      if (subscriber.queue) subscriber.queue.push(entry);
-      else if (entry.cursor > subscriber.sent) this.#write(subscriber, entry.text, entry.cursor);
+      if (subscriber.queue === undefined) {
+        if (entry.cursor > subscriber.sent) this.#write(subscriber, entry.text, entry.cursor);
+      } else if (subscriber.queue.length < this.#options.maxReplayEntries) {
+        subscriber.queue.push(entry);
+      } else {
+        // More live entries than a replay holds arrived while it replayed: it resumes by reconnecting.
+        this.#release(subscriber);
+        subscriber.res.destroy();
+      }
     }
   }
 
@@ -307,7 +382,8 @@ export class RevocationHub {
   /**
    * Admits a subscriber on `res` (headers not yet sent) from `address`: takes one of the instance's
    * slots and one of the address's, then checks `after` against the feed (reading the feed first when
-   * `after` is ahead of what this instance has read, or of another epoch). Admitted, it is
+   * `after` is ahead of what this instance has read, or of another epoch), then, when there is a
+   * backlog to replay, takes one of the address's replays. Admitted, it is
    * registered at once, its backlog (every held entry after `after`) taken from memory; without
    * `after`, only entries newer than now are sent. Refused, nothing is held.
    */
@@ -331,12 +407,17 @@ export class RevocationHub {
       if (this.#closed) return { outcome: "full" };
       const reset = after === undefined ? undefined : this.#check(after);
       if (reset !== undefined) return { outcome: "reset", reset };
+      const replay = after === undefined ? [] : this.#pieces(firstAfter(this.#window, after.position));
+      if (replay.length > 0) {
+        const retryAfterSeconds = this.#replayBudget.take(address);
+        if (retryAfterSeconds > 0) return { outcome: "replays_exhausted", retryAfterSeconds };
+      }
       const subscriber: Subscriber = {
         res,
         address,
         sent: after === undefined ? this.#head : after.position,
         queue: after === undefined ? undefined : [],
-        replay: after === undefined ? [] : this.#window.slice(firstAfter(this.#window, after.position)),
+        replay,
         released: false,
       };
       this.#subscribers.add(subscriber);
@@ -355,9 +436,9 @@ export class RevocationHub {
     subscriber.replay = [];
     const written = await this.#replays.replay(
       res,
-      backlog.map((entry) => entry.text),
+      backlog.map((piece) => piece.bytes),
     );
-    if (written >= 0) subscriber.sent = (backlog[written] as HeldEntry).cursor;
+    if (written > 0) subscriber.sent = (backlog[written - 1] as Piece).last;
     if (subscriber.released || res.destroyed || res.writableEnded) return;
     const held = subscriber.queue ?? [];
     subscriber.queue = undefined;

@@ -3,10 +3,10 @@ import type { ServerResponse } from "node:http";
 /** One replay in progress. */
 interface Job {
   readonly res: ServerResponse;
-  readonly texts: readonly string[];
-  /** Index of the next text to write. */
+  readonly pieces: readonly Buffer[];
+  /** Index of the next piece to write. */
   next: number;
-  /** Called with the index of the last text written (-1: none), once the replay ends. */
+  /** Called with how many pieces were written, once the replay ends. */
   readonly done: (written: number) => void;
   /** Waiting for `drain`. */
   parked: boolean;
@@ -21,14 +21,12 @@ export interface ReplaySchedulerOptions {
    * is left to everything else for `d × (1 − share) / share` ms. Default 0.2.
    */
   readonly share?: number;
-  /** Texts joined into one write. Default 100. */
-  readonly chunk?: number;
   /** A response with more unsent bytes than this waits for `drain`. Default 256 KiB. */
   readonly highWaterBytes?: number;
 }
 
 /**
- * Writes every replay of one instance from a single loop, round-robin, a chunk at a time, in slices of
+ * Writes every replay of one instance from a single loop, round-robin, a piece at a time, in slices of
  * at most `sliceMs` separated by pauses that keep replays to `share` of the event loop's time: however
  * many subscribers replay at once (and however often they reconnect to be replayed again), the rest of
  * the instance (the token endpoint) keeps the remaining share, and waits at most about one slice for
@@ -38,7 +36,6 @@ export interface ReplaySchedulerOptions {
 export class ReplayScheduler {
   readonly #sliceMs: number;
   readonly #share: number;
-  readonly #chunk: number;
   readonly #highWater: number;
   readonly #ready: Job[] = [];
   #scheduled = false;
@@ -46,7 +43,6 @@ export class ReplayScheduler {
   constructor(options: ReplaySchedulerOptions = {}) {
     this.#sliceMs = options.sliceMs ?? 1;
     this.#share = Math.min(1, Math.max(0.01, options.share ?? 0.2));
-    this.#chunk = options.chunk ?? 100;
     this.#highWater = options.highWaterBytes ?? 256 * 1024;
   }
 
@@ -56,14 +52,13 @@ export class ReplayScheduler {
   }
 
   /**
-   * Writes `texts` to `res` in order.
-   * @returns the index of the last text written: `texts.length - 1` when all were, less when the
-   *   response closed first.
+   * Writes `pieces` to `res` in order (shared buffers: nothing is copied in JavaScript).
+   * @returns how many pieces were written: all, or fewer when the response closed first.
    */
-  replay(res: ServerResponse, texts: readonly string[]): Promise<number> {
-    if (texts.length === 0) return Promise.resolve(-1);
+  replay(res: ServerResponse, pieces: readonly Buffer[]): Promise<number> {
+    if (pieces.length === 0) return Promise.resolve(0);
     return new Promise((resolve) => {
-      this.#ready.push({ res, texts, next: 0, done: resolve, parked: false });
+      this.#ready.push({ res, pieces, next: 0, done: resolve, parked: false });
       this.#schedule();
     });
   }
@@ -89,7 +84,7 @@ export class ReplayScheduler {
       const { res } = job;
       if (res.destroyed || res.writableEnded) {
         this.#ready.splice(index, 1);
-        job.done(job.next - 1);
+        job.done(job.next);
         continue;
       }
       if (res.writableLength > this.#highWater) {
@@ -97,12 +92,11 @@ export class ReplayScheduler {
         this.#park(job);
         continue;
       }
-      const end = Math.min(job.texts.length, job.next + this.#chunk);
-      res.write(job.texts.slice(job.next, end).join(""));
-      job.next = end;
-      if (end === job.texts.length) {
+      res.write(job.pieces[job.next] as Buffer);
+      job.next++;
+      if (job.next === job.pieces.length) {
         this.#ready.splice(index, 1);
-        job.done(end - 1);
+        job.done(job.next);
       } else {
         index++;
       }

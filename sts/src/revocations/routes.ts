@@ -68,7 +68,7 @@ function answerReset(ctx: Context, reset: CursorReset): void {
  * `GET /revocations/stream`: the same entries pushed as server-sent events (`id: <cursor>`, `data:
  * <entry JSON>`), from now on, or after `Last-Event-ID` / `?after=` when resuming (replayed from the
  * instance's memory, at most `max_replay_entries`). Slots are bounded per instance (503) and per client
- * address (429 `too_many_streams`).
+ * address (429 `too_many_streams`), and so are replays per client address and minute (429 too).
  */
 export function revocationRoutes(
   db: Kysely<Database>,
@@ -129,6 +129,14 @@ export function revocationRoutes(
         "too_many_streams",
         "too many revocation streams from this address: close one, or poll GET /revocations",
         { "Retry-After": String(STREAM_RETRY_AFTER_SECONDS) },
+      );
+    }
+    if (admission.outcome === "replays_exhausted") {
+      throw new HttpError(
+        429,
+        "too_many_streams",
+        "too many revocation stream replays for this address: resume less often, or poll GET /revocations",
+        { "Retry-After": String(admission.retryAfterSeconds) },
       );
     }
     if (admission.outcome === "reset") {

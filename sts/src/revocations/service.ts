@@ -55,6 +55,7 @@ export async function startRevocationService(
     logger,
     maxSubscribers: config.max_stream_subscribers,
     maxPerAddress: config.max_streams_per_address,
+    maxReplaysPerMinute: config.max_replays_per_address_per_minute,
     maxReplayEntries: config.max_replay_entries,
     heartbeatMs: config.stream_heartbeat_seconds * 1000,
     pollMs: config.poll_interval_seconds * 1000,
