@@ -407,12 +407,22 @@ for (const engine of testEngines()) {
         }
         const other = await api("GET", `/approvals/${approval.id}`, post);
         assertError(other, 404, "not_found", "no such approval");
-        assert.deepEqual((await auditFor(approval.id)).at(-1), {
+        // Audited under the caller, never under the victim's approval (whose trail it would fill).
+        assert.equal((await auditFor(approval.id)).filter((e) => e.outcome === "refused").length, 0);
+        const probe = await sts.app.services.db
+          .selectFrom("audit_events")
+          .select(["event", "outcome", "reason", "actor", "client_id", "approval_id"])
+          .where("reason", "=", "not_owner")
+          .where("client_id", "=", "post-agent")
+          .orderBy("id", "desc")
+          .executeTakeFirstOrThrow();
+        assert.deepEqual(probe, {
           event: "approval.read",
           outcome: "refused",
           reason: "not_owner",
           actor: "post-agent",
           client_id: "post-agent",
+          approval_id: null,
         });
         assertError(
           await api("GET", "/approvals/apr_AAAAAAAAAAAAAAAAAAAAAA", alice),

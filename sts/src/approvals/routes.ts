@@ -424,11 +424,10 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       const principal = await principalOf(ctx, state);
       const approval = await load(ctx.params.id);
       // Another agent's approval is answered exactly like a missing one: existence is not leaked.
-      // (The audit row still says what happened.)
+      // The audit row says what happened, under the caller only: written under the approval, another
+      // agent's probes would fill that approval's audit trail.
       if (principal.kind === "agent" && approval.client_id !== principal.clientId) {
-        throw new ApprovalError(404, "not_found", "no such approval", "not_owner", {
-          approvalId: approval.id,
-        });
+        throw new ApprovalError(404, "not_found", "no such approval", "not_owner");
       }
       respond(ctx, 200, toApprovalJson(approval));
     }),
