@@ -9,7 +9,7 @@ import { sendJson, startServer, type TestServer } from "../gateway-verifier/help
 import { freePort, startTestApp, type TestApp } from "../helpers/app.js";
 import { agentTask, exchange, insertApproval } from "../helpers/exchange.js";
 import { cli, waitForLine } from "../helpers/processes.js";
-import { revokeViaApi } from "../sts/revocations_support.js";
+import { revokeViaApi } from "../sts/revocations/support.js";
 import { findBinary, type RunningProxy, startCaddy, startNginx } from "./proxies.js";
 
 const AUDIENCE = "https://crm.example.test";

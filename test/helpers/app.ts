@@ -64,7 +64,7 @@ export const TEST_SECRET = "test-secret-0123456789-abcdefghijklmnop";
 
 /**
  * `approvals` bounds high enough for suites that ask for many approvals in a moment; the per-agent
- * bounds themselves are tested in test/sts/approval_bounds.test.ts.
+ * bounds themselves are tested in test/sts/approvals/approval_bounds.test.ts.
  */
 export const LIFTED_APPROVAL_BOUNDS = {
   max_pending_per_agent: 10_000,

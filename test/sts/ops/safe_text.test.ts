@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { createLogger } from "../../../sts/src/ops/logger.js";
+import { safeJsonText, safeText } from "../../../sts/src/ops/safe_text.js";
+import { LogCapture } from "../../helpers/app.js";
+
+/** A task an agent could write to rewrite what an operator reads: every kind of unsafe character. */
+const HOSTILE =
+  "reconcile\x1b[2K\r scope: read-only\n\x1b[1A\x1b[2K\ttokens: 1\x07\x08\x7f\x85\x9b2K" +
+  "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069 end\\x1b";
+
+/** Every code point that acts on a terminal or reorders text: C0, DEL, C1, bidi controls, U+2028/9. */
+function isUnsafe(codePoint: number): boolean {
+  return (
+    codePoint < 0x20 ||
+    (codePoint >= 0x7f && codePoint <= 0x9f) ||
+    [0x061c, 0x200e, 0x200f, 0x2028, 0x2029].includes(codePoint) ||
+    (codePoint >= 0x202a && codePoint <= 0x202e) ||
+    (codePoint >= 0x2066 && codePoint <= 0x2069)
+  );
+}
+
+describe("safeText", () => {
+  test("makes every control, C1, bidi control and line separator visible, and nothing else", () => {
+    assert.equal(
+      safeText(HOSTILE),
+      String.raw`reconcile\x1b[2K\r scope: read-only\n\x1b[1A\x1b[2K\ttokens: 1\x07\x08\x7f\x85\x9b2K` +
+        String.raw`\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069 end\x1b`,
+    );
+    for (let codePoint = 0; codePoint <= 0xffff; codePoint++) {
+      if (codePoint >= 0xd800 && codePoint <= 0xdfff) continue;
+      const character = String.fromCharCode(codePoint);
+      const shown = safeText(character);
+      if (isUnsafe(codePoint)) {
+        assert.notEqual(shown, character, `U+${codePoint.toString(16)}`);
+        assert.match(shown, /^\\(t|n|r|x[0-9a-f]{2}|u[0-9a-f]{4})$/);
+      } else {
+        assert.equal(shown, character, `U+${codePoint.toString(16)}`);
+      }
+    }
+    assert.equal(safeText("tâche 任务 🚀 \\ ok"), "tâche 任务 🚀 \\ ok");
+  });
+
+  test("safeJsonText escapes what JSON.stringify leaves raw, and the JSON keeps its value", () => {
+    const json = safeJsonText(JSON.stringify({ task: HOSTILE }));
+    assert.deepEqual(
+      [...json].filter((c) => isUnsafe(c.codePointAt(0) ?? 0)),
+      [],
+    );
+    assert.deepEqual(JSON.parse(json), { task: HOSTILE });
+  });
+});
+
+describe("the STS logger", () => {
+  test("a log line holding agent text has no raw ESC, CR, C1 or bidi control and parses back to the text", () => {
+    const capture = new LogCapture();
+    const logger = createLogger("info", capture);
+    logger.info({ task: HOSTILE, subject: "bob\u202eecila" }, "approval requested");
+    assert.equal(capture.lines.length, 1);
+    const line = capture.lines[0] ?? "";
+    const raw = Buffer.from(line, "utf8");
+    assert.equal(raw.includes(0x1b), false, "no ESC byte");
+    assert.equal(raw.includes(0x0d), false, "no CR byte");
+    assert.equal(raw.includes(Buffer.from("\u202e")), false, "no RLO");
+    assert.equal(raw.includes(Buffer.from("\x9b")), false, "no C1 CSI");
+    assert.deepEqual(
+      [...line].filter((c) => isUnsafe(c.codePointAt(0) ?? 0)),
+      [],
+    );
+    assert.ok(line.includes(String.raw`"subject":"bob\u202eecila"`), line);
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(parsed.task, HOSTILE);
+    assert.equal(parsed.subject, "bob\u202eecila");
+    assert.equal(parsed.msg, "approval requested");
+  });
+});
