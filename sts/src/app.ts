@@ -9,9 +9,11 @@ import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { createApprovalCache } from "./exchange/approval_cache.js";
+import { createAssertionReplayStore } from "./exchange/assertion_replay.js";
 import { mcpClientCredentialsGrant } from "./exchange/client_credentials_grant.js";
 import { tokenExchangeGrant } from "./exchange/grant.js";
 import type { ExchangeGuards } from "./exchange/guards.js";
+import { idJagGrant } from "./exchange/id_jag_grant.js";
 import { createIssuanceStore } from "./exchange/issuance_store.js";
 import { createMinter } from "./exchange/mint.js";
 import { createStandingRequests } from "./exchange/standing_requests.js";
@@ -225,6 +227,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     // MCP clients' requests without an approval id: found, or recorded once for a human.
     const standingRequests = createStandingRequests(database.db, {
       cooldownSeconds: config.mcp.request_cooldown_seconds,
+      maxPendingPerAgent: config.approvals.max_pending_per_agent,
       onEvent: webhooks.emit,
       onEventError: (error, approvalId) =>
         logger.warn(
@@ -238,6 +241,15 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       minter,
       limiter: clientCredentialsLimiter,
     });
+    // The jwt-bearer grant (ID-JAG redemption) exists only once an IdP is trusted for id_jag.
+    const idJag = config.trusted_issuers.some((entry) => entry.usage.includes("id_jag"))
+      ? idJagGrant({
+          ...services,
+          requests: standingRequests,
+          minter,
+          replay: createAssertionReplayStore(database.db),
+        })
+      : undefined;
     const clientErrors = createClientErrorLog(logger);
     // Koa's report of an error (a socket failing under a response, an error past every handler), from
     // our app and from oidc-provider's (itself a Koa app): one JSON line, not Koa's stack on stderr.
@@ -250,7 +262,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         logger,
         metrics,
         cookieSecret: kek.derive("countersign oidc-provider cookies"),
-        grants: [exchangeGrant],
+        grants: idJag ? [exchangeGrant, idJag] : [exchangeGrant],
         clientCredentialsLimiter,
         clientCredentialsForResources: mcpClientCredentials,
       });

@@ -143,12 +143,76 @@ export const REASONS = {
   approval_requested: {
     token: { status: 400, error: "authorization_pending" },
     meaning:
-      "no approved approval for this (client, resource, scope) yet: a pending one was recorded, or already waits (error_description and approval_id name it)",
+      "no approved approval for this (client, resource, scope, and for an ID-JAG the subject) yet: a pending one was recorded, or already waits (error_description and approval_id name it)",
   },
   approval_cooldown: {
     token: { status: 400, error: "access_denied" },
     meaning:
-      "a human denied or revoked the approval for this (client, resource, scope) less than mcp.request_cooldown_seconds ago; no new one is recorded until then",
+      "a human denied or revoked the approval for this (client, resource, scope, and for an ID-JAG the subject) less than mcp.request_cooldown_seconds ago; no new one is recorded until then",
+  },
+  // The token endpoint: the jwt-bearer grant redeeming an ID-JAG (RFC 7523 §3.1: invalid_grant).
+  id_jag_malformed: { token: invalidGrant, meaning: "the assertion is not a JWT" },
+  id_jag_too_large: { token: invalidGrant, meaning: "the assertion is larger than 16 KiB" },
+  id_jag_type_invalid: {
+    token: invalidGrant,
+    meaning: "the assertion's typ header is not oauth-id-jag+jwt (compared case-insensitively)",
+  },
+  id_jag_issuer_untrusted: {
+    token: invalidGrant,
+    meaning: "the assertion comes from an issuer that is not trusted",
+  },
+  id_jag_audience_mismatch: {
+    token: invalidGrant,
+    meaning: "the assertion's aud is not this STS's issuer (no id_jag entry of its issuer accepts it)",
+  },
+  id_jag_audience_ambiguous: {
+    token: invalidGrant,
+    meaning: "the assertion carries the audiences of several of its issuer's entries",
+  },
+  id_jag_usage_not_allowed: {
+    token: invalidGrant,
+    meaning:
+      "the assertion comes through an entry not trusted for id_jag (e.g. one trusted for subject tokens)",
+  },
+  id_jag_algorithm_not_allowed: {
+    token: invalidGrant,
+    meaning: "the assertion is signed with an algorithm that is not accepted (never none or HMAC)",
+  },
+  id_jag_signature_invalid: { token: invalidGrant, meaning: "the assertion's signature does not verify" },
+  id_jag_expired: { token: invalidGrant, meaning: "the assertion has expired" },
+  id_jag_not_yet_valid: { token: invalidGrant, meaning: "the assertion has nbf or iat in the future" },
+  id_jag_too_old: {
+    token: invalidGrant,
+    meaning: "the assertion was issued longer ago than its entry's max_token_age_seconds (default 300)",
+  },
+  id_jag_lifetime_too_long: {
+    token: invalidGrant,
+    meaning: "the assertion's exp lies further after its iat than its entry's max_token_age_seconds",
+  },
+  id_jag_claim_missing: {
+    token: invalidGrant,
+    meaning:
+      "the assertion lacks a required claim (exp, iat, jti, client_id, a usable sub) or one is malformed",
+  },
+  id_jag_client_mismatch: {
+    token: invalidGrant,
+    meaning: "the assertion's client_id is not the authenticated client",
+  },
+  id_jag_replayed: {
+    token: invalidGrant,
+    meaning: "a token was already issued for the assertion's (iss, jti)",
+  },
+  id_jag_resource_mismatch: {
+    token: invalidTarget,
+    meaning: "the request's resource is not one the assertion names, or neither names exactly one",
+  },
+  id_jag_scope_exceeded: {
+    token: invalidScope,
+    meaning: "the request's scope is not within the assertion's scope",
+  },
+  id_jag_issuer_keys_unavailable: {
+    token: unavailable,
+    meaning: "the assertion could not be checked: its issuer's keys could not be fetched",
   },
   subject_mismatch: {
     token: invalidGrant,
@@ -290,9 +354,10 @@ export const REASONS = {
       "the agent called POST /approvals faster than approvals.request_rate_limit; Retry-After says when to retry",
   },
   pending_cap_reached: {
+    token: { status: 429, error: "slow_down" },
     approvals: { status: 429, error: "too_many_pending" },
     meaning:
-      "the agent already has approvals.max_pending_per_agent pending approvals; Retry-After says when to retry",
+      "the agent already has approvals.max_pending_per_agent pending approvals (asked at POST /approvals, or by a token request that would record one); Retry-After says when to retry",
   },
 } as const satisfies Record<string, ReasonEntry>;
 

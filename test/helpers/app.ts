@@ -34,8 +34,11 @@ export class LogCapture extends Writable {
 /** Options for {@link startTestApp}. */
 export interface TestAppOptions {
   engine: TestEngine;
-  /** Config file content (merged over the development default's keys when `useDefault`). */
-  config?: Record<string, unknown>;
+  /**
+   * Config file content (merged over the development default's keys when `useDefault`), or a function
+   * of the issuer (`http://127.0.0.1:<port>`) returning it, for entries that must name the issuer.
+   */
+  config?: Record<string, unknown> | ((issuer: string) => Record<string, unknown>);
   /** Reuse a database (e.g. two instances on one Postgres); otherwise a fresh one is created. */
   database?: TestDatabase;
   /** Reuse a data directory (for a restart); otherwise a fresh temporary one. */
@@ -115,7 +118,9 @@ export async function startTestApp(options: TestAppOptions): Promise<TestApp> {
       ...(database.url ? { DATABASE_URL: database.url } : {}),
       ...options.env,
     },
-    options.config ?? baseConfig(),
+    typeof options.config === "function"
+      ? options.config(`http://127.0.0.1:${port}`)
+      : (options.config ?? baseConfig()),
   );
   const logs = new LogCapture();
   const handle = await database.open();

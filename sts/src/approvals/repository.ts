@@ -80,27 +80,38 @@ export async function insertApproval(
   audit: AuditEvent,
   maxPending: number,
 ): Promise<InsertOutcome> {
-  return db.transaction().execute(async (trx) => {
-    await sql`select pg_advisory_xact_lock(${sql.lit(APPROVAL_REQUEST_LOCK)}, hashtext(${request.clientId}))`.execute(
-      trx,
-    );
-    const counted = await trx
-      .selectFrom("approvals")
-      .select((eb) => [
-        eb.fn.countAll<string | number>().as("pending"),
-        eb.fn.min("expires_at").as("soonest"),
-        sql<Date>`now()`.as("now"),
-      ])
-      .where("client_id", "=", request.clientId)
-      .where("status", "=", "pending")
-      .where("expires_at", ">", sql<Date>`now()`)
-      .executeTakeFirstOrThrow();
-    const pending = Number(counted.pending);
-    if (pending >= maxPending && counted.soonest !== null) {
-      return { capped: { pending, soonestExpiry: counted.soonest, now: counted.now } };
-    }
-    return { inserted: await insertApprovalIn(trx, request, audit) };
-  });
+  return db.transaction().execute((trx) => insertApprovalCappedIn(trx, request, audit, maxPending));
+}
+
+/**
+ * {@link insertApproval} inside the caller's transaction: takes the agent's advisory lock (held until
+ * the caller's transaction ends), counts its pending approvals, and inserts unless they reach the cap.
+ */
+export async function insertApprovalCappedIn(
+  trx: Transaction<Database>,
+  request: NewApprovalRequest,
+  audit: AuditEvent,
+  maxPending: number,
+): Promise<InsertOutcome> {
+  await sql`select pg_advisory_xact_lock(${sql.lit(APPROVAL_REQUEST_LOCK)}, hashtext(${request.clientId}))`.execute(
+    trx,
+  );
+  const counted = await trx
+    .selectFrom("approvals")
+    .select((eb) => [
+      eb.fn.countAll<string | number>().as("pending"),
+      eb.fn.min("expires_at").as("soonest"),
+      sql<Date>`now()`.as("now"),
+    ])
+    .where("client_id", "=", request.clientId)
+    .where("status", "=", "pending")
+    .where("expires_at", ">", sql<Date>`now()`)
+    .executeTakeFirstOrThrow();
+  const pending = Number(counted.pending);
+  if (pending >= maxPending && counted.soonest !== null) {
+    return { capped: { pending, soonestExpiry: counted.soonest, now: counted.now } };
+  }
+  return { inserted: await insertApprovalIn(trx, request, audit) };
 }
 
 /** {@link insertApproval} inside the caller's transaction. */

@@ -125,6 +125,18 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     /\/+$/,
     "",
   );
+  // An ID-JAG's `aud` is the issuer identifier of the authorization server that redeems it.
+  const idJagAudiences = file.trusted_issuers
+    .map((entry, i) => ({ entry, i }))
+    .filter(({ entry }) => entry.usage.includes("id_jag") && entry.audience !== issuer);
+  if (idJagAudiences.length > 0) {
+    throw new ConfigError(
+      idJagAudiences.map(
+        ({ i }) =>
+          `trusted_issuers[${i}].audience: an id_jag entry's audience must be this STS's issuer (${issuer})`,
+      ),
+    );
+  }
   if (!file.dev_mode && e.DATABASE_URL && !e.COUNTERSIGN_KEK) {
     throw new ConfigError(["env COUNTERSIGN_KEK: is required with DATABASE_URL when dev_mode is false"]);
   }

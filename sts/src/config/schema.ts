@@ -182,8 +182,19 @@ const clientSchema = z
     }
   });
 
-/** What an identity token from a trusted issuer may be presented as. */
-export const TOKEN_USAGES = ["subject", "actor", "approver"] as const;
+/**
+ * What an identity token from a trusted issuer may be presented as: a subject or actor token of the
+ * token exchange, an approver's credential at the approval API, or an ID-JAG (Identity Assertion JWT
+ * Authorization Grant) redeemed with the `jwt-bearer` grant.
+ */
+export const TOKEN_USAGES = ["subject", "actor", "approver", "id_jag"] as const;
+
+/**
+ * Default, and largest allowed, `trusted_issuers[].max_token_age_seconds` of an `id_jag` entry: an
+ * ID-JAG is a short-lived grant, and its `jti` is remembered until it expires.
+ */
+export const DEFAULT_ID_JAG_MAX_AGE_SECONDS = 300;
+export const MAX_ID_JAG_MAX_AGE_SECONDS = 3600;
 
 /** Default of `trusted_issuers[].approver_max_age_seconds`: 15 minutes. */
 export const DEFAULT_APPROVER_MAX_AGE_SECONDS = 900;
@@ -192,7 +203,9 @@ export const DEFAULT_APPROVER_MAX_AGE_SECONDS = 900;
  * One trusted issuer entry: tokens from `issuer` that carry `audience` are accepted for `usage`.
  * The same `issuer` may appear in several entries with distinct audiences (one IdP, two audiences).
  * Security: an entry with `approver` usage may have no other usage, so a token an agent holds (a
- * subject or actor token) can never be accepted as a human's approval credential.
+ * subject or actor token) can never be accepted as a human's approval credential; an entry with `id_jag`
+ * usage may have no other usage either, so an ID-JAG (a one-time grant bound to one client) is never
+ * accepted as a subject token, and its audience is this STS's issuer (checked when the config loads).
  */
 const trustedIssuerSchema = z
   .object({
@@ -224,15 +237,17 @@ const trustedIssuerSchema = z
       ),
     /**
      * What its tokens may be used as: subject tokens, actor tokens (whose `sub` becomes `act`, and whose
-     * `act` claims are carried), or approver (human) credentials. `approver` may not be combined with
-     * another usage: list the IdP twice, with a separate audience for approvers.
+     * `act` claims are carried), approver (human) credentials, or `id_jag`: Identity Assertion JWT
+     * Authorization Grants redeemed with the `jwt-bearer` grant (MCP enterprise-managed authorization).
+     * `approver` and `id_jag` may not be combined with another usage: list the IdP once per usage, with a
+     * separate audience for approvers; an `id_jag` entry's audience is this STS's `issuer`.
      */
     usage: z
       .array(z.enum(TOKEN_USAGES))
       .min(1)
-      .max(3)
+      .max(TOKEN_USAGES.length)
       .describe(
-        "What its tokens may be used as: subject tokens, actor tokens (whose `sub` becomes `act`, and whose `act` claims are carried), or approver (human) credentials. `approver` may not be combined with another usage: list the IdP twice, with a separate audience for approvers.",
+        "What its tokens may be used as: subject tokens, actor tokens (whose `sub` becomes `act`, and whose `act` claims are carried), approver (human) credentials, or `id_jag`: Identity Assertion JWT Authorization Grants (`typ` `oauth-id-jag+jwt`) redeemed with the `jwt-bearer` grant (MCP enterprise-managed authorization). `approver` and `id_jag` may not be combined with another usage: list the IdP once per usage, with a separate audience for approvers; an `id_jag` entry's `audience` must be this STS's `issuer`.",
       ),
     /** For `approver` usage: a claim that must contain (or equal) a value, e.g. roles ∋ approver. */
     approver_claim: z
@@ -276,6 +291,8 @@ const trustedIssuerSchema = z
     /**
      * Refuse tokens through this entry whose `iat` is older than this many seconds, and tokens without
      * `iat`, whatever their `exp` says (e.g. long-lived workload identities). Unset: only `exp` applies.
+     * For an `id_jag` entry: default 300, at most 3600, and an ID-JAG whose `exp` lies further than this
+     * after its `iat` is refused too.
      */
     max_token_age_seconds: z
       .number()
@@ -284,7 +301,7 @@ const trustedIssuerSchema = z
       .max(31_536_000)
       .optional()
       .describe(
-        "Refuse tokens through this entry whose `iat` is older than this many seconds, and tokens without `iat`, whatever their `exp` says (e.g. long-lived workload identities). Unset: only `exp` applies.",
+        "Refuse tokens through this entry whose `iat` is older than this many seconds, and tokens without `iat`, whatever their `exp` says (e.g. long-lived workload identities). Unset: only `exp` applies. For an `id_jag` entry: default 300, at most 3600, and an ID-JAG whose `exp` lies further than this after its `iat` is refused too.",
       ),
     /** Accepted signature algorithms. Never `none` or HMAC. Default: ES256, RS256, PS256, EdDSA. */
     algorithms: z
@@ -314,6 +331,24 @@ const trustedIssuerSchema = z
           "audience, never one an agent's subject or actor token carries (list the issuer twice, with a " +
           "separate audience for approvers)",
       });
+    }
+    if (entry.usage.includes("id_jag")) {
+      if (entry.usage.length > 1) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["usage"],
+          message:
+            "id_jag may not be combined with another usage: an ID-JAG is a one-time grant bound to one client, " +
+            "never a subject, actor or approver token (list the issuer once per usage)",
+        });
+      }
+      if ((entry.max_token_age_seconds ?? 0) > MAX_ID_JAG_MAX_AGE_SECONDS) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["max_token_age_seconds"],
+          message: `an id_jag entry accepts ID-JAGs for at most ${MAX_ID_JAG_MAX_AGE_SECONDS} seconds`,
+        });
+      }
     }
     if (new Set(entry.usage).size !== entry.usage.length) {
       ctx.addIssue({ code: "custom", path: ["usage"], message: "names a usage twice" });

@@ -64,7 +64,7 @@ export function mcpClientCredentialsGrant(deps: McpClientCredentialsDependencies
       { clientId, resource: resource.id, scopes, subject: null },
       `MCP client ${clientId} asks for a token of its own (client_credentials, no user) for ${resource.id} with scope ${scope}.`,
     );
-    const { approval, scopes: granted } = answerStanding(outcome);
+    const { approval, scopes: granted } = answerStanding(outcome, ctx);
     const nowMs = Date.now();
     const ttlSeconds = tokenLifetime({
       resourceMaxTtlSeconds: resource.max_ttl_seconds,

@@ -1,6 +1,7 @@
 import { type Kysely, sql, type Transaction } from "kysely";
+import { pendingCapRetryAfter } from "../approvals/limits.js";
 import { newApprovalId, toApprovalJson } from "../approvals/model.js";
-import { insertApprovalIn } from "../approvals/repository.js";
+import { insertApprovalCappedIn } from "../approvals/repository.js";
 import type { ApprovalEventSink } from "../approvals/routes.js";
 import { DEFAULT_MAX_TOKENS, DEFAULT_TTL_SECONDS } from "../approvals/schemas.js";
 import type { Approval, Database } from "../db/schema.js";
@@ -22,14 +23,18 @@ export interface StandingRequestKey {
 /** What {@link StandingRequests.resolve} found or did. */
 export type StandingRequestOutcome =
   | Exclude<StandingApprovalMatch, { kind: "none" }>
-  | { readonly kind: "requested"; readonly approval: Approval };
+  | { readonly kind: "requested"; readonly approval: Approval }
+  /** None recorded: the agent already has `approvals.max_pending_per_agent` pending approvals. */
+  | { readonly kind: "capped"; readonly maxPending: number; readonly retryAfterSeconds: number };
 
 /** Finds the approval that answers an MCP client's request, or records a pending one for a human. */
 export interface StandingRequests {
   /**
    * The approved approval to mint under, the pending one that waits, or the denial in its cool-down;
    * with none of these, records a pending approval whose task is `task` (once per key: concurrent
-   * requests, on any instance, take an advisory transaction lock on the key and look again under it).
+   * requests, on any instance, take an advisory transaction lock on the key and look again under it),
+   * unless the agent already has `maxPendingPerAgent` pending approvals (counted under the same
+   * per-agent lock `POST /approvals` takes, so the cap holds across both paths).
    */
   resolve(key: StandingRequestKey, task: string): Promise<StandingRequestOutcome>;
 }
@@ -38,6 +43,8 @@ export interface StandingRequests {
 export interface StandingRequestsOptions {
   /** `mcp.request_cooldown_seconds`. */
   readonly cooldownSeconds: number;
+  /** `approvals.max_pending_per_agent`: the most pending approvals one agent may have. */
+  readonly maxPendingPerAgent: number;
   /** Told of each recorded approval after it commits (webhooks: `approval.requested`). */
   readonly onEvent?: ApprovalEventSink | undefined;
   /** Told when the event sink fails (it never fails the request). */
@@ -127,7 +134,7 @@ export function createStandingRequests(
           cooldownSeconds,
         );
         if (match.kind !== "none") return match;
-        const approval = await insertApprovalIn(
+        const inserted = await insertApprovalCappedIn(
           trx,
           {
             id: newApprovalId(),
@@ -156,8 +163,17 @@ export function createStandingRequests(
               via: "token_endpoint",
             },
           },
+          options.maxPendingPerAgent,
         );
-        return { kind: "requested", approval };
+        if ("capped" in inserted) {
+          const { soonestExpiry, now } = inserted.capped;
+          return {
+            kind: "capped",
+            maxPending: options.maxPendingPerAgent,
+            retryAfterSeconds: pendingCapRetryAfter(soonestExpiry, now),
+          };
+        }
+        return { kind: "requested", approval: inserted.inserted };
       });
       if (outcome.kind === "requested") await emitRequested(outcome.approval);
       return outcome;

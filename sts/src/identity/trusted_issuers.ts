@@ -8,14 +8,19 @@ import {
   errors as joseErrors,
   jwtVerify,
 } from "jose";
-import { DEFAULT_APPROVER_MAX_AGE_SECONDS, type TrustedIssuerConfig } from "../config/schema.js";
+import {
+  DEFAULT_APPROVER_MAX_AGE_SECONDS,
+  DEFAULT_ID_JAG_MAX_AGE_SECONDS,
+  type TOKEN_USAGES,
+  type TrustedIssuerConfig,
+} from "../config/schema.js";
 import { hasControlCharacter, isStorableText } from "../db/text.js";
 import type { Logger } from "../ops/logger.js";
 import type { DevIssuer } from "./dev_issuer.js";
 import { createBoundedRemoteJWKSet } from "./remote_jwks.js";
 
-/** What an identity token is presented as. */
-export type TokenUsage = "subject" | "actor" | "approver";
+/** What an identity token is presented as (`id_jag`: an ID-JAG redeemed with the jwt-bearer grant). */
+export type TokenUsage = (typeof TOKEN_USAGES)[number];
 
 /** Stable reason codes for identity-token refusals. */
 export type IdentityTokenReason =
@@ -63,6 +68,11 @@ export interface VerifiedIdentity {
    * (the entry's `max_token_age_seconds` or `approver_max_age_seconds`). Undefined: only `exp` bounds it.
    */
   readonly acceptUntil?: number | undefined;
+  /**
+   * The most seconds the accepting entry allows between a token's `iat` and now (its
+   * `max_token_age_seconds`; for `id_jag`, its default). Undefined: no bound.
+   */
+  readonly maxAgeSeconds?: number | undefined;
 }
 
 /** Verifies subject, actor and approver JWTs from the configured trusted issuers (docs/reference.md). */
@@ -235,9 +245,21 @@ export function createTrustedIssuers(
       if (!isUsableSubject(claims.sub)) {
         throw new IdentityTokenError("claim_missing", `the ${usage} token has no usable sub`);
       }
-      return { issuer: config.issuer, subject: claims.sub, claims, usages: config.usage, acceptUntil };
+      return {
+        issuer: config.issuer,
+        subject: claims.sub,
+        claims,
+        usages: config.usage,
+        acceptUntil,
+        maxAgeSeconds: maxTokenAge(config, usage),
+      };
     },
   };
+}
+
+/** The entry's bound on a token's age: `max_token_age_seconds`, which `id_jag` entries always have. */
+function maxTokenAge(config: TrustedIssuerConfig, usage: TokenUsage): number | undefined {
+  return config.max_token_age_seconds ?? (usage === "id_jag" ? DEFAULT_ID_JAG_MAX_AGE_SECONDS : undefined);
 }
 
 /**
@@ -273,14 +295,17 @@ function checkAge(
     }
   }
   const bounds: number[] = [];
-  if (config.max_token_age_seconds !== undefined) {
+  const ageBound = maxTokenAge(config, usage);
+  if (ageBound !== undefined) {
     if (iat === undefined) {
       throw new IdentityTokenError(
         "claim_missing",
-        `the ${usage} token has no iat claim, and its issuer entry sets max_token_age_seconds`,
+        usage === "id_jag"
+          ? "the id_jag token has no iat claim"
+          : `the ${usage} token has no iat claim, and its issuer entry sets max_token_age_seconds`,
       );
     }
-    bounds.push(iat + config.max_token_age_seconds);
+    bounds.push(iat + ageBound);
   }
   if (usage === "approver") {
     const maxAge = config.approver_max_age_seconds ?? DEFAULT_APPROVER_MAX_AGE_SECONDS;
@@ -314,7 +339,7 @@ function checkAge(
   if (nowSeconds > until + CLOCK_TOLERANCE_SECONDS) {
     throw new IdentityTokenError(
       "token_too_old",
-      `the ${usage} token was issued more than ${config.max_token_age_seconds} seconds ago`,
+      `the ${usage} token was issued more than ${ageBound} seconds ago`,
     );
   }
   return until + CLOCK_TOLERANCE_SECONDS;

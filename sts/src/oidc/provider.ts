@@ -15,7 +15,7 @@ import type { Metrics } from "../ops/metrics.js";
 import { observeTokenEndpoint } from "../ops/token_endpoint.js";
 import { PostgresAdapter } from "./adapter.js";
 import { builtInClientCredentials } from "./builtin_client_credentials.js";
-import { TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
+import { JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT, toClientMetadata } from "./clients.js";
 import { errorMembersOf } from "./refusal.js";
 
 /** The token endpoint's path (oidc-provider's default route). */
@@ -187,6 +187,7 @@ export function createProvider({
     grantTypes: new Map([
       ["client_credentials", "client_credentials"],
       [TOKEN_EXCHANGE_GRANT, "token_exchange"],
+      [JWT_BEARER_GRANT, "jwt_bearer"],
     ]),
   });
   for (const grant of grants) {

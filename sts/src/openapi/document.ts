@@ -225,11 +225,12 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
         post: {
           operationId: "token",
           tags: ["oauth"],
-          summary: "OAuth token endpoint: token exchange (RFC 8693) and client_credentials",
+          summary: "OAuth token endpoint: token exchange (RFC 8693), client_credentials, jwt-bearer (ID-JAG)",
           description:
             "Client authentication: `client_secret_basic`, `client_secret_post` or `private_key_jwt`. " +
             "Refusals are RFC 6749 §5.2 errors: `invalid_grant` (no, another client's, denied, revoked, " +
-            "expired or used-up approval; subject mismatch; policy), `authorization_pending`, " +
+            "expired or used-up approval; subject mismatch; policy; an unacceptable or replayed ID-JAG), " +
+            "`authorization_pending`, `access_denied`, " +
             "`invalid_target`, `invalid_scope`, 429 `slow_down` with `Retry-After`, 503.",
           security: [{ clientSecretBasic: [] }, {}],
           requestBody: {

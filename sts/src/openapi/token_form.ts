@@ -4,18 +4,30 @@ import { TOKEN_TYPE } from "../exchange/parameters.js";
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
 
+/** RFC 7523 §2.1 grant type (here: ID-JAG redemption). */
+const JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
 const tokenType = z.enum([TOKEN_TYPE.jwt, TOKEN_TYPE.accessToken, TOKEN_TYPE.idToken]);
 
 /**
  * The `POST /token` form body as the OpenAPI document describes it (docs/reference.md#token-exchange): the token exchange
- * (RFC 8693 §2.1) and the `client_credentials` grant agents use for the approval API. oidc-provider
+ * (RFC 8693 §2.1), the `client_credentials` grant agents use for the approval API and MCP resources, and
+ * the `jwt-bearer` grant (RFC 7523) redeeming ID-JAGs. oidc-provider
  * parses and validates the real request; this schema documents it.
  */
 export const tokenRequestForm = z
   .object({
     grant_type: z
-      .enum([TOKEN_EXCHANGE_GRANT, "client_credentials"])
-      .describe("`…:token-exchange` (RFC 8693), or `client_credentials` for an approval API credential."),
+      .enum([TOKEN_EXCHANGE_GRANT, "client_credentials", JWT_BEARER_GRANT])
+      .describe(
+        "`…:token-exchange` (RFC 8693); `client_credentials` for an approval API credential or an MCP resource that opts in; `…:jwt-bearer` (RFC 7523) to redeem an ID-JAG, when an issuer is trusted for `id_jag`.",
+      ),
+    assertion: z
+      .string()
+      .optional()
+      .describe(
+        "jwt-bearer, required: an ID-JAG (`typ` `oauth-id-jag+jwt`) from a trusted issuer (usage `id_jag`), at most 16 KiB.",
+      ),
     subject_token: z
       .string()
       .optional()
@@ -32,13 +44,15 @@ export const tokenRequestForm = z
       .string()
       .optional()
       .describe(
-        "The one target resource (RFC 8707); or `audience`. For client_credentials: `<issuer>/approvals`.",
+        "The one target resource (RFC 8707); or `audience`. For client_credentials: `<issuer>/approvals` or an MCP resource. For jwt-bearer: one the ID-JAG names (or the ID-JAG's one `resource`).",
       ),
     audience: z.string().optional().describe("The one target, instead of `resource`."),
     scope: z
       .string()
       .optional()
-      .describe("Space-separated; within the approval's scope (token exchange) or `approvals:request`."),
+      .describe(
+        "Space-separated; within the approval's scope (token exchange), `approvals:request`, or for jwt-bearer within the ID-JAG's `scope` (default: the ID-JAG's scope, else the resource's `default_scopes`).",
+      ),
     authorization_details: z
       .string()
       .optional()
