@@ -120,7 +120,12 @@ export async function runMcpBenchmark(options: { seconds: number; connections: n
       resource: RESOURCE,
       issuer: ISSUER,
       policy: { default_scopes: ["tools:read"] },
-      verifier: { jwks: { keys: [key.publicJwk] }, rateLimit: false, revocation: false, maxTokenAgeSeconds: 3600 },
+      verifier: {
+        jwks: { keys: [key.publicJwk] },
+        rateLimit: false,
+        revocation: false,
+        maxTokenAgeSeconds: 3600,
+      },
     });
     try {
       const auth = { authorization: `Bearer ${token}` };
