@@ -240,10 +240,22 @@ export function accessTokenClaims(content: AccessTokenContent): Record<string, u
   };
 }
 
-/** What `countersign_issue` can answer instead of a token, as the refusal it means. */
-export function issueRefusal(
-  outcome: "not_found" | "pending" | "denied" | "revoked" | "expired" | "used_up" | "terms_changed",
-) {
+/** Why an approval cannot mint a token now (or, for `terms_changed`, not on the terms decided). */
+export type ApprovalRefusalOutcome =
+  | "not_found"
+  | "pending"
+  | "denied"
+  | "revoked"
+  | "expired"
+  | "used_up"
+  | "terms_changed";
+
+/**
+ * The refusal an unusable approval means: the one mapping from outcome to reason code and text, used
+ * both by the check before issuance (approval_checks.ts) and for what `countersign_issue` answers
+ * instead of a token.
+ */
+export function issueRefusal(outcome: ApprovalRefusalOutcome) {
   switch (outcome) {
     case "not_found":
       return refuse("approval_not_found", "no such approval for this client");
