@@ -132,7 +132,10 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
    * log line, then lets it render.
    */
   function handle(action: Action, handler: (ctx: Context, state: CallState) => Promise<void>) {
-    return (ctx: Context) => traceRequest(ctx, matchedRoute(ctx, "/approvals"), () => call(ctx));
+    return (ctx: Context) =>
+      traceRequest(ctx, matchedRoute(ctx, "/approvals"), services.config.tracing.trust_incoming_context, () =>
+        call(ctx),
+      );
 
     async function call(ctx: Context) {
       const state: CallState = {};

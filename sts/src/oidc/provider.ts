@@ -188,6 +188,7 @@ export function createProvider({
       ["client_credentials", "client_credentials"],
       [TOKEN_EXCHANGE_GRANT, "token_exchange"],
     ]),
+    trustIncomingContext: config.tracing.trust_incoming_context,
   });
   for (const grant of grants) {
     provider.registerGrantType(
