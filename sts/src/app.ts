@@ -361,7 +361,6 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       close: async () => {
         await retentionLoop.stop();
         keyMaintenance.stop();
-        issuanceLimiter.close();
         await webhooks.close();
         await revocations?.close();
         if (ownsDatabase) await database.close();

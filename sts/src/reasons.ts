@@ -319,6 +319,11 @@ export const REASONS = {
   },
   // The approval API: the request.
   body_invalid: { approvals: invalidRequest, meaning: "the JSON body or a query parameter is invalid" },
+  call_max_tokens_conflict: {
+    approvals: invalidRequest,
+    meaning:
+      "a request binding one call (call) names a max_tokens other than 1: a call approval mints one token",
+  },
   cursor_invalid: { approvals: invalidRequest, meaning: "the list cursor is not one this API returned" },
   body_too_large: {
     approvals: { status: 413, error: "invalid_request" },

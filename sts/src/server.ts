@@ -3,6 +3,17 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { App } from "./app.js";
 import { clientErrorListener } from "./http/client_errors.js";
+import { isLoopbackAddress } from "./http/loopback_peer.js";
+
+/**
+ * The start-up warning for an STS in dev mode bound to `boundAddress` when that is not a loopback
+ * address (e.g. `HOST=0.0.0.0`): its development issuer and console are then reachable from the
+ * network (the console's dev-token route still answers loopback peers only). Undefined otherwise.
+ */
+export function devModeBindWarning(devMode: boolean, boundAddress: string): string | undefined {
+  if (!devMode || isLoopbackAddress(boundAddress)) return undefined;
+  return `dev_mode is on and the STS listens on ${boundAddress}, not on loopback: development mode trusts its development issuer and must not face a network; set HOST=127.0.0.1, or dev_mode: false in a config file`;
+}
 
 /** A listening STS. */
 export interface RunningServer {
@@ -28,6 +39,10 @@ export async function listen(app: App, host: string, port: number): Promise<Runn
   await once(server, "listening");
   const address = server.address() as AddressInfo;
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const warning = devModeBindWarning(app.config.dev_mode, address.address);
+  if (warning !== undefined) {
+    app.logger.warn({ event: "dev_mode.non_loopback_bind", address: address.address }, warning);
+  }
   let stopping: Promise<void> | undefined;
   return {
     server,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
@@ -187,10 +187,15 @@ describe("approval console: HTTP", () => {
   });
 });
 
-/** POSTs `{"sub": "carol"}` to `/console/dev-token` with the given `Host` header (fetch cannot set it). */
+/**
+ * POSTs `{"sub": "carol"}` to `/console/dev-token` with the given `Host` header (fetch cannot set it),
+ * from `localAddress` when given (the address the STS sees as the peer), with `extraHeaders`.
+ */
 function devTokenWithHost(
   base: string,
   host: string,
+  localAddress?: string,
+  extraHeaders: Record<string, string> = {},
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   const url = new URL("/console/dev-token", base);
   const body = JSON.stringify({ sub: "carol" });
@@ -201,7 +206,9 @@ function devTokenWithHost(
         port: url.port,
         path: url.pathname,
         method: "POST",
+        ...(localAddress ? { localAddress } : {}),
         headers: {
+          ...extraHeaders,
           host,
           "content-type": "application/json",
           "content-length": String(Buffer.byteLength(body)),
@@ -279,6 +286,45 @@ describe("approval console: dev-token answers only loopback and issuer Host name
         forged,
       );
       assert.ok(logged.every((line) => line.level === 40));
+    } finally {
+      await sts.stop();
+    }
+  });
+});
+
+/** An IPv4 address of this machine outside loopback, if it has one. */
+const NON_LOOPBACK_IPV4 = Object.values(networkInterfaces())
+  .flat()
+  .find((entry) => entry !== undefined && entry.family === "IPv4" && !entry.internal)?.address;
+
+describe("approval console: dev-token answers only loopback peers", () => {
+  test("a peer outside loopback is 403 access_denied, logged with its address, whatever X-Forwarded-For says", {
+    skip: NON_LOOPBACK_IPV4 === undefined && "this machine has no non-loopback IPv4 address",
+  }, async () => {
+    // The STS listens on 127.0.0.1 only; the request leaves from the machine's other address, so
+    // the socket's remote address is not loopback although the Host header names 127.0.0.1.
+    const sts = await startTestApp({ engine: "pglite" });
+    try {
+      const port = new URL(sts.url).port;
+      const refused = await devTokenWithHost(sts.url, `127.0.0.1:${port}`, NON_LOOPBACK_IPV4, {
+        "x-forwarded-for": "127.0.0.1",
+        forwarded: "for=127.0.0.1",
+      });
+      assert.equal(refused.status, 403);
+      assert.deepEqual(refused.body, {
+        error: "access_denied",
+        error_description:
+          "dev-token: only a loopback peer (127.0.0.0/8 or ::1) may ask for a development token; run it on the STS's machine",
+      });
+      const logged = sts.logs.lines
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((line) => line.event === "console.dev_token" && line.reason === "peer_not_loopback");
+      assert.deepEqual(
+        logged.map((line) => [line.level, line.peer]),
+        [[40, NON_LOOPBACK_IPV4]],
+      );
+      const minted = await devTokenWithHost(sts.url, `127.0.0.1:${port}`);
+      assert.equal(minted.status, 200);
     } finally {
       await sts.stop();
     }

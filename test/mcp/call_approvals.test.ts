@@ -219,6 +219,35 @@ for (const engine of testEngines()) {
       assert.equal(lone.body.error_description, "call.arguments: a string contains a lone surrogate");
     });
 
+    test("a call approval takes max_tokens 1 or none; another value is 400 (call_max_tokens_conflict), never silently changed", async () => {
+      const call = { tool: "send_email", arguments: EMAIL };
+      for (const maxTokens of [2, 10, 1_000_000]) {
+        const refused = await request({ call, max_tokens: maxTokens });
+        assert.equal(refused.status, 400);
+        assert.deepEqual(refused.body, {
+          error: "invalid_request",
+          error_description:
+            "max_tokens: must be 1 or absent with call (an approval bound to one call mints one token)",
+        });
+      }
+      const refusals = await sts.handle.db
+        .selectFrom("audit_events")
+        .select("reason")
+        .where("reason", "=", "call_max_tokens_conflict")
+        .execute();
+      assert.equal(refusals.length, 3);
+      const one = await request({ call, max_tokens: 1 });
+      assert.equal(one.status, 201, JSON.stringify(one.body));
+      assert.equal(one.body.max_tokens, 1);
+      const unnamed = await request({ call });
+      assert.equal(unnamed.status, 201, JSON.stringify(unnamed.body));
+      assert.equal(unnamed.body.max_tokens, 1);
+      // Without a call the default stays 10.
+      const plain = await request({});
+      assert.equal(plain.status, 201, JSON.stringify(plain.body));
+      assert.equal(plain.body.max_tokens, 10);
+    });
+
     test("the exact arguments pass once; other arguments and other tools are refused; a replay is refused; list methods, ping and initialize do not consume", async () => {
       const token = await approvedCallToken({ tool: "send_email", arguments: EMAIL });
       const client = await connect(token);

@@ -20,6 +20,7 @@ export type ApprovalRefusalReason =
   | "role_approver_required"
   | "issuer_keys_unavailable"
   | "body_invalid"
+  | "call_max_tokens_conflict"
   | "cursor_invalid"
   | "body_too_large"
   | "content_type_unsupported"

@@ -42,7 +42,14 @@ import {
   listPendingApprovals,
   revokeApproval,
 } from "./repository.js";
-import { approveBody, createApprovalBody, decisionBody, describeIssues, listQuery } from "./schemas.js";
+import {
+  approveBody,
+  createApprovalBody,
+  DEFAULT_MAX_TOKENS,
+  decisionBody,
+  describeIssues,
+  listQuery,
+} from "./schemas.js";
 
 /** Options for {@link approvalRoutes}. */
 export interface ApprovalRoutesOptions {
@@ -132,7 +139,10 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
    * log line, then lets it render.
    */
   function handle(action: Action, handler: (ctx: Context, state: CallState) => Promise<void>) {
-    return (ctx: Context) => traceRequest(ctx, matchedRoute(ctx, "/approvals"), () => call(ctx));
+    return (ctx: Context) =>
+      traceRequest(ctx, matchedRoute(ctx, "/approvals"), services.config.tracing.trust_incoming_context, () =>
+        call(ctx),
+      );
 
     async function call(ctx: Context) {
       const state: CallState = {};
@@ -294,6 +304,13 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
         );
       }
       const body = await readJsonBody(ctx, createApprovalBody);
+      if (body.call && body.max_tokens !== undefined && body.max_tokens !== 1) {
+        throw invalidRequest(
+          "max_tokens: must be 1 or absent with call (an approval bound to one call mints one token)",
+          "call_max_tokens_conflict",
+        );
+      }
+      const maxTokens = body.call ? 1 : (body.max_tokens ?? DEFAULT_MAX_TOKENS);
       const resource = config.resources.find((candidate) => candidate.id === body.resource);
       if (!resource) {
         throw new ApprovalError(
@@ -331,7 +348,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           subject: body.subject ?? null,
           subjectIssuer,
           // A call approval is good for one call: one token, which the gateway lets through once.
-          maxTokens: call ? 1 : body.max_tokens,
+          maxTokens,
           ttlSeconds: body.ttl_seconds,
           rateLimit: body.rate_limit ?? null,
           call,
@@ -349,7 +366,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
           detail: {
             resource: resource.id,
             scope: scopes.join(" "),
-            max_tokens: call ? 1 : body.max_tokens,
+            max_tokens: maxTokens,
             ttl_seconds: body.ttl_seconds,
             ...(body.tools ? { tools: body.tools } : {}),
             ...(call ? { call: { tool: call.tool, arguments_digest: call.argumentsDigest } } : {}),

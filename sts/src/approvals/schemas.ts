@@ -146,10 +146,17 @@ export const createApprovalBody = z
       .max(MAX_TASK_CHARS)
       .refine((task) => task.trim().length > 0, "must not be empty")
       .describe("What the agent means to do, shown to the approver."),
-    /** How many tokens may be minted under the approval. Default 10. */
+    /**
+     * How many tokens may be minted under the approval. Default {@link DEFAULT_MAX_TOKENS} (10); an
+     * approval with `call` mints one token, so it takes 1 or nothing (the route refuses another value:
+     * it is not silently changed).
+     */
     max_tokens: maxTokens
-      .default(DEFAULT_MAX_TOKENS)
-      .describe("How many tokens may be minted under the approval."),
+      .optional()
+      .meta({ default: DEFAULT_MAX_TOKENS })
+      .describe(
+        "How many tokens may be minted under the approval. With `call`: 1 or absent (the approval mints one token; another value is refused with `call_max_tokens_conflict`).",
+      ),
     /** Lifetime from creation, in seconds, pending or not. Default 3600. */
     ttl_seconds: ttlSeconds
       .default(DEFAULT_TTL_SECONDS)

@@ -4,9 +4,7 @@
  * `forward_auth`, Traefik `forwardAuth`, HAProxy. Settings come from a JSON config file (`--config`)
  * and flags, flags winning; every decision is logged as one JSON line (never a token or a query string).
  */
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import { type Command, InvalidArgumentError } from "commander";
+import type { Command } from "commander";
 import {
   createVerifier,
   type ForwardAuthConfig,
@@ -16,6 +14,7 @@ import {
 } from "../../../gateway-verifier/src/index.js";
 import { createLogger } from "../ops/logger.js";
 import { action, CliError, EXIT } from "./output.js";
+import { configWithFlags, parsePort, startOrExit, stopOnSignals } from "./serve_from_cli.js";
 
 /** Flags of `countersign authz-server`. */
 interface AuthzServerFlags {
@@ -31,37 +30,13 @@ interface AuthzServerFlags {
   pathPrefix?: string;
 }
 
-function parsePort(value: string): number {
-  const port = /^[0-9]{1,5}$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isInteger(port) || port > 65_535)
-    throw new InvalidArgumentError("must be a port number (0-65535)");
-  return port;
-}
-
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-function readConfigFile(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path.resolve(file), "utf8");
-  } catch {
-    throw new CliError(`cannot read ${file}`, EXIT.config);
-  }
-  try {
-    const value = JSON.parse(text) as unknown;
-    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error();
-    return value as Record<string, unknown>;
-  } catch {
-    throw new CliError(`${file} is not a JSON object`, EXIT.config);
-  }
-}
-
 /** The service's options from the config file and the flags (flags win); exported for tests. */
 export function authzServerOptions(flags: AuthzServerFlags): ForwardAuthConfig {
-  const file = flags.config === undefined ? {} : readConfigFile(flags.config);
-  const fromFlags: Record<string, unknown> = {
+  const file = configWithFlags(flags.config, {
     issuer: flags.issuer,
     audience: flags.audience,
     port: flags.port,
@@ -71,8 +46,7 @@ export function authzServerOptions(flags: AuthzServerFlags): ForwardAuthConfig {
     trust_forwarded_headers: flags.trustForwardedHeaders,
     public_origin: flags.publicOrigin,
     path_prefix: flags.pathPrefix,
-  };
-  for (const [key, value] of Object.entries(fromFlags)) if (value !== undefined) file[key] = value;
+  });
   try {
     return forwardAuthOptionsFromConfig(file);
   } catch (error) {
@@ -91,21 +65,18 @@ async function run(flags: AuthzServerFlags): Promise<void> {
   });
   // The first JWKS fetch and revocation poll are attempted before the first request is served.
   await verifier.ready();
-  let running: Awaited<ReturnType<typeof startForwardAuthServer>>;
-  try {
-    running = await startForwardAuthServer(verifier, {
-      port: 9191,
-      ...options.server,
-      onDecision: (decision) =>
-        decision.outcome === "allow"
-          ? logger.debug({ authz: decision }, "authz allow")
-          : logger.info({ authz: decision }, "authz refuse"),
-    });
-  } catch (error) {
-    verifier.close();
-    if (error instanceof TypeError) throw new CliError(error.message, EXIT.config);
-    throw new CliError(`cannot listen: ${(error as Error).message}`, EXIT.unavailable);
-  }
+  const running = await startOrExit(
+    () =>
+      startForwardAuthServer(verifier, {
+        port: 9191,
+        ...options.server,
+        onDecision: (decision) =>
+          decision.outcome === "allow"
+            ? logger.debug({ authz: decision }, "authz allow")
+            : logger.info({ authz: decision }, "authz refuse"),
+      }),
+    () => verifier.close(),
+  );
   const address = running.server.address();
   const host = typeof address === "object" && address !== null ? address.address : "127.0.0.1";
   logger.info(
@@ -120,14 +91,11 @@ async function run(flags: AuthzServerFlags): Promise<void> {
     },
     "authz server listening",
   );
-  const shutdown = (signal: string) => {
-    logger.info({ signal }, "authz server stopping");
+  stopOnSignals(logger, "authz server", () => {
     verifier.close();
     running.server.closeIdleConnections();
-    running.server.close(() => process.exit(0));
-  };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
+    return new Promise((resolve) => running.server.close(() => resolve()));
+  });
 }
 
 /** Registers `countersign authz-server`. */

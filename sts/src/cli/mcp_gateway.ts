@@ -3,9 +3,7 @@
  * HTTP MCP server (docs/mcp.md). Settings come from a JSON config file (`--config`) and flags, flags
  * winning; every refusal and forwarded request is logged as one JSON line (never a token).
  */
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import { type Command, InvalidArgumentError } from "commander";
+import type { Command } from "commander";
 import {
   McpGatewayConfigError,
   type McpGatewayServerOptions,
@@ -14,6 +12,7 @@ import {
 } from "../../../gateway-verifier/src/index.js";
 import { createLogger } from "../ops/logger.js";
 import { action, CliError, EXIT } from "./output.js";
+import { configWithFlags, parsePort, startOrExit, stopOnSignals } from "./serve_from_cli.js";
 
 /** Flags of `countersign mcp-gateway`. */
 interface McpGatewayFlags {
@@ -25,38 +24,18 @@ interface McpGatewayFlags {
   host?: string;
 }
 
-function parsePort(value: string): number {
-  const port = /^[0-9]{1,5}$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isInteger(port) || port > 65_535)
-    throw new InvalidArgumentError("must be a port number (0-65535)");
-  return port;
-}
-
-function readConfigFile(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path.resolve(file), "utf8");
-  } catch {
-    throw new CliError(`cannot read ${file}`, EXIT.config);
-  }
-  try {
-    const value = JSON.parse(text) as unknown;
-    if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error();
-    return value as Record<string, unknown>;
-  } catch {
-    throw new CliError(`${file} is not a JSON object`, EXIT.config);
-  }
-}
-
 /** The gateway's options from the config file and the flags (flags win); exported for tests. */
 export function mcpGatewayOptions(
   flags: McpGatewayFlags,
   env: Readonly<Record<string, string | undefined>>,
 ): McpGatewayServerOptions {
-  const file = flags.config === undefined ? {} : readConfigFile(flags.config);
-  for (const key of ["upstream", "resource", "issuer", "port", "host"] as const) {
-    if (flags[key] !== undefined) file[key] = flags[key];
-  }
+  const file = configWithFlags(flags.config, {
+    upstream: flags.upstream,
+    resource: flags.resource,
+    issuer: flags.issuer,
+    port: flags.port,
+    host: flags.host,
+  });
   try {
     return mcpGatewayOptionsFromConfig(file, env);
   } catch (error) {
@@ -68,9 +47,8 @@ export function mcpGatewayOptions(
 async function run(flags: McpGatewayFlags): Promise<void> {
   const options = mcpGatewayOptions(flags, process.env);
   const logger = createLogger(process.env.LOG_LEVEL ?? "info");
-  let running: Awaited<ReturnType<typeof startMcpGateway>>;
-  try {
-    running = await startMcpGateway({
+  const running = await startOrExit(() =>
+    startMcpGateway({
       port: 8443,
       ...options,
       onDecision: (decision) => logger.info({ mcp: decision }, `mcp ${decision.outcome}`),
@@ -79,11 +57,8 @@ async function run(flags: McpGatewayFlags): Promise<void> {
         onBackgroundError: (error, source) =>
           logger.warn({ source, err: error.message }, "background refresh failed"),
       },
-    });
-  } catch (error) {
-    if (error instanceof TypeError) throw new CliError(error.message, EXIT.config);
-    throw new CliError(`cannot listen: ${(error as Error).message}`, EXIT.unavailable);
-  }
+    }),
+  );
   logger.info(
     {
       url: running.url,
@@ -94,12 +69,7 @@ async function run(flags: McpGatewayFlags): Promise<void> {
     },
     "mcp gateway listening",
   );
-  const shutdown = (signal: string) => {
-    logger.info({ signal }, "mcp gateway stopping");
-    running.close().then(() => process.exit(0));
-  };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
+  stopOnSignals(logger, "mcp gateway", () => running.close());
 }
 
 /** Registers `countersign mcp-gateway`. */

@@ -36,6 +36,8 @@ export interface Config {
   readonly approvals: ConfigFile["approvals"];
   /** What is kept for how long, and the retention job. */
   readonly retention: ConfigFile["retention"];
+  /** OpenTelemetry tracing: whether the caller's trace context is continued. */
+  readonly tracing: ConfigFile["tracing"];
   /** Where the configuration came from: a file path or `development default`. */
   readonly source: string;
 }
@@ -163,6 +165,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     mcp: file.mcp,
     approvals: file.approvals,
     retention: file.retention,
+    tracing: file.tracing,
     source,
   });
 }

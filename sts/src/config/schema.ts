@@ -894,6 +894,27 @@ export const configFileSchema = z
       .describe(
         "Signed notifications of approval events (requested, approved, denied, revoked), delivered at least once with retries; receivers verify `Countersign-Signature` and deduplicate by `Countersign-Event-Id`. Default none.",
       ),
+    /** OpenTelemetry tracing (through `@opentelemetry/api`; the operator registers the SDK). */
+    tracing: z
+      .object({
+        /**
+         * Whether a request's span continues the caller's W3C trace context (`traceparent`,
+         * `tracestate`). Default false: the span starts a trace of its own and only links to the
+         * caller's, so a caller cannot make a parent-based sampler record its requests. Security: true
+         * only when every caller is trusted (e.g. behind a gateway that strips the headers).
+         */
+        trust_incoming_context: z
+          .boolean()
+          .default(false)
+          .describe(
+            "Whether a request's span continues the caller's W3C trace context (`traceparent`, `tracestate`). Default false: the span starts a trace of its own and only links to the caller's, so a caller cannot make a parent-based sampler record its requests. Security: true only when every caller is trusted (e.g. behind a gateway that strips the headers).",
+          ),
+      })
+      .strict()
+      .default({ trust_incoming_context: false })
+      .describe(
+        "OpenTelemetry tracing (spans through `@opentelemetry/api`; the operator registers the SDK).",
+      ),
     /** MCP clients at the token endpoint. Defaults: see each key. */
     mcp: mcpSchema
       .default({ request_cooldown_seconds: 600 })

@@ -5,6 +5,7 @@ import { z } from "zod";
 import { isAllowedHost } from "../http/allowed_host.js";
 import { HttpError } from "../http/errors.js";
 import { readJsonBody } from "../http/json_body.js";
+import { isLoopbackAddress } from "../http/loopback_peer.js";
 import { packagePath } from "../ops/package_root.js";
 import type { StsServices } from "../services.js";
 
@@ -15,6 +16,10 @@ import type { StsServices } from "../services.js";
 export const CONSOLE_CSP =
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
   "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/** The `error_description` of a development token refused to a peer that is not on loopback. */
+export const DEV_TOKEN_PEER_REFUSAL =
+  "dev-token: only a loopback peer (127.0.0.0/8 or ::1) may ask for a development token; run it on the STS's machine";
 
 /** Lifetime of a development approver token minted by `POST /console/dev-token`, in seconds. */
 export const DEV_TOKEN_TTL_SECONDS = 900;
@@ -68,9 +73,12 @@ function securityHeaders(ctx: Context): void {
  *
  * In dev mode only, `POST /console/dev-token` `{"sub"}` mints a short-lived development approver
  * token (the same as `countersign dev-token --usage approver`); without dev mode the route does not
- * exist (404). It requires a JSON body, so a cross-site form cannot trigger it, and a `Host` header
- * naming loopback or the issuer's host and port (else 403 `access_denied`, logged with reason
- * `host_not_allowed`), so a DNS-rebound page cannot call it same-origin.
+ * exist (404). It answers only a peer whose socket address is loopback (127.0.0.0/8 or ::1; never
+ * from `X-Forwarded-For`), so an STS in dev mode bound to another interface does not hand approver
+ * tokens to the network (else 403 `access_denied`, logged with reason `peer_not_loopback`). It
+ * requires a JSON body, so a cross-site form cannot trigger it, and a `Host` header naming loopback or
+ * the issuer's host and port (else 403 `access_denied`, logged with reason `host_not_allowed`), so a
+ * DNS-rebound page cannot call it same-origin.
  */
 export function consoleRoutes(services: StsServices): Router {
   const { config, devIssuer, logger } = services;
@@ -112,6 +120,14 @@ export function consoleRoutes(services: StsServices): Router {
 
   if (devMode && devIssuer) {
     router.post("/console/dev-token", async (ctx) => {
+      const peer = ctx.req.socket.remoteAddress;
+      if (!isLoopbackAddress(peer)) {
+        logger.warn(
+          { event: "console.dev_token", reason: "peer_not_loopback", peer: peer ?? null },
+          "development token refused: the peer is not on loopback",
+        );
+        throw new HttpError(403, "access_denied", DEV_TOKEN_PEER_REFUSAL);
+      }
       const host = ctx.get("Host") || undefined;
       if (!isAllowedHost(host, config.issuer)) {
         logger.warn(

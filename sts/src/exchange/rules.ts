@@ -117,19 +117,32 @@ export function tokenLifetime(input: {
 }
 
 /**
- * RFC 8693 §4.1: the current actor on top, the chain the subject token already carried nested
- * inside; at most `maxDepth` actors.
+ * The minted token's `act` (RFC 8693 §4.1: the outermost `act` is the current actor, nested ones are
+ * prior actors, the least recent most deeply nested):
+ *
+ * - the current actor is the actor token's subject (`{sub, iss}`), the party policy decides on;
+ * - under it, the actor token's own `act` (who acts for that actor), kept as the actor token gave it;
+ * - deepest, the chain the subject token already carried (the delegation of the subject's authority
+ *   before this exchange, so the least recent).
+ *
+ * Without an actor token the subject token's chain is carried as it is. At most `maxDepth` actors in
+ * all, counted before anything is built; the presented claims are not modified.
+ * @throws `delegation_too_deep` when the chain would hold more than `maxDepth` actors.
  */
 export function chainAct(
   actor: ActClaim | undefined,
   prior: ActClaim | undefined,
   maxDepth: number,
 ): ActClaim | undefined {
-  const act = actor ? { ...actor, ...(prior ? { act: prior } : {}) } : prior;
-  if (actDepth(act) > maxDepth) {
+  if (actDepth(actor, maxDepth) + actDepth(prior, maxDepth) > maxDepth) {
     throw refuse("delegation_too_deep", `the delegation chain would exceed ${maxDepth} actors`);
   }
-  return act;
+  if (actor === undefined || prior === undefined) return actor ?? prior;
+  const withPrior = (node: ActClaim): ActClaim => ({
+    ...node,
+    act: node.act === undefined ? prior : withPrior(node.act),
+  });
+  return withPrior(actor);
 }
 
 /** The tighter of two optional rate limits, member by member. */
@@ -240,10 +253,22 @@ export function accessTokenClaims(content: AccessTokenContent): Record<string, u
   };
 }
 
-/** What `countersign_issue` can answer instead of a token, as the refusal it means. */
-export function issueRefusal(
-  outcome: "not_found" | "pending" | "denied" | "revoked" | "expired" | "used_up" | "terms_changed",
-) {
+/** Why an approval cannot mint a token now (or, for `terms_changed`, not on the terms decided). */
+export type ApprovalRefusalOutcome =
+  | "not_found"
+  | "pending"
+  | "denied"
+  | "revoked"
+  | "expired"
+  | "used_up"
+  | "terms_changed";
+
+/**
+ * The refusal an unusable approval means: the one mapping from outcome to reason code and text, used
+ * both by the check before issuance (approval_checks.ts) and for what `countersign_issue` answers
+ * instead of a token.
+ */
+export function issueRefusal(outcome: ApprovalRefusalOutcome) {
   switch (outcome) {
     case "not_found":
       return refuse("approval_not_found", "no such approval for this client");

@@ -21,16 +21,12 @@ export interface IssuanceLimiterOptions {
    * copies of the data.
    */
   readonly pool: pg.Pool | undefined;
-  /** How often expired counter rows are deleted, in milliseconds. Default 300 000 (5 minutes). */
-  readonly cleanupIntervalMs?: number;
 }
 
-/** An {@link IssuanceLimiter} that also says where its state lives and can stop its timers. */
-export interface StoppableIssuanceLimiter extends IssuanceLimiter {
+/** An {@link IssuanceLimiter} that also says where its state lives. */
+export interface StoredIssuanceLimiter extends IssuanceLimiter {
   /** `postgres` (shared across instances) or `memory` (this process only). */
   readonly store: "postgres" | "memory";
-  /** Stops the cleanup timer. Idempotent. */
-  close(): void;
 }
 
 /**
@@ -83,23 +79,13 @@ async function takeLimits(pool: pg.Pool, take: LimitTake): Promise<Outcome> {
  * exchange's batched write ({@link IssuanceLimiter.prepareTake}) or alone ({@link takeLimits}); on PGlite,
  * rate-limiter-flexible's memory limiter. Both buckets must admit the request; the point a refused
  * request took from the other bucket is given back. A store failure fails closed: 503
- * `temporarily_unavailable`, never a token.
+ * `temporarily_unavailable`, never a token. The limiter starts no timer: counter rows whose window
+ * ended are deleted in batches by the retention job (sts/src/ops/retention.ts).
  */
-export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoppableIssuanceLimiter {
+export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoredIssuanceLimiter {
   const { pool } = options;
   const clientWindow = windowOf(options.perClient);
   const approvalWindow = windowOf(options.perApproval);
-
-  let timer: NodeJS.Timeout | undefined;
-  if (pool !== undefined) {
-    timer = setInterval(() => {
-      // Not critical: a failed cleanup is retried at the next interval. Both prefixes share the table.
-      pool
-        .query(`delete from ${ISSUANCE_RATE_LIMITS_TABLE} where expire < $1`, [Date.now() - 60_000])
-        .catch(() => {});
-    }, options.cleanupIntervalMs ?? 300_000);
-    timer.unref();
-  }
 
   const storeUnavailable = (error: unknown) =>
     unavailable(
@@ -130,7 +116,6 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): Stoppabl
         if (!approval.allowed) await perClient.reward(clientId, 1).catch(() => {});
         return approval;
       },
-      close() {},
     };
   }
 
@@ -149,9 +134,5 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): Stoppabl
       }
     },
     prepareTake,
-    close() {
-      if (timer !== undefined) clearInterval(timer);
-      timer = undefined;
-    },
   };
 }

@@ -189,6 +189,7 @@ export function createProvider({
       [TOKEN_EXCHANGE_GRANT, "token_exchange"],
       [JWT_BEARER_GRANT, "jwt_bearer"],
     ]),
+    trustIncomingContext: config.tracing.trust_incoming_context,
   });
   for (const grant of grants) {
     provider.registerGrantType(

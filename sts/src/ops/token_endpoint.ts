@@ -16,6 +16,8 @@ export interface TokenEndpointObserverDependencies {
    * every other value, or none, is `other`, so the label's values stay a fixed set.
    */
   readonly grantTypes: ReadonlyMap<string, string>;
+  /** Config `tracing.trust_incoming_context`: whether the span continues the caller's `traceparent`. */
+  readonly trustIncomingContext: boolean;
 }
 
 /**
@@ -83,12 +85,13 @@ function clientIdOf(ctx: KoaContextWithOIDC): string | undefined {
  * parameters, the grant's own), `server_error` (any route) for a 500. Every `POST /token` is counted
  * exactly once in `countersign_token_requests_total{grant_type, error}`, whatever grant it names and
  * wherever it is refused; it runs in one span (`POST /token`: grant type, client id, outcome, error,
- * reason), joined to the caller's trace through `traceparent`. A failed client authentication is one log
+ * reason), joined to the caller's trace through `traceparent` only when `trustIncomingContext` (else
+ * linked to it). A failed client authentication is one log
  * line with reason `client_auth_failed` and the client id, never the secret or the Authorization header.
  */
 export function observeTokenEndpoint(
   provider: Provider,
-  { metrics, logger, path, grantTypes }: TokenEndpointObserverDependencies,
+  { metrics, logger, path, grantTypes, trustIncomingContext }: TokenEndpointObserverDependencies,
 ): void {
   const calls = new WeakMap<object, TokenCall>();
   const grantTypeLabel = (grantType: unknown): string =>
@@ -114,7 +117,7 @@ export function observeTokenEndpoint(
 
   provider.use(async (ctx: KoaContext, next) => {
     if (ctx.method !== "POST" || ctx.path !== path) return next();
-    const request = startRequestSpan("POST", path, ctx.headers);
+    const request = startRequestSpan("POST", path, ctx.headers, { trustIncomingContext });
     const call: TokenCall = { request, counted: false };
     calls.set(ctx, call);
     try {

@@ -3,6 +3,7 @@ import {
   type Attributes,
   type Context,
   context,
+  isSpanContextValid,
   propagation,
   type Span,
   SpanKind,
@@ -54,24 +55,31 @@ export interface RequestSpan {
 
 /**
  * Starts the span of one HTTP request. Its parent: the active span when an instrumentation (e.g. of
- * `http`) already made one for this request, having read `traceparent` itself; otherwise the caller's
- * W3C trace context, extracted from `headers` by the registered propagator, so an agent's trace goes on
- * into the STS. Without an active span this is the request's SERVER span, else an INTERNAL child.
+ * `http`) already made one for this request (having read `traceparent` itself: its sampler decides);
+ * otherwise, when `trustIncomingContext` is true (config `tracing.trust_incoming_context`), the
+ * caller's W3C trace context, extracted from `headers` by the registered propagator, so an agent's
+ * trace goes on into the STS. When it is false (the default) the caller's context is not the parent:
+ * the span starts a trace of its own, linked to the caller's span, so a caller's sampled flag cannot
+ * make a parent-based sampler record every request it sends. Without an active span this is the
+ * request's SERVER span, else an INTERNAL child.
  */
 export function startRequestSpan(
   method: string,
   route: string,
   headers: IncomingHttpHeaders,
-  attributes: Attributes = {},
+  options: { readonly trustIncomingContext: boolean; readonly attributes?: Attributes },
 ): RequestSpan {
   const active = context.active();
   const nested = trace.getSpan(active) !== undefined;
-  const parent = nested ? active : propagation.extract(active, headers, headerGetter);
+  const incoming = nested ? active : propagation.extract(active, headers, headerGetter);
+  const parent = nested || options.trustIncomingContext ? incoming : active;
+  const caller = nested || options.trustIncomingContext ? undefined : trace.getSpanContext(incoming);
   const span = trace.getTracer(TRACER_NAME).startSpan(
     `${method} ${route}`,
     {
       kind: nested ? SpanKind.INTERNAL : SpanKind.SERVER,
-      attributes: { "http.request.method": method, "http.route": route, ...attributes },
+      attributes: { "http.request.method": method, "http.route": route, ...options.attributes },
+      ...(caller !== undefined && isSpanContextValid(caller) ? { links: [{ context: caller }] } : {}),
     },
     parent,
   );
@@ -110,13 +118,17 @@ interface Refused {
  * Runs one Koa request's handler in its span (see {@link startRequestSpan}): the span records the route,
  * the status and, for a refusal that carries one, its stable `reason` and wire `error`. An error that is
  * no refusal is recorded by its class name only (its message may quote input) and passed on.
+ * `trustIncomingContext`: config `tracing.trust_incoming_context`.
  */
 export async function traceRequest(
   ctx: { readonly method: string; readonly headers: IncomingHttpHeaders; status: number },
   route: string,
+  trustIncomingContext: boolean,
   handler: () => Promise<void>,
 ): Promise<void> {
-  const { span, context: spanContext } = startRequestSpan(ctx.method, route, ctx.headers);
+  const { span, context: spanContext } = startRequestSpan(ctx.method, route, ctx.headers, {
+    trustIncomingContext,
+  });
   let status: number | undefined;
   try {
     await context.with(spanContext, handler);

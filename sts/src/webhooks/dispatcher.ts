@@ -5,6 +5,7 @@ import type { WebhookConfig, WebhookEventType, WebhookRequestedLimit } from "../
 import type { Database } from "../db/schema.js";
 import { takeWindowPoint } from "../limits/window_counter.js";
 import type { Logger } from "../ops/logger.js";
+import { type WebhookApprovalJson, webhookApproval } from "./payload.js";
 import { EVENT_ID_HEADER, SIGNATURE_HEADER, signWebhookPayload } from "./signature.js";
 import {
   claimDueDeliveries,
@@ -24,8 +25,11 @@ export interface WebhookEvent {
   id: string;
   /** When the event happened, ISO 8601. */
   created_at: string;
-  /** The approval as the approval API returns it after the event. */
-  approval: ApprovalJson;
+  /**
+   * The approval as the approval API returns it after the event, except a bound call's arguments:
+   * their digest and a preview of at most 1 KiB ({@link webhookApproval}).
+   */
+  approval: WebhookApprovalJson;
 }
 
 /** The type of {@link WebhookSummaryEvent}. */
@@ -327,7 +331,7 @@ export function createWebhookDispatcher(options: WebhookDispatcherOptions): Webh
         type,
         id: `evt_${randomBytes(16).toString("base64url")}`,
         created_at: new Date().toISOString(),
-        approval,
+        approval: webhookApproval(approval),
       };
       const body = JSON.stringify(event);
       try {

@@ -202,6 +202,56 @@ describe("the token exchange's rules (no HTTP)", () => {
     assert.equal(actDepth({ sub: "a", act: { sub: "b", act: { sub: "c" } } }), 3);
   });
 
+  test("act: when both tokens carry act, the actor's own chain stays under the actor and the subject token's chain nests deepest", () => {
+    const actor = {
+      sub: "worker",
+      iss: "https://idp",
+      act: { sub: "worker-runner", act: { sub: "scheduler" } },
+    };
+    const prior = { sub: "planner", iss: "https://idp", act: { sub: "root" } };
+    assert.deepEqual(chainAct(actor, prior, 5), {
+      sub: "worker",
+      iss: "https://idp",
+      act: {
+        sub: "worker-runner",
+        act: { sub: "scheduler", act: { sub: "planner", iss: "https://idp", act: { sub: "root" } } },
+      },
+    });
+    // The presented claims are left as they were.
+    assert.deepEqual(actor, {
+      sub: "worker",
+      iss: "https://idp",
+      act: { sub: "worker-runner", act: { sub: "scheduler" } },
+    });
+    assert.deepEqual(prior, { sub: "planner", iss: "https://idp", act: { sub: "root" } });
+    // Only the actor's own chain: it stays as it is.
+    assert.deepEqual(chainAct(actor, undefined, 3), actor);
+  });
+
+  test("act: the depth bound counts the actor's own chain and the subject token's chain together", () => {
+    const actor = { sub: "worker", act: { sub: "worker-runner" } };
+    const prior = { sub: "planner", act: { sub: "root" } };
+    assert.equal(actDepth(chainAct(actor, prior, 4)), 4);
+    assert.deepEqual(
+      refusalOf(() => chainAct(actor, prior, 3)),
+      {
+        status: 400,
+        error: "invalid_grant",
+        reason: "delegation_too_deep",
+        description: "the delegation chain would exceed 3 actors",
+      },
+    );
+    assert.deepEqual(
+      refusalOf(() => chainAct(actor, undefined, 1)),
+      {
+        status: 400,
+        error: "invalid_grant",
+        reason: "delegation_too_deep",
+        description: "the delegation chain would exceed 1 actors",
+      },
+    );
+  });
+
   test("rate limit: the tighter of each member", () => {
     assert.deepEqual(tighterRateLimit({ per_second: 5, burst: 20 }, { per_second: 10, burst: 10 }), {
       per_second: 5,

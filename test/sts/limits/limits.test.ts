@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { describe, test } from "node:test";
+import { describe, mock, test } from "node:test";
 import pg from "pg";
 import { migrateToLatest } from "../../../sts/src/db/migrate.js";
 import {
@@ -277,7 +277,26 @@ describe("on real Postgres", () => {
         return true;
       });
     } finally {
-      limiter.close();
+      await pool.end();
+    }
+  });
+
+  test("the limiter starts no timer of its own: ended counters are the retention job's to delete", async () => {
+    mock.timers.enable({ apis: ["setInterval", "setTimeout"] });
+    const pool = new pg.Pool({ host: "127.0.0.1", port: 1, connectionTimeoutMillis: 500 });
+    pool.on("error", () => {});
+    const query = mock.method(pool, "query");
+    try {
+      createIssuanceLimiter({
+        perClient: { per_second: 1, burst: 1 },
+        perApproval: { per_second: 1, burst: 1 },
+        pool,
+      });
+      mock.timers.tick(3_600_000);
+      assert.equal(query.mock.callCount(), 0);
+    } finally {
+      mock.timers.reset();
+      query.mock.restore();
       await pool.end();
     }
   });
@@ -295,29 +314,25 @@ describe("on real Postgres", () => {
           perApproval: { per_second: 1, burst: 2 },
           pool: handle.pool,
         });
-        try {
-          const outcomes = [];
-          for (let i = 0; i < 3; i++) outcomes.push(await limiter.consume("agent-a", "apr-1"));
-          assert.deepEqual(outcomes.slice(0, 2), [{ allowed: true }, { allowed: true }]);
-          const refused = outcomes[2];
-          assert.ok(refused && !refused.allowed);
-          assert.ok(
-            refused.retryAfterSeconds >= 1 && refused.retryAfterSeconds <= 2,
-            String(refused.retryAfterSeconds),
-          );
-          const { rows } = await (handle.pool as pg.Pool).query<{ key: string; points: string }>(
-            "select key, points from issuance_rate_limits order by key",
-          );
-          assert.deepEqual(
-            rows.map((row) => [row.key, Number(row.points)]),
-            [
-              ["approval:apr-1", 3],
-              ["client:agent-a", 2],
-            ],
-          );
-        } finally {
-          limiter.close();
-        }
+        const outcomes = [];
+        for (let i = 0; i < 3; i++) outcomes.push(await limiter.consume("agent-a", "apr-1"));
+        assert.deepEqual(outcomes.slice(0, 2), [{ allowed: true }, { allowed: true }]);
+        const refused = outcomes[2];
+        assert.ok(refused && !refused.allowed);
+        assert.ok(
+          refused.retryAfterSeconds >= 1 && refused.retryAfterSeconds <= 2,
+          String(refused.retryAfterSeconds),
+        );
+        const { rows } = await (handle.pool as pg.Pool).query<{ key: string; points: string }>(
+          "select key, points from issuance_rate_limits order by key",
+        );
+        assert.deepEqual(
+          rows.map((row) => [row.key, Number(row.points)]),
+          [
+            ["approval:apr-1", 3],
+            ["client:agent-a", 2],
+          ],
+        );
       } finally {
         await handle.close();
         await database.dispose();

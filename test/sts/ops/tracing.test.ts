@@ -11,7 +11,15 @@ import {
 } from "@opentelemetry/sdk-trace";
 import { createVerifier } from "../../../gateway-verifier/src/index.js";
 import { newApprovalId } from "../../../sts/src/approvals/model.js";
-import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../../helpers/app.js";
+import { loadConfig } from "../../../sts/src/config/load.js";
+import {
+  baseConfig,
+  basicAuth,
+  postForm,
+  startTestApp,
+  TEST_SECRET,
+  type TestApp,
+} from "../../helpers/app.js";
 import { testEngines } from "../../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../../helpers/exchange.js";
 
@@ -53,7 +61,10 @@ for (const engine of testEngines()) {
     const secrets: string[] = [TEST_SECRET, WRONG_SECRET];
 
     before(async () => {
-      sts = await startTestApp({ engine });
+      sts = await startTestApp({
+        engine,
+        config: { ...baseConfig(), tracing: { trust_incoming_context: true } },
+      });
     });
     after(() => sts.stop());
 
@@ -82,7 +93,7 @@ for (const engine of testEngines()) {
       return body.access_token as string;
     }
 
-    test("POST /token is one span, a child of the caller's traceparent, with grant, client and outcome", async () => {
+    test("POST /token is one span, a child of the caller's traceparent (trust_incoming_context), with grant, client and outcome", async () => {
       const from = (await finishedSpans()).length;
       const caller = callerTrace();
       const { status, body } = await postForm(
@@ -279,3 +290,56 @@ for (const engine of testEngines()) {
     });
   });
 }
+
+describe("tracing without tracing.trust_incoming_context (the default)", () => {
+  test("a caller's sampled traceparent is not the parent: each span starts its own trace, linked to the caller's", async () => {
+    const sts = await startTestApp({ engine: "pglite" });
+    try {
+      const from = (await finishedSpans()).length;
+      const caller = callerTrace();
+      const issued = await postForm(
+        `${sts.url}/token`,
+        { grant_type: "client_credentials", scope: "approvals:request" },
+        { authorization: basicAuth("billing-agent", TEST_SECRET), traceparent: caller.traceparent },
+      );
+      assert.equal(issued.status, 200);
+      const created = await fetch(`${sts.url}/approvals`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${issued.body.access_token as string}`,
+          "content-type": "application/json",
+          traceparent: caller.traceparent,
+        },
+        body: JSON.stringify({ resource: CRM, scope: "crm:read", task: "read the March invoices" }),
+      });
+      assert.equal(created.status, 201);
+
+      const spans = [
+        ...(await spansNamed("POST /token", from)),
+        ...(await spansNamed("POST /approvals", from)),
+      ];
+      assert.equal(spans.length, 2);
+      for (const span of spans) {
+        assert.equal(span.parentSpanContext, undefined, span.name);
+        assert.notEqual(span.spanContext().traceId, caller.traceId, span.name);
+        assert.equal(span.kind, SpanKind.SERVER, span.name);
+        assert.deepEqual(
+          span.links.map((link) => [link.context.traceId, link.context.spanId, link.context.isRemote]),
+          [[caller.traceId, caller.spanId, true]],
+          span.name,
+        );
+      }
+    } finally {
+      await sts.stop();
+    }
+  });
+
+  test("the config key defaults to false and takes only a boolean", () => {
+    const defaults = loadConfig({}, {});
+    assert.deepEqual(defaults.tracing, { trust_incoming_context: false });
+    assert.throws(
+      () => loadConfig({}, { tracing: { trust_incoming_context: "yes" } }),
+      /tracing\.trust_incoming_context/,
+    );
+  });
+});

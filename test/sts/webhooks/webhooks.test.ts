@@ -191,6 +191,54 @@ for (const engine of testEngines()) {
       assert.equal(receiver.of("/approved", "approval.requested", approval.id).length, 0);
     });
 
+    test("a call approval's event carries the digest and at most 1 KiB of the arguments, not all of them", async () => {
+      const large = { body: "é".repeat(1500), to: "bob@example.test" };
+      const small = { to: "bob@example.test" };
+      const events: WebhookEvent[] = [];
+      const answers: ApprovalJson[] = [];
+      for (const args of [large, small]) {
+        const answer = await api("POST", "/approvals", agent, {
+          resource: CRM,
+          scope: "crm:write",
+          task: "email Bob",
+          call: { tool: "send_email", arguments: args },
+        });
+        assert.equal(answer.status, 201, JSON.stringify(answer.body));
+        answers.push(answer.body);
+        const all = "/all?token=query-secret";
+        await receiver.until(() => receiver.of(all, "approval.requested", answer.body.id).length > 0);
+        events.push(
+          JSON.parse(receiver.of(all, "approval.requested", answer.body.id)[0]?.body ?? "{}") as WebhookEvent,
+        );
+      }
+      const [largeAnswer, smallAnswer] = answers;
+      const [largeEvent, smallEvent] = events;
+      // The API still shows the exact arguments to whoever decides.
+      assert.deepEqual(largeAnswer?.call?.arguments, large);
+      const canonical = JSON.stringify(large);
+      // 1024 bytes: the 9 ASCII bytes of `{"body":"` and 507 two-byte `é` (the 508th would not fit).
+      assert.deepEqual(largeEvent?.approval.call, {
+        tool: "send_email",
+        arguments_digest: largeAnswer?.call?.arguments_digest,
+        arguments_preview: `{"body":"${"é".repeat(507)}`,
+        arguments_truncated: true,
+        arguments_bytes: Buffer.byteLength(canonical, "utf8"),
+      });
+      assert.deepEqual({ ...largeEvent?.approval, call: null }, { ...largeAnswer, call: null });
+      assert.deepEqual(smallEvent?.approval.call, {
+        tool: "send_email",
+        arguments_digest: smallAnswer?.call?.arguments_digest,
+        arguments_preview: '{"to":"bob@example.test"}',
+        arguments_truncated: false,
+        arguments_bytes: 25,
+      });
+      assert.ok(
+        Buffer.byteLength(
+          receiver.of("/all?token=query-secret", "approval.requested", largeAnswer!.id)[0]!.body,
+        ) < 4096,
+      );
+    });
+
     test("a receiver answering 500 twice gets the same event again, then it is delivered", async () => {
       receiver.plans.set("/all?token=query-secret", [500, 500]);
       const approval = await requestApproval();
