@@ -38,7 +38,7 @@ test("SIGTERM: an in-flight request finishes, then the process exits 0", async (
     stdio: ["ignore", "pipe", "pipe"],
   });
   try {
-    const line = await waitForLine(child, /countersign listening/, 60_000);
+    const line = await waitForLine(child, /countersign listening/, 120_000);
     assert.match(line, new RegExp(`"url":"http://127.0.0.1:${port}"`));
 
     // Send the headers now and the body only after SIGTERM: the request is in flight across the signal.
