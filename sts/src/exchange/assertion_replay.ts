@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { Database } from "../db/schema.js";
+import { claimPayloadRow } from "../oidc/payload_claim.js";
 
 /**
  * The `oidc_payloads` type of a spent assertion: one row per (iss, jti), whose `expires_at` is the
@@ -31,27 +32,13 @@ function rowId(iss: string, jti: string): string {
 /** Builds the store over `oidc_payloads`. */
 export function createAssertionReplayStore(db: Kysely<Database>): AssertionReplayStore {
   return {
-    async spend(iss, jti, exp) {
-      const expiresAt = new Date(exp * 1000);
-      const row = {
-        id: rowId(iss, jti),
+    spend(iss, jti, exp) {
+      // An expired mark that was not swept yet is taken over; a live one is left alone.
+      return claimPayloadRow(db, {
         type: SPENT_ASSERTION_TYPE,
-        payload: JSON.stringify({}),
-        expires_at: expiresAt,
-      };
-      // An expired mark that was not swept yet is taken over; a live one is left alone (no row returned).
-      const taken = await db
-        .insertInto("oidc_payloads")
-        .values(row)
-        .onConflict((oc) =>
-          oc
-            .columns(["id", "type"])
-            .doUpdateSet({ expires_at: expiresAt, consumed_at: null })
-            .where(sql<boolean>`oidc_payloads.expires_at is not null and oidc_payloads.expires_at <= now()`),
-        )
-        .returning("id")
-        .executeTakeFirst();
-      return taken !== undefined;
+        id: rowId(iss, jti),
+        expiresAt: new Date(exp * 1000),
+      });
     },
     async release(iss, jti) {
       await db

@@ -12,8 +12,7 @@ import { answerStanding } from "./standing_answer.js";
 import type { StandingRequests } from "./standing_requests.js";
 
 /** What the MCP `client_credentials` grant needs, handed over by the composition root (app.ts). */
-export interface McpClientCredentialsDependencies
-  extends Pick<StsServices, "config" | "db" | "logger" | "metrics"> {
+export interface McpClientCredentialsDependencies extends Pick<StsServices, "config" | "db" | "logger"> {
   /** Finds the approval of a request, or records a pending one. */
   readonly requests: StandingRequests;
   /** The steps shared by every grant that mints under an approval. */
@@ -101,8 +100,8 @@ export function mcpClientCredentialsGrant(deps: McpClientCredentialsDependencies
       const resource = resources.get(String((ctx.oidc.params as Record<string, unknown>).resource));
       try {
         if (!resource) throw new TypeError("client_credentials: not an MCP resource");
+        // Counted, like every token request, once from oidc-provider's events (ops/token_endpoint.ts).
         await issue(ctx, resource);
-        deps.metrics.tokenRequests.inc({ grant_type: "client_credentials", error: "none" });
       } catch (caught) {
         throw await refused(ctx, caught, deps, "client_credentials");
       }

@@ -3,11 +3,27 @@ import type { Adapter, AdapterPayload } from "oidc-provider";
 import type { Database } from "../db/schema.js";
 import { isStorableText } from "../db/text.js";
 import { type BatchLimits, deleteInBatches } from "../ops/batched_delete.js";
+import { claimPayloadRow } from "./payload_claim.js";
+
+/** oidc-provider's model of seen `jti`s (DPoP proofs, client assertions): see {@link PostgresAdapter.find}. */
+const REPLAY_DETECTION = "ReplayDetection";
+
+/**
+ * How long a `jti` claimed by {@link PostgresAdapter.find} stays claimed before the `upsert` that
+ * follows it sets its exact expiry. It only has to outlast the moment between the two; should the
+ * `upsert` never come (the request failed), the `jti` stays spent that long and is then swept.
+ */
+const PROVISIONAL_CLAIM_SECONDS = 600;
 
 /**
  * oidc-provider's storage contract, kept in Postgres (`oidc_payloads`). One row per (model, id); expired
  * rows read as absent and are swept by {@link sweepExpiredPayloads}. Used for everything oidc-provider
  * persists (e.g. DPoP and client-assertion `jti` replay detection), so nothing lives only in memory.
+ *
+ * `ReplayDetection` is the exception to plain storage: oidc-provider's `ReplayDetection.unique` looks a
+ * `jti` up (`find`) and, when it is absent, saves it (`upsert`): two requests with one DPoP proof or one
+ * client assertion could both look before either saves. So for that model `find` claims the `jti`
+ * atomically instead (see {@link PostgresAdapter.find}).
  */
 export class PostgresAdapter implements Adapter {
   constructor(
@@ -59,8 +75,30 @@ export class PostgresAdapter implements Adapter {
     return row.consumed_at ? { ...payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) } : payload;
   }
 
+  /**
+   * The payload stored under `id`, or undefined. For `ReplayDetection`, a claim rather than a read: the
+   * `jti` row is inserted (or an expired one taken over) in one statement with a provisional expiry, so of
+   * any number of concurrent calls for one `jti`, on any STS instance, exactly one gets undefined ("not
+   * seen": oidc-provider then saves it with its exact expiry); every other call, and every call while the
+   * row is live, gets a payload ("seen": a replay).
+   */
   find(id: string): Promise<AdapterPayload | undefined> {
+    if (this.model === REPLAY_DETECTION) return this.claimJti(id);
     return this.findBy("id", id);
+  }
+
+  private async claimJti(id: string): Promise<AdapterPayload | undefined> {
+    // A marker oidc-provider's BaseModel.find accepts whatever the row holds (no `exp` to have passed):
+    // were it rejected, the replay would read as unseen.
+    const seen: AdapterPayload = { jti: id, kind: REPLAY_DETECTION };
+    // Fail closed on an id Postgres cannot store (oidc-provider passes a SHA-256 digest: never the case).
+    if (!isStorableText(id)) return seen;
+    const claimed = await claimPayloadRow(this.db, {
+      type: this.model,
+      id,
+      expiresAt: new Date(Date.now() + PROVISIONAL_CLAIM_SECONDS * 1000),
+    });
+    return claimed ? undefined : seen;
   }
 
   findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {

@@ -1,11 +1,21 @@
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
+import { type CryptoKey, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { newApprovalId } from "../../../sts/src/approvals/model.js";
 import type { ExchangeGuards } from "../../../sts/src/exchange/guards.js";
-import { basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../../helpers/app.js";
+import {
+  baseConfig,
+  basicAuth,
+  postForm,
+  startTestApp,
+  TEST_SECRET,
+  type TestApp,
+} from "../../helpers/app.js";
 import { testEngines } from "../../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../../helpers/exchange.js";
 
+const JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const WRONG_SECRET = "wrong-secret-Zq8vXk2LmN4pR7tY";
 
 /** `countersign_token_requests_total` from /metrics, as `grant_type/error` → value. */
@@ -91,6 +101,87 @@ for (const engine of testEngines()) {
         "token_exchange/none": 2,
         "token_exchange/invalid_grant": 2,
         "token_exchange/server_error": 1,
+      });
+    });
+  });
+
+  describe(`the MCP grants are counted once each on ${engine}`, () => {
+    const mcp = "https://tools.example.test/mcp";
+    const idp = "https://idp.example.test";
+    let sts: TestApp;
+    let idpKey: CryptoKey;
+    before(async () => {
+      const pair = await generateKeyPair("ES256");
+      idpKey = pair.privateKey;
+      const jwk = { ...(await exportJWK(pair.publicKey)), kid: "idp-1", alg: "ES256", use: "sig" };
+      sts = await startTestApp({
+        engine,
+        config: (issuer) => {
+          const base = baseConfig();
+          return {
+            ...base,
+            resources: [
+              ...(base.resources as unknown[]),
+              { id: mcp, scopes: ["tools:read"], client_credentials: true, default_scopes: ["tools:read"] },
+            ],
+            trusted_issuers: [{ issuer: idp, jwks: { keys: [jwk] }, audience: issuer, usage: ["id_jag"] }],
+          };
+        },
+      });
+    });
+    after(() => sts.stop());
+
+    /** An ID-JAG of the trusted IdP for alice, to billing-agent, for the MCP server. */
+    const idJag = () => {
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({ client_id: "billing-agent", resource: mcp, scope: "tools:read" })
+        .setProtectedHeader({ alg: "ES256", typ: "oauth-id-jag+jwt", kid: "idp-1" })
+        .setIssuer(idp)
+        .setSubject("alice")
+        .setAudience(sts.url)
+        .setJti(randomUUID())
+        .setIssuedAt(now)
+        .setExpirationTime(now + 300)
+        .sign(idpKey);
+    };
+
+    test("client_credentials for an MCP resource and jwt-bearer (ID-JAG): one success and one refusal each, each counted once", async () => {
+      await insertApproval(sts.handle.db, { resource: mcp, scope: "tools:read", subject: null });
+      await insertApproval(sts.handle.db, {
+        resource: mcp,
+        scope: "tools:read",
+        subject: "alice",
+        subject_issuer: idp,
+      });
+      const issued = await clientCredentials(TEST_SECRET, { resource: mcp })(sts.url);
+      assert.equal(issued.status, 200, JSON.stringify(issued.body.error));
+      assert.equal(issued.body.token_type, "Bearer");
+      const unknownScope = await clientCredentials(TEST_SECRET, { resource: mcp, scope: "tools:write" })(
+        sts.url,
+      );
+      assert.equal(unknownScope.status, 400);
+      assert.equal(unknownScope.body.error, "invalid_scope");
+
+      const assertion = await idJag();
+      const redeem = () =>
+        postForm(
+          `${sts.url}/token`,
+          { grant_type: JWT_BEARER, assertion },
+          { authorization: basicAuth("billing-agent", TEST_SECRET) },
+        );
+      const redeemed = await redeem();
+      assert.equal(redeemed.status, 200, JSON.stringify(redeemed.body.error));
+      assert.equal(redeemed.body.token_type, "Bearer");
+      const replayed = await redeem();
+      assert.equal(replayed.status, 400);
+      assert.equal(replayed.body.error, "invalid_grant");
+      assert.equal(replayed.body.error_description, "a token was already issued for this assertion (jti)");
+
+      assert.deepEqual(await tokenRequestCounts(sts.url), {
+        "client_credentials/none": 1,
+        "client_credentials/invalid_scope": 1,
+        "jwt_bearer/none": 1,
+        "jwt_bearer/invalid_grant": 1,
       });
     });
   });
