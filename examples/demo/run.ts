@@ -9,18 +9,19 @@
  * otherwise. Everything listens on 127.0.0.1 on free ports and is removed at the end.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { Writable } from "node:stream";
-import { pathToFileURL } from "node:url";
 import { createVerifier, type Verifier } from "../../gateway-verifier/src/index.js";
-import { type App, createApp } from "../../sts/src/app.js";
-import { loadConfig } from "../../sts/src/config/load.js";
-import { createLogger } from "../../sts/src/ops/logger.js";
-import { listen, type RunningServer } from "../../sts/src/server.js";
+import {
+  createNarrator,
+  type DemoOptions,
+  type DemoSts,
+  LogBuffer,
+  runWhenMain,
+  sleep,
+  startDemoSts,
+} from "../demo_harness.js";
 import { type DemoApi, startDemoApi } from "./demo_api.js";
+
+export type { DemoOptions };
 
 const CRM = "https://crm.example.test";
 const BILLING = "https://billing.example.test";
@@ -29,12 +30,6 @@ const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt";
 /** The stricter gateway's token age limit on the export route, in seconds. */
 const EXPORT_MAX_AGE_SECONDS = 2;
-
-/** Where the narration goes, and whether to colour it. */
-export interface DemoOptions {
-  write?: (text: string) => void;
-  color?: boolean;
-}
 
 interface HttpAnswer {
   status: number;
@@ -57,49 +52,16 @@ async function request(
   return { status: response.status, headers: response.headers, body };
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** The unverified claims of a JWT (for narration only; the gateway verifies). */
 function claimsOf(token: string): Record<string, unknown> {
   const payload = token.split(".")[1] ?? "";
   return JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as Record<string, unknown>;
 }
 
-/** Keeps the STS's log lines in memory; they are printed only when a step fails. */
-class LogBuffer extends Writable {
-  readonly lines: string[] = [];
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.lines.push(...chunk.toString("utf8").split("\n").filter(Boolean));
-    if (this.lines.length > 200) this.lines.splice(0, this.lines.length - 200);
-    callback();
-  }
-}
-
 /** Runs the demo; resolves with true when every step ended as expected. */
 export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
-  const write = options.write ?? ((text: string) => process.stdout.write(text));
-  const color = options.color ?? (process.stdout.isTTY === true && process.env.NO_COLOR === undefined);
-  const paint = (code: string, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);
-  const line = (text = "") => write(`${text}\n`);
-  const say = (text: string) => line(`  ${text}`);
-  let stepNumber = 0;
-  const failures: string[] = [];
-
-  const step = (title: string) => {
-    stepNumber += 1;
-    line();
-    line(paint("1;36", `━━ Step ${stepNumber}. ${title} ━━`));
-  };
+  const narrator = createNarrator(options);
+  const { paint, line, say, step, expect } = narrator;
   /** Prints an HTTP answer: status, error, reason, description, and the headers that matter. */
   const show = (who: string, answer: HttpAnswer) => {
     const { error, reason, error_description: description } = answer.body;
@@ -112,23 +74,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
       if (value) say(`    ${header}: ${value}`);
     }
   };
-  /** Records and prints whether an outcome is the expected one. */
-  const expect = (label: string, ok: boolean, got: string) => {
-    if (ok) {
-      say(paint("32", `✔ expected: ${label}`));
-    } else {
-      say(paint("31", `✘ expected: ${label}; got: ${got}`));
-      failures.push(`step ${stepNumber}: expected ${label}; got ${got}`);
-    }
-  };
   const outcome = (answer: HttpAnswer) =>
     `HTTP ${answer.status} ${String(answer.body.error ?? "")} ${String(answer.body.reason ?? "")}`.trim();
 
-  const dataDir = mkdtempSync(path.join(tmpdir(), "countersign-demo-"));
   const logs = new LogBuffer();
   const secret = randomBytes(24).toString("base64url");
-  let sts: RunningServer | undefined;
-  let app: App | undefined;
+  let sts: DemoSts | undefined;
   const verifiers: Verifier[] = [];
   const apis: DemoApi[] = [];
 
@@ -136,15 +87,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
     line(paint("1", "Countersign demo: a human approval boundary for an AI agent, enforced at the gateway"));
     line("Starting the STS on the embedded database, three gateway verifiers and two demo APIs…");
     // ---- set-up -------------------------------------------------------------------------------
-    const port = await freePort();
-    const config = loadConfig(
-      {
-        HOST: "127.0.0.1",
-        PORT: String(port),
-        COUNTERSIGN_DATA_DIR: dataDir,
-        LOG_LEVEL: "info",
-      },
-      {
+    sts = await startDemoSts({
+      dataDirPrefix: "countersign-demo-",
+      logs,
+      config: {
         resources: [
           { id: CRM, scopes: ["crm:read", "crm:write", "crm:delete"], max_ttl_seconds: 300 },
           { id: BILLING, scopes: ["billing:read", "billing:charge"], max_ttl_seconds: 300 },
@@ -161,12 +107,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
         dev_mode: true,
         revocations: { poll_interval_seconds: 0.25 },
       },
-    );
-    app = await createApp(config, { logger: createLogger("info", logs) });
-    sts = await listen(app, "127.0.0.1", port);
-    const stsUrl = sts.url;
-    const devIssuer = app.services.devIssuer;
-    if (!devIssuer) throw new Error("the demo STS runs in dev mode and has a dev issuer");
+    });
+    const { url: stsUrl, devIssuer, dataDir } = sts;
 
     const feed = { url: `${stsUrl}/revocations`, intervalMs: 250, stream: true };
     const crmGateway = createVerifier({ issuer: stsUrl, audience: CRM, revocation: feed });
@@ -448,37 +390,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
       outcome(gateway),
     );
   } catch (error) {
-    failures.push(`the demo stopped: ${(error as Error).stack ?? String(error)}`);
+    narrator.fail(`the demo stopped: ${(error as Error).stack ?? String(error)}`);
   } finally {
     for (const verifier of verifiers) verifier.close();
     await Promise.all(apis.map((api) => api.stop()));
-    if (sts) await sts.stop(1000);
-    else await app?.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await sts?.stop();
   }
-
-  line();
-  if (failures.length === 0) {
-    line(paint("1;32", `All ${stepNumber} steps ended as expected.`));
-    return true;
-  }
-  line(paint("1;31", `${failures.length} outcome(s) differed from the expected ones:`));
-  for (const failure of failures) line(`  - ${failure}`);
-  if (logs.lines.length > 0) {
-    line("Last STS log lines:");
-    for (const logLine of logs.lines.slice(-20)) line(`  ${logLine}`);
-  }
-  return false;
+  return narrator.finish(logs);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  runDemo().then(
-    (ok) => {
-      process.exitCode = ok ? 0 : 1;
-    },
-    (error: unknown) => {
-      console.error(error);
-      process.exitCode = 1;
-    },
-  );
-}
+runWhenMain(import.meta.url, () => runDemo());

@@ -9,13 +9,8 @@
  * as expected, 1 otherwise. Everything listens on 127.0.0.1 on free ports and is removed at the end.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import net from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { Writable } from "node:stream";
-import { pathToFileURL } from "node:url";
+import type net from "node:net";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -23,33 +18,19 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { z } from "zod";
 import { type RunningMcpGateway, startMcpGateway } from "../../gateway-verifier/src/index.js";
 import { CountersignApprovalError, createCountersignAgent } from "../../mcp-client/src/index.js";
-import { type App, createApp } from "../../sts/src/app.js";
-import { loadConfig } from "../../sts/src/config/load.js";
-import { createLogger } from "../../sts/src/ops/logger.js";
-import { listen, type RunningServer } from "../../sts/src/server.js";
+import {
+  createNarrator,
+  type DemoOptions,
+  type DemoSts,
+  freePort,
+  LogBuffer,
+  runWhenMain,
+  sleep,
+  startDemoSts,
+} from "../demo_harness.js";
 
 const AGENT = "mail-agent";
 const EMAIL = { to: "bob@example.test", body: "Q1 revenue: 42" };
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Keeps the STS's log lines in memory; they are printed only when a step fails. */
-class LogBuffer extends Writable {
-  readonly lines: string[] = [];
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.lines.push(...chunk.toString("utf8").split("\n").filter(Boolean));
-    if (this.lines.length > 200) this.lines.splice(0, this.lines.length - 200);
-    callback();
-  }
-}
 
 /** The MCP server behind the gateway: stateless Streamable HTTP, two tools. */
 async function startMailServer(): Promise<{ url: string; sent: string[]; close(): Promise<void> }> {
@@ -92,51 +73,28 @@ async function startMailServer(): Promise<{ url: string; sent: string[]; close()
 }
 
 /** Where the narration goes, and whether to colour it. */
-export interface McpDemoOptions {
-  write?: (text: string) => void;
-  color?: boolean;
-}
+export type McpDemoOptions = DemoOptions;
 
 /** Runs the demo; resolves with true when every step ended as expected. */
 export async function runMcpDemo(options: McpDemoOptions = {}): Promise<boolean> {
-  const write = options.write ?? ((text: string) => process.stdout.write(text));
-  const color = options.color ?? (process.stdout.isTTY === true && process.env.NO_COLOR === undefined);
-  const paint = (code: string, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);
-  const line = (text = "") => write(`${text}\n`);
-  const say = (text: string) => line(`  ${text}`);
-  let stepNumber = 0;
-  const failures: string[] = [];
-  const step = (title: string) => {
-    stepNumber += 1;
-    line();
-    line(paint("1;36", `━━ Step ${stepNumber}. ${title} ━━`));
-  };
-  const expect = (label: string, ok: boolean, got: string) => {
-    if (ok) {
-      say(paint("32", `✔ expected: ${label}`));
-    } else {
-      say(paint("31", `✘ expected: ${label}; got: ${got}`));
-      failures.push(`step ${stepNumber}: expected ${label}; got ${got}`);
-    }
-  };
+  const narrator = createNarrator(options);
+  const { paint, line, say, step, expect } = narrator;
 
-  const dataDir = mkdtempSync(path.join(tmpdir(), "countersign-demo-mcp-"));
   const logs = new LogBuffer();
   const secret = randomBytes(24).toString("base64url");
-  let sts: RunningServer | undefined;
-  let app: App | undefined;
+  let sts: DemoSts | undefined;
   let gateway: RunningMcpGateway | undefined;
   let mail: Awaited<ReturnType<typeof startMailServer>> | undefined;
   const clients: Client[] = [];
 
   try {
     line(paint("1", "Countersign MCP demo: human approvals for an MCP agent, enforced at the MCP gateway"));
-    const port = await freePort();
     const gatewayPort = await freePort();
     const resource = `http://127.0.0.1:${gatewayPort}/mcp`;
-    const config = loadConfig(
-      { HOST: "127.0.0.1", PORT: String(port), COUNTERSIGN_DATA_DIR: dataDir, LOG_LEVEL: "info" },
-      {
+    sts = await startDemoSts({
+      dataDirPrefix: "countersign-demo-mcp-",
+      logs,
+      config: {
         resources: [{ id: resource, scopes: ["tools:read", "mail:send"], max_ttl_seconds: 300 }],
         clients: [
           { client_id: AGENT, client_secret: secret, token_endpoint_auth_method: "client_secret_basic" },
@@ -145,12 +103,8 @@ export async function runMcpDemo(options: McpDemoOptions = {}): Promise<boolean>
         dev_mode: true,
         revocations: { poll_interval_seconds: 0.25 },
       },
-    );
-    app = await createApp(config, { logger: createLogger("info", logs) });
-    sts = await listen(app, "127.0.0.1", port);
-    const stsUrl = sts.url;
-    const devIssuer = app.services.devIssuer;
-    if (!devIssuer) throw new Error("the demo STS runs in dev mode and has a dev issuer");
+    });
+    const { url: stsUrl, devIssuer } = sts;
     mail = await startMailServer();
     gateway = await startMcpGateway({
       port: gatewayPort,
@@ -319,38 +273,14 @@ export async function runMcpDemo(options: McpDemoOptions = {}): Promise<boolean>
     const left = await pending();
     expect("no new request for carol", left.length === 0, `${left.length} pending`);
   } catch (error) {
-    failures.push(`the demo stopped: ${(error as Error).stack ?? String(error)}`);
+    narrator.fail(`the demo stopped: ${(error as Error).stack ?? String(error)}`);
   } finally {
     for (const client of clients) await client.close().catch(() => undefined);
     await gateway?.close();
     await mail?.close();
-    if (sts) await sts.stop(1000);
-    else await app?.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await sts?.stop();
   }
-
-  line();
-  if (failures.length === 0) {
-    line(paint("1;32", `All ${stepNumber} steps ended as expected.`));
-    return true;
-  }
-  line(paint("1;31", `${failures.length} outcome(s) differed from the expected ones:`));
-  for (const failure of failures) line(`  - ${failure}`);
-  if (logs.lines.length > 0) {
-    line("Last STS log lines:");
-    for (const logLine of logs.lines.slice(-20)) line(`  ${logLine}`);
-  }
-  return false;
+  return narrator.finish(logs);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  runMcpDemo().then(
-    (ok) => {
-      process.exitCode = ok ? 0 : 1;
-    },
-    (error: unknown) => {
-      console.error(error);
-      process.exitCode = 1;
-    },
-  );
-}
+runWhenMain(import.meta.url, () => runMcpDemo());

@@ -171,3 +171,30 @@ export async function postForm(
     body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
   };
 }
+
+/** A JSON answer: status and parsed body. */
+export interface JsonReply {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+/**
+ * Sends a request with `Authorization: Bearer <token>` and returns status and parsed JSON body. A
+ * string `body` is sent as it is (for bodies `JSON.stringify` cannot write); anything else as JSON.
+ */
+export async function bearerJson(
+  url: string,
+  token: string,
+  method: string,
+  body?: unknown,
+): Promise<JsonReply> {
+  const response = await fetch(url, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
+    ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) }),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}

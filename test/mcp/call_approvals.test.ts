@@ -1,46 +1,19 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { decodeJwt } from "jose";
 import {
   argumentsDigest,
   createMemoryCallTokenStore,
-  type RunningMcpGateway,
   startMcpGateway,
 } from "../../gateway-verifier/src/index.js";
-import {
-  baseConfig,
-  basicAuth,
-  freePort,
-  postForm,
-  startTestApp,
-  TEST_SECRET,
-  type TestApp,
-} from "../helpers/app.js";
+import { freePort, bearerJson as json, type JsonReply as Reply, type TestApp } from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
 import { agentTask, exchange } from "../helpers/exchange.js";
-import { startUpstream, type Upstream } from "./upstream.js";
+import { approvalsRequestToken, exchangeForApproval, type McpStack, startMcpStack } from "./stack.js";
+import type { Upstream } from "./upstream.js";
 
 const SCOPES = ["tools:read", "mail:send", "files:read"];
 const EMAIL = { to: "bob@example.test", body: "Q1 revenue: 42, see attached." };
-
-interface Reply {
-  status: number;
-  body: Record<string, unknown>;
-}
-
-async function json(url: string, token: string, method: string, body?: unknown): Promise<Reply> {
-  const response = await fetch(url, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) }),
-  });
-  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
-}
 
 /** A raw MCP POST (2025-06-18 style: no mirrored headers). */
 async function mcpPost(url: string, token: string, body: string): Promise<Reply> {
@@ -62,13 +35,12 @@ const refusedWith = (reason: string) => (error: Error & { code?: number }) =>
 
 for (const engine of testEngines()) {
   describe(`approvals bound to one tools/call and its exact arguments (${engine})`, () => {
+    let stack: McpStack;
     let sts: TestApp;
     let upstream: Upstream;
-    let gateway: RunningMcpGateway;
     let resource: string;
     let agentToken: string;
     let approverToken: string;
-    const clients: Client[] = [];
 
     const request = (body: Record<string, unknown>) =>
       json(`${sts.url}/approvals`, agentToken, "POST", {
@@ -85,61 +57,22 @@ for (const engine of testEngines()) {
       const id = requested.body.id as string;
       const approved = await json(`${sts.url}/approvals/${id}/approve`, approverToken, "POST", {});
       assert.equal(approved.status, 200, JSON.stringify(approved.body));
-      const subjectToken = await sts.app.services.devIssuer!.mint({ sub: "alice", usage: "subject" });
-      const minted = await exchange(sts.url, {
-        subject_token: subjectToken,
-        authorization_details: agentTask(id),
-        resource,
-      });
-      assert.equal(minted.status, 200, JSON.stringify(minted.body));
-      return minted.body.access_token as string;
+      return exchangeForApproval(stack, id);
     }
 
-    async function connect(token: string): Promise<Client> {
-      const client = new Client({ name: "test-agent", version: "1.0.0" });
-      const transport = new StreamableHTTPClientTransport(new URL(resource), {
-        requestInit: { headers: { authorization: `Bearer ${token}` } },
-      });
-      await client.connect(transport);
-      clients.push(client);
-      return client;
-    }
+    const connect = (token: string) => stack.connectWithToken(token);
 
     before(async () => {
-      upstream = await startUpstream();
-      const port = await freePort();
-      resource = `http://127.0.0.1:${port}/mcp`;
-      const config = baseConfig();
-      sts = await startTestApp({
+      stack = await startMcpStack({
         engine,
-        config: {
-          ...config,
-          resources: [...(config.resources as unknown[]), { id: resource, scopes: SCOPES }],
-        },
+        scopes: SCOPES,
+        gateway: { policy: { default_scopes: ["tools:read"], tools: { send_email: ["mail:send"] } } },
       });
-      gateway = await startMcpGateway({
-        port,
-        upstream: upstream.url,
-        resource,
-        issuer: sts.url,
-        policy: { default_scopes: ["tools:read"], tools: { send_email: ["mail:send"] } },
-      });
-      const credential = await postForm(
-        `${sts.url}/token`,
-        { grant_type: "client_credentials", scope: "approvals:request" },
-        { authorization: basicAuth("billing-agent", TEST_SECRET) },
-      );
-      assert.equal(credential.status, 200);
-      agentToken = credential.body.access_token as string;
-      approverToken = await sts.app.services.devIssuer!.mint({ sub: "bob", usage: "approver" });
+      ({ sts, upstream, resource, approverToken } = stack);
+      agentToken = await approvalsRequestToken(sts);
     });
 
-    after(async () => {
-      for (const client of clients) await client.close();
-      await gateway.close();
-      await upstream.close();
-      await sts.stop();
-    });
+    after(() => stack.close());
 
     test("the approval shows the exact arguments and their digest; the token carries the tool and the digest", async () => {
       const args = { to: "bob@example.test", body: "hi", cc: ["carol@example.test"], n: 1.5 };

@@ -5,7 +5,15 @@ import { decodeJwt } from "jose";
 import { ConfigError, loadConfig } from "../../sts/src/config/load.js";
 import type { Approval } from "../../sts/src/db/schema.js";
 import { matchStandingApproval } from "../../sts/src/exchange/rules.js";
-import { baseConfig, basicAuth, postForm, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import {
+  bearerJson as api,
+  baseConfig,
+  basicAuth,
+  postForm,
+  startTestApp,
+  TEST_SECRET,
+  type TestApp,
+} from "../helpers/app.js";
 import { testEngines } from "../helpers/database.js";
 
 const MCP = "https://tools.example.test/mcp";
@@ -26,23 +34,6 @@ function config(): Record<string, unknown> {
       { id: CLOSED, scopes: ["tools:read"] },
     ],
   };
-}
-
-interface Reply {
-  status: number;
-  body: Record<string, unknown>;
-}
-
-async function api(url: string, token: string, method: string, body?: unknown): Promise<Reply> {
-  const response = await fetch(url, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 
 describe("client_credentials resources: the configuration", () => {

@@ -1,24 +1,18 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { type RunningMcpGateway, startMcpGateway } from "../../gateway-verifier/src/index.js";
+import { startMcpGateway } from "../../gateway-verifier/src/index.js";
 import {
   type CountersignAgentOptions,
   CountersignApprovalError,
   createCountersignAgent,
 } from "../../mcp-client/src/index.js";
-import { baseConfig, freePort, startTestApp, TEST_SECRET, type TestApp } from "../helpers/app.js";
-import { startUpstream, type Upstream } from "./upstream.js";
+import { bearerJson, freePort, type JsonReply as Reply, TEST_SECRET, type TestApp } from "../helpers/app.js";
+import { type McpStack, startMcpStack } from "./stack.js";
+import type { Upstream } from "./upstream.js";
 
 const SCOPES = ["tools:read", "mail:send"];
 const EMAIL = { to: "bob@example.test", body: "Q1 revenue: 42" };
 const POLICY = { default_scopes: ["tools:read"], tools: { send_email: ["mail:send"] } };
-
-interface Reply {
-  status: number;
-  body: Record<string, unknown>;
-}
 
 /** One request seen by the helper's underlying fetch: where, what, with which token, and the answer. */
 interface Seen {
@@ -34,24 +28,13 @@ interface Seen {
  * the STS's storage is not what is under test here.
  */
 describe("@countersign/mcp-client: SDK client + approvals + token exchange through the MCP gateway", () => {
+  let stack: McpStack;
   let sts: TestApp;
   let upstream: Upstream;
-  let gateway: RunningMcpGateway;
   let resource: string;
-  let approverToken: string;
-  const clients: Client[] = [];
 
-  async function api(path: string, method = "GET", body?: unknown): Promise<Reply> {
-    const response = await fetch(`${sts.url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${approverToken}`,
-        ...(body === undefined ? {} : { "content-type": "application/json" }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
-  }
+  const api = (path: string, method = "GET", body?: unknown): Promise<Reply> =>
+    bearerJson(`${sts.url}${path}`, stack.approverToken, method, body);
 
   async function pending(): Promise<Record<string, unknown>[]> {
     const list = await api("/approvals?status=pending");
@@ -103,47 +86,23 @@ describe("@countersign/mcp-client: SDK client + approvals + token exchange throu
     });
   }
 
-  async function connect(helper: ReturnType<typeof agent>, url = resource): Promise<Client> {
-    const client = new Client({ name: "test-agent", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(url), {
-      fetch: helper.fetch,
-      authProvider: helper.provider,
-    });
-    await client.connect(transport);
-    clients.push(client);
-    return client;
-  }
+  const connect = (helper: ReturnType<typeof agent>, url = resource) =>
+    stack.connect({ fetch: helper.fetch, authProvider: helper.provider }, url);
 
   before(async () => {
-    upstream = await startUpstream();
-    const port = await freePort();
-    resource = `http://127.0.0.1:${port}/mcp`;
-    const config = baseConfig();
-    sts = await startTestApp({
+    stack = await startMcpStack({
       engine: "pglite",
-      config: {
-        ...config,
-        resources: [...(config.resources as unknown[]), { id: resource, scopes: SCOPES }],
-      },
+      scopes: SCOPES,
+      gateway: (issuer) => ({
+        policy: POLICY,
+        verifier: { revocation: { url: `${issuer}/revocations`, stream: true } },
+      }),
     });
-    gateway = await startMcpGateway({
-      port,
-      upstream: upstream.url,
-      resource,
-      issuer: sts.url,
-      policy: POLICY,
-      verifier: { revocation: { url: `${sts.url}/revocations`, stream: true } },
-    });
-    await gateway.gateway.ready();
-    approverToken = await sts.app.services.devIssuer!.mint({ sub: "bob", usage: "approver" });
+    ({ sts, upstream, resource } = stack);
+    await stack.gateway.gateway.ready();
   });
 
-  after(async () => {
-    for (const client of clients) await client.close();
-    await gateway.close();
-    await upstream.close();
-    await sts.stop();
-  });
+  after(() => stack.close());
 
   test("an unapproved tool is refused (403), the helper steps up for the union, the human approves, the call succeeds", async () => {
     const task = "step-up: echo, then email Bob";

@@ -23,12 +23,6 @@ export interface IssuanceLimiterOptions {
   readonly pool: pg.Pool | undefined;
 }
 
-/** An {@link IssuanceLimiter} that also says where its state lives. */
-export interface StoredIssuanceLimiter extends IssuanceLimiter {
-  /** `postgres` (shared across instances) or `memory` (this process only). */
-  readonly store: "postgres" | "memory";
-}
-
 /**
  * Maps a token bucket (`per_second`, `burst`) onto rate-limiter-flexible's fixed windows: `burst`
  * points per window of `burst / per_second` seconds. At most `burst` issuances at once and `per_second`
@@ -82,7 +76,7 @@ async function takeLimits(pool: pg.Pool, take: LimitTake): Promise<Outcome> {
  * `temporarily_unavailable`, never a token. The limiter starts no timer: counter rows whose window
  * ended are deleted in batches by the retention job (sts/src/ops/retention.ts).
  */
-export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoredIssuanceLimiter {
+export function createIssuanceLimiter(options: IssuanceLimiterOptions): IssuanceLimiter {
   const { pool } = options;
   const clientWindow = windowOf(options.perClient);
   const approvalWindow = windowOf(options.perApproval);
@@ -108,7 +102,6 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoredIs
       }
     };
     return {
-      store: "memory",
       async consume(clientId, approvalId) {
         const client = await take(perClient, clientId);
         if (!client.allowed) return client;
@@ -125,7 +118,6 @@ export function createIssuanceLimiter(options: IssuanceLimiterOptions): StoredIs
     points: [clientWindow.points, approvalWindow.points],
   });
   return {
-    store: "postgres",
     async consume(clientId, approvalId) {
       try {
         return await takeLimits(pool, prepareTake(clientId, approvalId));
