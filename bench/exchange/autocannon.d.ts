@@ -9,6 +9,8 @@ declare module "autocannon" {
     headers?: Record<string, string>;
     body?: string;
     timeout?: number;
+    /** Requests per second over all connections. */
+    overallRate?: number;
     /** Per-connection request setup; `context` is each connection's own (a copy of `initialContext`). */
     requests?: {
       setupRequest?: (
@@ -38,6 +40,7 @@ declare module "autocannon" {
     non2xx: number;
     statusCodeStats: Record<string, { count: number }>;
   }
-  function autocannon(options: AutocannonOptions): Promise<AutocannonResult>;
+  /** Without a callback: a thenable (not a Promise: no `finally`); with one, the callback gets the result. */
+  function autocannon(options: AutocannonOptions): PromiseLike<AutocannonResult>;
   export default autocannon;
 }

@@ -291,13 +291,55 @@ function markdownOf(result: Omit<ExchangeBenchResult, "markdown">): string {
   ].join("\n");
 }
 
-/** Runs the benchmark once (see the file comment). Stops everything it started, whatever happens. */
-export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): Promise<ExchangeBenchResult> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const durationSeconds = options.durationSeconds ?? 12;
-  const warmupSeconds = options.warmupSeconds ?? 4;
-  const connections = options.connections ?? 32;
+/** Options of {@link startBenchSts}. */
+export interface BenchStsOptions {
+  /** Approvals for the spread case (one per connection). */
+  readonly connections: number;
+  /** Directory for the STS's `--cpu-prof` output; unset: no profiling. */
+  readonly cpuProfileDir?: string;
+  /** Extra Node options for the STS (e.g. `--heapsnapshot-signal=SIGUSR2`). */
+  readonly nodeArgs?: readonly string[];
+  /** Extra environment for the STS (e.g. `DATABASE_POOL_SIZE`). */
+  readonly stsEnv?: Readonly<Record<string, string>>;
+  /** See {@link ExchangeBenchOptions.postgresTransport}. */
+  readonly postgresTransport?: "unix" | "tcp";
+  readonly log: (line: string) => void;
+}
 
+/** An STS child process on a database of its own, seeded with approvals, and the requests to load it with. */
+export interface BenchSts {
+  /** `http://127.0.0.1:<port>`. */
+  readonly base: string;
+  readonly pid: number;
+  /** The Postgres cluster's pid, when this run started it. */
+  readonly postgresPid: number | undefined;
+  /** A pool (2 connections) on the run's database. */
+  readonly pool: pg.Pool;
+  /** `Authorization` (client_secret_basic) and `Content-Type` of a token request. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly clientCredentialsBody: string;
+  /** An exchange under the one shared approval. */
+  readonly exchangeBody: string;
+  /** One exchange body per spread approval. */
+  readonly spreadBodies: readonly string[];
+  /** The shared approval's id, then the spread ones. */
+  readonly approvalIds: readonly string[];
+  /** Where Postgres came from, for the write-up. */
+  readonly database: string;
+  /** The STS's `DATABASE_POOL_SIZE`. */
+  readonly poolSize: string;
+  /** Stops the STS, drops the database, removes the temporary files (and a cluster this run started). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the STS as a child process (`node bin/countersign.js serve`) on a fresh database in the
+ * Postgres at `DATABASE_URL` (else a throwaway cluster), with one agent, one approval and
+ * `options.connections` more, budgets far above any run, and checks each grant answers 200 once.
+ * Cleans up after itself if start-up fails.
+ */
+export async function startBenchSts(options: BenchStsOptions): Promise<BenchSts> {
+  const { log, connections } = options;
   const postgres = startPostgres(log);
   const databaseName = `countersign_bench_${process.pid}_${Date.now()}`;
   await adminQuery(postgres.url, `create database ${databaseName}`);
@@ -311,6 +353,19 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
   const work = mkdtempSync(path.join(tmpdir(), "countersign-bench-"));
   let child: ChildProcess | undefined;
   const pool = new pg.Pool({ connectionString: adminUrl, max: 2 });
+  const stop = async (): Promise<void> => {
+    if (child && child.exitCode === null) {
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await pool.end().catch(() => {});
+    await adminQuery(postgres.url, `drop database if exists ${databaseName} with (force)`).catch(() => {});
+    rmSync(work, { recursive: true, force: true });
+    postgres.stop();
+  };
   try {
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
@@ -343,7 +398,10 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       LOG_LEVEL: "warn",
       ...options.stsEnv,
     };
-    const nodeArgs = options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
+    const nodeArgs = [
+      ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
+      ...(options.nodeArgs ?? []),
+    ];
     child = spawn(NODE, [...nodeArgs, path.join(ROOT, "bin/countersign.js"), "serve"], {
       cwd: ROOT,
       env: stsEnv,
@@ -378,16 +436,7 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       grant_type: "client_credentials",
       scope: "approvals:request",
     }).toString();
-    const exchangeBody = new URLSearchParams({
-      grant_type: TOKEN_EXCHANGE,
-      subject_token: subjectToken,
-      subject_token_type: JWT_TYPE,
-      resource: RESOURCE,
-      scope: "crm:read",
-      authorization_details: JSON.stringify([{ type: "agent_task", approval_id: approvalId }]),
-    }).toString();
-
-    const spreadBodies = spreadIds.map((id) =>
+    const exchangeFor = (id: string) =>
       new URLSearchParams({
         grant_type: TOKEN_EXCHANGE,
         subject_token: subjectToken,
@@ -395,8 +444,9 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
         resource: RESOURCE,
         scope: "crm:read",
         authorization_details: JSON.stringify([{ type: "agent_task", approval_id: id }]),
-      }).toString(),
-    );
+      }).toString();
+    const exchangeBody = exchangeFor(approvalId);
+    const spreadBodies = spreadIds.map(exchangeFor);
 
     for (const [name, body] of [
       ["client_credentials", clientCredentialsBody],
@@ -407,39 +457,97 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       const answer = await response.text();
       if (response.status !== 200) throw new Error(`${name} sanity request: ${response.status} ${answer}`);
     }
-
-    const stsPid = child.pid as number;
-    /** `body`, or `spread`: each connection sends the exchange for an approval of its own. */
-    const load = (body: string, duration: number) => {
-      let nextSlot = 0;
-      const perConnection =
-        body === "spread"
-          ? {
-              requests: [
-                {
-                  setupRequest: (request: Record<string, unknown>, context: Record<string, unknown>) => {
-                    if (typeof context.slot !== "number") context.slot = nextSlot++;
-                    return { ...request, body: spreadBodies[(context.slot as number) % spreadBodies.length] };
-                  },
-                },
-              ],
-            }
-          : { body };
-      return autocannon({
-        url: `${base}/token`,
-        method: "POST",
-        headers,
-        connections,
-        duration,
-        timeout: 10,
-        ...perConnection,
-      });
+    return {
+      base,
+      pid: child.pid as number,
+      postgresPid: postgres.pid,
+      pool,
+      headers,
+      clientCredentialsBody,
+      exchangeBody,
+      spreadBodies,
+      approvalIds: [approvalId, ...spreadIds],
+      database: `${postgres.note}; the STS connects over ${overSocket ? "its Unix socket" : "TCP"}`,
+      poolSize: stsEnv.DATABASE_POOL_SIZE ?? "10 (the default)",
+      stop,
     };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Options of {@link loadSts}: autocannon's, for `POST /token`. */
+export interface LoadOptions {
+  readonly connections: number;
+  /** Seconds. */
+  readonly duration: number;
+  /** Requests per second over all connections; unset: as fast as the STS answers. */
+  readonly overallRate?: number;
+}
+
+/**
+ * Drives `POST /token` with autocannon: every request `body`, or `"spread"`: each connection sends the
+ * exchange for a spread approval of its own.
+ */
+export function loadSts(sts: BenchSts, body: string, options: LoadOptions): Promise<AutocannonResult> {
+  let nextSlot = 0;
+  const perConnection =
+    body === "spread"
+      ? {
+          requests: [
+            {
+              setupRequest: (request: Record<string, unknown>, context: Record<string, unknown>) => {
+                if (typeof context.slot !== "number") context.slot = nextSlot++;
+                return {
+                  ...request,
+                  body: sts.spreadBodies[(context.slot as number) % sts.spreadBodies.length],
+                };
+              },
+            },
+          ],
+        }
+      : { body };
+  return Promise.resolve(
+    autocannon({
+      url: `${sts.base}/token`,
+      method: "POST",
+      headers: { ...sts.headers },
+      connections: options.connections,
+      duration: options.duration,
+      timeout: 10,
+      ...(options.overallRate === undefined ? {} : { overallRate: options.overallRate }),
+      ...perConnection,
+    }),
+  );
+}
+
+/** Runs the benchmark once (see the file comment). Stops everything it started, whatever happens. */
+export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): Promise<ExchangeBenchResult> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const durationSeconds = options.durationSeconds ?? 12;
+  const warmupSeconds = options.warmupSeconds ?? 4;
+  const connections = options.connections ?? 32;
+
+  const sts = await startBenchSts({
+    connections,
+    log,
+    ...(options.cpuProfileDir === undefined ? {} : { cpuProfileDir: options.cpuProfileDir }),
+    ...(options.stsEnv === undefined ? {} : { stsEnv: options.stsEnv }),
+    ...(options.postgresTransport === undefined ? {} : { postgresTransport: options.postgresTransport }),
+  });
+  try {
+    const { clientCredentialsBody, exchangeBody } = sts;
+    const stsPid = sts.pid;
+    const load = (body: string, duration: number) => loadSts(sts, body, { connections, duration });
     const measure = async (name: string, body: string) => {
       log(`${name}: ${durationSeconds} s at ${connections} connections`);
-      const before = { sts: cpuMs(stsPid), pg: postgres.pid === undefined ? null : cpuMs(postgres.pid) };
+      const before = {
+        sts: cpuMs(stsPid),
+        pg: sts.postgresPid === undefined ? null : cpuMs(sts.postgresPid),
+      };
       const result = await load(body, durationSeconds);
-      const pgAfter = postgres.pid === undefined ? null : cpuMs(postgres.pid);
+      const pgAfter = sts.postgresPid === undefined ? null : cpuMs(sts.postgresPid);
       return rowOf(name, result, {
         sts: cpuMs(stsPid) - before.sts,
         pg: pgAfter === null || before.pg === null ? null : pgAfter - before.pg,
@@ -459,11 +567,11 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
     );
     const peakRssMiB = peakRssKiB(stsPid) / 1024;
 
-    const counts = await pool.query<{ tokens_issued: number; rows: string }>(
+    const counts = await sts.pool.query<{ tokens_issued: number; rows: string }>(
       `select sum(a.tokens_issued) as tokens_issued,
               (select count(*) from issued_tokens t where t.approval_id = any($1)) as rows
          from approvals a where a.id = any($1)`,
-      [[approvalId, ...spreadIds]],
+      [sts.approvalIds],
     );
     const budget = {
       tokensIssued: Number(counts.rows[0]?.tokens_issued ?? -1),
@@ -477,24 +585,14 @@ export async function runExchangeBenchmark(options: ExchangeBenchOptions = {}): 
       spreadRatio: spread.requestsPerSecond / clientCredentials.requestsPerSecond,
       peakRssMiB,
       budget,
-      poolSize: stsEnv.DATABASE_POOL_SIZE ?? "10 (the default)",
-      database: `${postgres.note}; the STS connects over ${overSocket ? "its Unix socket" : "TCP"}`,
+      poolSize: sts.poolSize,
+      database: sts.database,
       connections,
       durationSeconds,
     };
     return { ...partial, markdown: markdownOf(partial) };
   } finally {
-    if (child && child.exitCode === null) {
-      const exited = once(child, "exit");
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    await pool.end().catch(() => {});
-    await adminQuery(postgres.url, `drop database if exists ${databaseName} with (force)`).catch(() => {});
-    rmSync(work, { recursive: true, force: true });
-    postgres.stop();
+    await sts.stop();
   }
 }
 

@@ -12,16 +12,36 @@ export class FetchFailure extends Error {
   readonly reason: FetchFailureReason;
   /** The HTTP status, when `reason` is `http_error`. */
   readonly status: number | undefined;
+  /** How long the server asked us to wait (a 429 or 503 with `Retry-After`), in milliseconds. */
+  readonly retryAfterMs: number | undefined;
 
   constructor(
     reason: FetchFailureReason,
     message: string,
-    options: { cause?: unknown; status?: number } = {},
+    options: { cause?: unknown; status?: number; retryAfterMs?: number } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.reason = reason;
     this.status = options.status;
+    this.retryAfterMs = options.retryAfterMs;
   }
+}
+
+/** The longest `Retry-After` honoured, in milliseconds (a longer one is cut to this). */
+export const MAX_RETRY_AFTER_MS = 600_000;
+
+/**
+ * `Retry-After` (RFC 9110 §10.2.3: whole seconds, or an HTTP date) in milliseconds from `nowMs`, at
+ * least 1 s and at most {@link MAX_RETRY_AFTER_MS}; `fallbackMs` when absent or unparseable.
+ */
+export function retryAfterMs(value: string | null, nowMs: number, fallbackMs: number): number {
+  let ms = fallbackMs;
+  if (value !== null) {
+    const text = value.trim();
+    if (/^[0-9]{1,10}$/.test(text)) ms = Number(text) * 1000;
+    else if (/^[A-Za-z]{3}, /.test(text) && Number.isFinite(Date.parse(text))) ms = Date.parse(text) - nowMs;
+  }
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(1_000, ms));
 }
 
 /** `url` for messages: origin and path only (no user info, no query such as a feed cursor). */

@@ -16,7 +16,11 @@ export * from "./forward_auth/index.js";
 export type { RequiredScopes } from "./http_adapter.js";
 export { type KoaMiddlewareOptions, koaVerifier } from "./koa.js";
 export * from "./mcp/index.js";
-export { createMemoryRateLimitStore, type MemoryRateLimitStoreOptions } from "./rate_limit.js";
+export {
+  createMemoryRateLimitStore,
+  type MemoryRateLimitStore,
+  type MemoryRateLimitStoreOptions,
+} from "./rate_limit.js";
 export { REASONS, type Reason, type VerifyErrorCode, type VerifyErrorStatus } from "./reasons.js";
 export {
   createRedisRateLimitStore,

@@ -1,3 +1,4 @@
+import { LruCache } from "./lru.js";
 import type { RateDecision, RateLimit, RateLimitStore } from "./types.js";
 
 interface Bucket {
@@ -10,39 +11,39 @@ interface Bucket {
 /** Options of {@link createMemoryRateLimitStore}. */
 export interface MemoryRateLimitStoreOptions {
   /**
-   * Most buckets kept. Buckets that have refilled completely are dropped first (losslessly: a full
-   * bucket equals a new one); past that the oldest go. Default 100,000.
+   * Most buckets kept. Past it the least recently used bucket is dropped to admit a new key (in O(1),
+   * never a scan); a dropped key starts again with a full bucket, which loses nothing when it had
+   * refilled, as an idle key's bucket has. Default 100,000.
    */
   maxKeys?: number;
+}
+
+/** The in-process store: a {@link RateLimitStore} that says how many buckets it holds. */
+export interface MemoryRateLimitStore extends RateLimitStore {
+  /** Buckets held now: at most `maxKeys`. */
+  readonly size: number;
 }
 
 const ALLOWED: RateDecision = Object.freeze({ allowed: true, retryAfterSeconds: 0 });
 
 /**
  * An in-process token bucket per key: capacity `burst`, refilled continuously at `perSecond`.
- * Exact within one process; use the Redis store to share limits across gateway instances.
+ * Exact within one process; use the Redis store to share limits across gateway instances. Buckets are
+ * kept in least-recently-used order (a `Map` whose insertion order is refreshed on each use), so
+ * eviction takes the first key: constant time whatever the number of keys, so a flood of new agents
+ * costs each request the same.
  */
-export function createMemoryRateLimitStore(options: MemoryRateLimitStoreOptions = {}): RateLimitStore {
-  const maxKeys = Math.max(1, options.maxKeys ?? 100_000);
-  const buckets = new Map<string, Bucket>();
-
-  function makeRoom(nowMs: number): void {
-    for (const [key, bucket] of buckets) {
-      const refilled = bucket.tokens + ((nowMs - bucket.updatedAt) / 1000) * bucket.limit.perSecond;
-      if (refilled >= bucket.limit.burst) buckets.delete(key);
-    }
-    while (buckets.size >= maxKeys) {
-      const oldest = buckets.keys().next();
-      if (oldest.done === true) break;
-      buckets.delete(oldest.value);
-    }
-  }
+export function createMemoryRateLimitStore(options: MemoryRateLimitStoreOptions = {}): MemoryRateLimitStore {
+  const maxKeys = Math.max(1, Math.floor(options.maxKeys ?? 100_000));
+  const buckets = new LruCache<string, Bucket>(maxKeys);
 
   return {
+    get size() {
+      return buckets.size;
+    },
     consume(key, limit, nowMs) {
       let bucket = buckets.get(key);
       if (bucket === undefined) {
-        if (buckets.size >= maxKeys) makeRoom(nowMs);
         bucket = { tokens: limit.burst, updatedAt: nowMs, limit };
         buckets.set(key, bucket);
       } else {

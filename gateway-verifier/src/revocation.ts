@@ -1,5 +1,5 @@
 import { VerifierBackgroundError } from "./background_error.js";
-import { describeUrl, FetchFailure, networkFailure } from "./http_fetch.js";
+import { describeUrl, FetchFailure, networkFailure, retryAfterMs } from "./http_fetch.js";
 import type { RevocationOptions } from "./types.js";
 
 /** One entry of the feed (docs/reference.md#the-revocation-feed). */
@@ -163,8 +163,33 @@ export type FeedAnswer =
   | { readonly page: { entries: RevocationEntry[]; cursor: string | undefined } }
   | { readonly reset: { cursor: string | undefined } };
 
-/** `GET url` of the feed: a page (200), a reset (410 `cursor_reset`); throws on anything else. */
-export async function fetchFeedPage(url: string, timeoutMs: number, maxBytes: number): Promise<FeedAnswer> {
+/**
+ * A {@link FetchFailure} for an answer that is not a page: with `retryAfterMs` when it is a 429 (its
+ * RFC 9110 §10.2.3 `Retry-After`, else `fallbackMs`) or a 503 with `Retry-After`.
+ */
+async function httpFailure(response: Response, url: string, fallbackMs: number): Promise<FetchFailure> {
+  await response.body?.cancel();
+  const header = response.headers.get("retry-after");
+  const wait =
+    response.status === 429 || (response.status === 503 && header !== null)
+      ? retryAfterMs(header, Date.now(), fallbackMs)
+      : undefined;
+  return new FetchFailure("http_error", `GET ${describeUrl(url)} answered ${response.status}`, {
+    status: response.status,
+    ...(wait === undefined ? {} : { retryAfterMs: wait }),
+  });
+}
+
+/**
+ * `GET url` of the feed: a page (200), a reset (410 `cursor_reset`); throws on anything else (a 429 with
+ * the wait the server asked for, `fallbackRetryMs` when it named none; a 503 with its `Retry-After`).
+ */
+export async function fetchFeedPage(
+  url: string,
+  timeoutMs: number,
+  maxBytes: number,
+  fallbackRetryMs = 5_000,
+): Promise<FeedAnswer> {
   let response: Response;
   try {
     response = await fetch(url, {
@@ -178,12 +203,7 @@ export async function fetchFeedPage(url: string, timeoutMs: number, maxBytes: nu
   if (response.status === 410) {
     return { reset: parseCursorReset(await readJson(response, url, Math.min(maxBytes, MAX_RESET_BYTES))) };
   }
-  if (!response.ok) {
-    await response.body?.cancel();
-    throw new FetchFailure("http_error", `GET ${describeUrl(url)} answered ${response.status}`, {
-      status: response.status,
-    });
-  }
+  if (!response.ok) throw await httpFailure(response, url, fallbackRetryMs);
   return { page: parseFeedPage(await readJson(response, url, maxBytes)) };
 }
 
@@ -201,7 +221,10 @@ export interface RevocationSource {
  * empty, into `list`. A 410 `cursor_reset` (the feed was restored, replaced or compacted past our
  * cursor) is followed by itself: the poll continues from the cursor the answer gives, reading the feed's
  * current snapshot, and the list is marked synced only once that read is complete (entries already in
- * the list are kept: a revocation is never forgotten early).
+ * the list are kept: a revocation is never forgotten early). A 429 or 503 is honoured: no request is
+ * sent (polls and `refresh()` alike) until its `Retry-After` (at most 10 minutes; without one, the
+ * larger of `intervalMs` and 5 s) has passed. The list is not synced meanwhile, so past
+ * `maxStalenessMs` tokens are refused (fail closed), never accepted unchecked.
  */
 export function pollRevocationFeed(
   list: RevocationList,
@@ -217,15 +240,19 @@ export function pollRevocationFeed(
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
   let running: Promise<boolean> | undefined;
+  /** `Date.now()` before which no request is sent (the server's `Retry-After`). */
+  let holdUntil = 0;
+  const fallbackRetryMs = Math.max(intervalMs, 5_000);
 
   /** Resolves true when more pages remain. */
   async function pollOnce(): Promise<boolean> {
+    if (Date.now() < holdUntil) return false;
     try {
       let resets = 0;
       for (let page = 0; page < maxPages; page++) {
         const url = new URL(options.url);
         if (cursor !== undefined) url.searchParams.set("after", cursor);
-        const answer = await fetchFeedPage(url.href, timeoutMs, maxBytes);
+        const answer = await fetchFeedPage(url.href, timeoutMs, maxBytes, fallbackRetryMs);
         if ("reset" in answer) {
           resets++;
           if (resets > MAX_RESETS_PER_POLL) {
@@ -252,6 +279,9 @@ export function pollRevocationFeed(
       return true;
     } catch (error) {
       list.markFailed();
+      if (error instanceof FetchFailure && error.retryAfterMs !== undefined) {
+        holdUntil = Date.now() + error.retryAfterMs;
+      }
       onError(VerifierBackgroundError.from("revocation_poll_failed", "revocation", error));
       return false;
     }
@@ -273,7 +303,7 @@ export function pollRevocationFeed(
       () => {
         void poll().then(schedule);
       },
-      more ? 0 : intervalMs,
+      more ? 0 : Math.max(intervalMs, holdUntil - Date.now()),
     );
     timer.unref();
   }
@@ -344,9 +374,9 @@ export async function readEventStream(
 /**
  * Listens to the push variant of the feed, `GET <url>/stream` (server-sent events whose `data` is one
  * revocation object), and adds each revocation at once. It only speeds revocations up: the polled feed
- * stays the source of truth for freshness (`maxStalenessMs`). Reconnects with backoff (1 s to 30 s),
- * resuming after the last event's id; when that id is no longer in the feed (410 `cursor_reset`) it
- * resumes live, without one.
+ * stays the source of truth for freshness (`maxStalenessMs`). Reconnects with backoff (1 s to 30 s,
+ * or longer when a 429 or 503 asks for it in `Retry-After`), resuming after the last event's id; when that
+ * id is no longer in the feed (410 `cursor_reset`) it resumes live, without one.
  */
 export function streamRevocations(
   list: RevocationList,
@@ -379,12 +409,7 @@ export function streamRevocations(
       backoffMs = 1_000;
       return;
     }
-    if (!response.ok || response.body === null) {
-      await response.body?.cancel();
-      throw new FetchFailure("http_error", `GET ${describeUrl(streamUrl)} answered ${response.status}`, {
-        status: response.status,
-      });
-    }
+    if (!response.ok || response.body === null) throw await httpFailure(response, streamUrl, backoffMs);
     backoffMs = 1_000;
     try {
       await readEventStream(response.body, (data, id) => {
@@ -412,14 +437,14 @@ export function streamRevocations(
       () => schedule(),
       (error: unknown) => {
         if (!closed) onError(VerifierBackgroundError.from("revocation_stream_failed", "revocation", error));
-        schedule();
+        schedule(error instanceof FetchFailure ? error.retryAfterMs : undefined);
       },
     );
   }
 
-  function schedule(): void {
+  function schedule(retryAfter?: number): void {
     if (closed) return;
-    timer = setTimeout(run, backoffMs);
+    timer = setTimeout(run, Math.max(backoffMs, retryAfter ?? 0));
     timer.unref();
     backoffMs = Math.min(30_000, backoffMs * 2);
   }

@@ -322,6 +322,69 @@ describe("rate and burst per (client, approval)", () => {
     });
   });
 
+  test("a flood of 100 000 distinct agents keeps the memory store at maxKeys, evicting in O(1) (never a scan of the buckets); an agent in use keeps its bucket", () => {
+    const store = createMemoryRateLimitStore({ maxKeys: 1000 });
+    const limit = { perSecond: 1, burst: 1 };
+    const refused = { allowed: false, retryAfterSeconds: 1 };
+    assert.deepEqual(store.consume("hot", limit, 0), { allowed: true, retryAfterSeconds: 0 });
+    const flood = 100_000;
+    // Counts every step of every Map iterator during the flood; more than 3 per new agent is a scan.
+    let steps = 0;
+    const budget = 3 * flood;
+    const originals = {
+      keys: Map.prototype.keys,
+      values: Map.prototype.values,
+      entries: Map.prototype.entries,
+      iterator: Map.prototype[Symbol.iterator],
+      forEach: Map.prototype.forEach,
+    };
+    function counting<T>(iterator: MapIterator<T>): MapIterator<T> {
+      const next = iterator.next.bind(iterator);
+      return Object.assign(iterator, {
+        next: () => {
+          steps++;
+          if (steps > budget) throw new Error(`more than ${budget} Map iterator steps: a scan`);
+          return next();
+        },
+      });
+    }
+    Map.prototype.keys = function (this: Map<unknown, unknown>) {
+      return counting(originals.keys.call(this));
+    };
+    Map.prototype.values = function (this: Map<unknown, unknown>) {
+      return counting(originals.values.call(this));
+    };
+    Map.prototype.entries = function (this: Map<unknown, unknown>) {
+      return counting(originals.entries.call(this));
+    };
+    Map.prototype[Symbol.iterator] = Map.prototype.entries;
+    Map.prototype.forEach = () => {
+      throw new Error("forEach over a Map: a scan");
+    };
+    const hotAnswers: unknown[] = [];
+    try {
+      for (let i = 0; i < flood; i++) {
+        store.consume(`agent-${i}`, limit, 0);
+        if (i % 500 === 0) hotAnswers.push(store.consume("hot", limit, 0));
+      }
+    } finally {
+      Map.prototype.keys = originals.keys;
+      Map.prototype.values = originals.values;
+      Map.prototype.entries = originals.entries;
+      Map.prototype[Symbol.iterator] = originals.iterator;
+      Map.prototype.forEach = originals.forEach;
+    }
+    assert.equal(store.size, 1000);
+    assert.ok(steps <= flood, `${steps} iterator steps for ${flood} new agents`);
+    // "hot" was used every 500 new agents (within the 1000 kept): never evicted, so still drained.
+    assert.equal(hotAnswers.length, flood / 500);
+    assert.ok(hotAnswers.every((answer) => JSON.stringify(answer) === JSON.stringify(refused)));
+    // The flood's early agents were evicted: they start again with a full bucket.
+    assert.deepEqual(store.consume("agent-0", limit, 0), { allowed: true, retryAfterSeconds: 0 });
+    assert.deepEqual(store.consume(`agent-${flood - 1}`, limit, 0), refused);
+    assert.equal(store.size, 1000);
+  });
+
   test("the memory store stays bounded: refilled buckets go first, then the oldest", () => {
     const store = createMemoryRateLimitStore({ maxKeys: 2 });
     const limit = { perSecond: 1, burst: 1 };

@@ -500,6 +500,22 @@ const revocationsSchema = z
         "Replays per client address and minute, in bursts of max_streams_per_address; beyond it 429 too_many_streams. Default 60.",
       ),
     /**
+     * Most `GET /revocations` reads per client address (IPv6 by /64, see `trust_proxy`) per fixed window
+     * of 60 seconds; beyond it 429 `slow_down` (reason `feed_rate_limited`) with `Retry-After`. Counted
+     * per instance, for at most 100 000 addresses at once. Default 600: ten gateways behind one address
+     * polling every second, each paging through a few pages. Security: the feed is anonymous and each
+     * read costs the database; one caller polling in a loop is held to this rate.
+     */
+    max_feed_reads_per_address_per_minute: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .default(600)
+      .describe(
+        "Most GET /revocations reads per client address (IPv6 by /64) per 60-second window, per instance; beyond it 429 slow_down (reason feed_rate_limited) with Retry-After. Default 600.",
+      ),
+    /**
      * How long a feed entry is kept after the last token of its approval expired, in seconds; then it is
      * compacted away. Default 300. Security: must be at least the largest clock tolerance any gateway
      * allows (`clockToleranceSeconds`, 5 by default), or a gateway whose clock lags could accept a token
@@ -877,6 +893,7 @@ export const configFileSchema = z
         trust_proxy: false,
         max_replay_entries: 1000,
         max_replays_per_address_per_minute: 60,
+        max_feed_reads_per_address_per_minute: 600,
         compaction_grace_seconds: 300,
       })
       .describe("Revocation feed and stream settings."),

@@ -94,10 +94,28 @@ export interface SigningKeysTable {
 }
 
 export interface RevocationsTable {
+  /** bigint, as text. Drawn by the `revocations_ordered_cursor` trigger (migrations 0003, 0010). */
   cursor: Generated<string>;
   approval_id: string;
   reason: "revoked" | "expired";
   revoked_at: GeneratedTimestamp;
+  /**
+   * Until when a gateway may need the entry, set by the trigger when it is written (migration 0010):
+   * the later of that moment and the last `exp` of the approval's tokens; null when those tokens'
+   * `issued_tokens` rows are gone (compaction then bounds it by the approval's expiry).
+   */
+  needed_until: ColumnType<Date | null, never, never>;
+}
+
+/** The feed's one row (migration 0010): its epoch and low-water mark. */
+export interface RevocationFeedTable {
+  /** Always true: the primary key that keeps the table to one row. */
+  singleton: ColumnType<true, never, never>;
+  /** 16 hex digits drawn when the database was created, or rotated after a restore. */
+  epoch: string;
+  /** bigint, as text: the largest cursor compacted away (the low-water mark; 0 before any compaction). */
+  compacted_through: ColumnType<string, never, string>;
+  created_at: ColumnType<Date, never, never>;
 }
 
 /**
@@ -146,6 +164,7 @@ export interface Database {
   audit_events: AuditEventsTable;
   signing_keys: SigningKeysTable;
   revocations: RevocationsTable;
+  revocation_feed: RevocationFeedTable;
   oidc_payloads: OidcPayloadsTable;
   issuance_rate_limits: IssuanceRateLimitsTable;
   webhook_deliveries: WebhookDeliveriesTable;

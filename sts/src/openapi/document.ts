@@ -10,6 +10,12 @@ import {
   listQuery,
   MAX_LIST_LIMIT,
 } from "../approvals/schemas.js";
+import {
+  cursorResetSchema,
+  feedRateLimitedSchema,
+  revocationEntrySchema,
+  revocationPageSchema,
+} from "../revocations/wire.js";
 import { tokenRequestForm, tokenResponse } from "./token_form.js";
 
 /** A JSON value (the document is plain JSON). */
@@ -77,6 +83,116 @@ const idParameter: JsonObject = {
   schema: { type: "string", pattern: "^apr_[A-Za-z0-9_-]{22}$" },
 };
 
+const retryAfter: JsonObject = {
+  "Retry-After": { description: "Seconds to wait (RFC 9110 §10.2.3)", schema: { type: "integer" } },
+};
+
+const afterParameter = (description: string): JsonObject => ({
+  name: "after",
+  in: "query",
+  required: false,
+  description,
+  schema: { type: "string", maxLength: 40 },
+});
+
+const cursorResetResponse: JsonObject = {
+  description:
+    "`cursor_reset`: the cursor lies outside the feed (another epoch after a restore, below the low-water mark, ahead of the head); `cursor` says where to restart",
+  content: json(ref("CursorReset")),
+};
+
+/** `GET /revocations` and `GET /revocations/stream` (docs/reference.md#the-revocation-feed): anonymous. */
+function revocationPaths(): JsonObject {
+  return {
+    "/revocations": {
+      get: {
+        operationId: "readRevocations",
+        tags: ["revocations"],
+        summary: "Read the revocation feed (anyone: it lists approval ids only)",
+        description:
+          "Revoked and expired approvals whose tokens may still be alive, oldest first, paged. Reads per " +
+          "client address are bounded (`revocations.max_feed_reads_per_address_per_minute`, per 60-second " +
+          "window): beyond it 429 `slow_down` (reason `feed_rate_limited`) with `Retry-After`.",
+        security: [{}],
+        parameters: [
+          afterParameter("A cursor from this feed: entries after it. Without it: from the low-water mark."),
+          {
+            name: "limit",
+            in: "query",
+            required: false,
+            description: "Page size.",
+            schema: { type: "integer", minimum: 1, maximum: 500, default: 500 },
+          },
+        ],
+        responses: {
+          "200": { description: "A page of the feed", content: json(ref("RevocationPage")) },
+          "400": {
+            description: "A malformed or repeated `after` or `limit` (`invalid_request`)",
+            content: json(ref("Error")),
+          },
+          "410": cursorResetResponse,
+          "429": {
+            description: "Too many reads from this client address (`slow_down`, reason `feed_rate_limited`)",
+            headers: retryAfter,
+            content: json(ref("FeedRateLimited")),
+          },
+          ...errors(503),
+        },
+      },
+    },
+    "/revocations/stream": {
+      get: {
+        operationId: "streamRevocations",
+        tags: ["revocations"],
+        summary: "The revocation feed as server-sent events (anyone)",
+        description:
+          "Each event is `id: <cursor>` and `data: <RevocationEntry JSON>`. Resuming (`Last-Event-ID` or " +
+          "`after`) replays at most `revocations.max_replay_entries` entries. Slots per instance " +
+          "(`max_stream_subscribers`: 503) and per client address (`max_streams_per_address`: 429 " +
+          "`too_many_streams`) are bounded, and so are replays per address and minute " +
+          "(`max_replays_per_address_per_minute`: 429 `too_many_streams`).",
+        security: [{}],
+        parameters: [
+          afterParameter("Resume after this cursor (`Last-Event-ID` takes precedence)."),
+          {
+            name: "Last-Event-ID",
+            in: "header",
+            required: false,
+            description: "The last event's id: resume after it.",
+            schema: { type: "string", maxLength: 40 },
+          },
+        ],
+        responses: {
+          "200": {
+            description: "An event stream of revocation entries (each `data` is a `RevocationEntry`)",
+            content: { "text/event-stream": { schema: { type: "string" } } },
+          },
+          "400": {
+            description:
+              "A malformed or repeated `after`, or a malformed `Last-Event-ID` (`invalid_request`)",
+            content: json(ref("Error")),
+          },
+          "410": {
+            ...cursorResetResponse,
+            description: `${cursorResetResponse.description as string}; also \`cursor_beyond_replay\`: read \`GET /revocations\` from \`cursor\`, then resume`,
+          },
+          "429": {
+            description:
+              "`too_many_streams`: this client address holds `max_streams_per_address` streams, or has used its replays",
+            headers: retryAfter,
+            content: json(ref("Error")),
+          },
+          "503": {
+            description: "`temporarily_unavailable`: the instance holds `max_stream_subscribers` streams",
+            headers: retryAfter,
+            content: json(ref("Error")),
+          },
+        },
+      },
+    },
+  };
+}
+
 const agent: Json[] = [{ agentBearer: [] }];
 const approver: Json[] = [{ approverBearer: [] }];
 
@@ -104,8 +220,8 @@ function decision(
 }
 
 /**
- * The OpenAPI 3.1 document of the approval API (docs/reference.md#the-approval-api-routes) and the token endpoint
- * (docs/reference.md#token-exchange), generated
+ * The OpenAPI 3.1 document of the approval API (docs/reference.md#the-approval-api-routes), the token endpoint
+ * (docs/reference.md#token-exchange) and the revocation feed (docs/reference.md#the-revocation-feed), generated
  * from the zod schemas the routes validate with (zod's `z.toJSONSchema`, JSON Schema 2020-12, which is
  * OpenAPI 3.1's dialect). Request bodies are described as the routes accept them (`io: "input"`: fields
  * with defaults are optional).
@@ -131,6 +247,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
     tags: [
       { name: "approvals", description: "Approval requests and decisions" },
       { name: "oauth", description: "The token endpoint" },
+      { name: "revocations", description: "The revocation feed gateways read (no credentials)" },
     ],
     paths: {
       "/approvals": {
@@ -253,6 +370,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
           },
         },
       },
+      ...revocationPaths(),
     },
     components: {
       schemas: {
@@ -261,7 +379,11 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
         ApprovalRequest: jsonSchema(createApprovalBody, "input"),
         ApproveRequest: jsonSchema(approveBody, "input"),
         DecisionRequest: jsonSchema(decisionBody, "input"),
+        CursorReset: jsonSchema(cursorResetSchema, "output"),
         Error: jsonSchema(errorSchema, "output"),
+        FeedRateLimited: jsonSchema(feedRateLimitedSchema, "output"),
+        RevocationEntry: jsonSchema(revocationEntrySchema, "output"),
+        RevocationPage: jsonSchema(revocationPageSchema, "output"),
         TokenRequest: jsonSchema(tokenRequestForm, "input"),
         TokenResponse: jsonSchema(tokenResponse, "output"),
       },

@@ -56,17 +56,20 @@ export interface FeedState {
 
 /** Reads the feed's epoch, low-water mark and head. */
 export async function readFeedState(db: Kysely<Database>): Promise<FeedState> {
-  const { rows } = await sql<{
-    epoch: string;
-    compacted_through: string;
-    max_held: string | null;
-  }>`select f.epoch, f.compacted_through::text as compacted_through,
-      (select max(r."cursor") from revocations r)::text as max_held
-    from revocation_feed f`.execute(db);
-  const row = rows[0];
+  const row = await db
+    .selectFrom("revocation_feed")
+    .select((eb) => [
+      "epoch",
+      sql<string>`compacted_through::text`.as("compacted_through"),
+      eb
+        .selectFrom("revocations")
+        .select(sql<string | null>`max("cursor")::text`.as("max_held"))
+        .as("max_held"),
+    ])
+    .executeTakeFirst();
   if (row === undefined) throw new Error("the revocation_feed row is missing");
   const lowWater = BigInt(row.compacted_through);
-  const maxHeld = row.max_held === null ? 0n : BigInt(row.max_held);
+  const maxHeld = row.max_held === null || row.max_held === undefined ? 0n : BigInt(row.max_held);
   return { epoch: row.epoch, lowWater, head: maxHeld > lowWater ? maxHeld : lowWater };
 }
 
@@ -184,7 +187,10 @@ export async function readFeedTail(
  * @returns the epoch now in force.
  */
 export async function rotateEpoch(db: Kysely<Database>, expected: string): Promise<string> {
-  await sql`update revocation_feed set epoch = substr(md5(gen_random_uuid()::text), 1, 16)
-    where epoch = ${expected}`.execute(db);
+  await db
+    .updateTable("revocation_feed")
+    .set({ epoch: sql<string>`substr(md5(gen_random_uuid()::text), 1, 16)` })
+    .where("epoch", "=", expected)
+    .execute();
   return (await readFeedState(db)).epoch;
 }

@@ -14,12 +14,15 @@ import {
   readFeed,
   readFeedState,
 } from "./feed.js";
+import type { FeedReadLimiter } from "./feed_rate_limit.js";
 import type { RevocationHub } from "./hub.js";
 
 /** Options for {@link revocationRoutes}. */
 export interface RevocationRoutesOptions {
   /** `revocations.trust_proxy`: whether `X-Forwarded-For` names the client address. */
   readonly trustProxy: TrustProxy;
+  /** Reads of `GET /revocations` per client address (`revocations.max_feed_reads_per_address_per_minute`). */
+  readonly feedReads: FeedReadLimiter;
 }
 
 /** Seconds a client refused a stream slot is asked to wait (RFC 9110 §10.2.3). */
@@ -64,6 +67,8 @@ function answerReset(ctx: Context, reset: CursorReset): void {
  * read starts at the low-water mark (the whole current snapshot). `cursor` is the last entry's, or the
  * feed's head when the page is empty. A cursor of another epoch, below the low-water mark or ahead of
  * the head is answered 410 `cursor_reset` with where to restart. No credentials: the feed lists ids only.
+ * Reads per client address are bounded (`max_feed_reads_per_address_per_minute`): beyond it 429
+ * `slow_down`, reason `feed_rate_limited`, with `Retry-After`.
  *
  * `GET /revocations/stream`: the same entries pushed as server-sent events (`id: <cursor>`, `data:
  * <entry JSON>`), from now on, or after `Last-Event-ID` / `?after=` when resuming (replayed from the
@@ -78,6 +83,23 @@ export function revocationRoutes(
   const router = new Router();
 
   router.get("/revocations", async (ctx) => {
+    const address = clientAddress(
+      ctx.req.socket.remoteAddress,
+      ctx.req.headers["x-forwarded-for"],
+      options.trustProxy,
+    );
+    const retryAfter = await options.feedReads.take(address);
+    if (retryAfter > 0) {
+      ctx.status = 429;
+      ctx.set("Retry-After", String(retryAfter));
+      ctx.set("Cache-Control", "no-store");
+      ctx.body = {
+        error: "slow_down",
+        error_description: "too many revocation feed reads from this address: poll less often",
+        reason: "feed_rate_limited",
+      };
+      return;
+    }
     const after = parseAfter(single(ctx.query.after, "after"), "after");
     const limitText = single(ctx.query.limit, "limit");
     let limit = MAX_FEED_PAGE;

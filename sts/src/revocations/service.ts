@@ -4,6 +4,7 @@ import type { RevocationsConfig } from "../config/schema.js";
 import type { DatabaseHandle } from "../db/connect.js";
 import type { Logger } from "../ops/logger.js";
 import { REVOCATIONS_CHANNEL } from "./channel.js";
+import { FeedReadLimiter } from "./feed_rate_limit.js";
 import { RevocationHub } from "./hub.js";
 import { listenPglite, listenPostgres, type NotificationListener } from "./listener.js";
 import { revocationRoutes } from "./routes.js";
@@ -114,7 +115,10 @@ export async function startRevocationService(
 
   let closing: Promise<void> | undefined;
   return {
-    router: revocationRoutes(db, hub, { trustProxy: config.trust_proxy }),
+    router: revocationRoutes(db, hub, {
+      trustProxy: config.trust_proxy,
+      feedReads: new FeedReadLimiter({ perMinute: config.max_feed_reads_per_address_per_minute }),
+    }),
     hub,
     sweep,
     drain: () => hub.endStreams(),

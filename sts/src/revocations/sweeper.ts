@@ -99,8 +99,10 @@ export async function compactFeed(db: Kysely<Database>, options: CompactionOptio
         const cursor = BigInt(row.cursor);
         if (cursor > highest) highest = cursor;
       }
-      await sql`update revocation_feed
-        set compacted_through = greatest(compacted_through, ${highest.toString()}::bigint)`.execute(trx);
+      await trx
+        .updateTable("revocation_feed")
+        .set({ compacted_through: sql<string>`greatest(compacted_through, ${highest.toString()}::bigint)` })
+        .execute();
       return rows.length;
     });
     removed += count;

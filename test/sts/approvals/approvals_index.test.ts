@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { CompiledQuery, Kysely, PGliteDialect, PostgresDialect, sql } from "kysely";
-import { listApprovals } from "../../../sts/src/approvals/repository.js";
+import { listApprovals, listPendingApprovals } from "../../../sts/src/approvals/repository.js";
 import type { DatabaseHandle } from "../../../sts/src/db/connect.js";
 import { migrateToLatest } from "../../../sts/src/db/migrate.js";
 import type { ApprovalStatus, Database } from "../../../sts/src/db/schema.js";
@@ -77,9 +77,17 @@ for (const engine of testEngines()) {
       status: Exclude<ApprovalStatus, "pending">,
       settings: string[] = [],
     ): Promise<PlanNode[]> {
+      return planOfQuery(async () => {
+        const listed = await listApprovals(logged, { status, limit: 51 });
+        assert.equal(listed.length, 51);
+      }, settings);
+    }
+
+    /** The plan (EXPLAIN ANALYZE) of the one query `run` sends, with `settings` set for it. */
+    async function planOfQuery(run: () => Promise<void>, settings: string[] = []): Promise<PlanNode[]> {
       queries.length = 0;
-      const listed = await listApprovals(logged, { status, limit: 51 });
-      assert.equal(listed.length, 51);
+      await run();
+      assert.equal(queries.length, 1);
       const query = queries[0];
       assert.ok(query);
       return handle.db.connection().execute(async (connection) => {
@@ -111,7 +119,32 @@ for (const engine of testEngines()) {
         );
     }
 
-    // The pending list is its own query (round by round per agent: listPendingApprovals), not this one.
+    // Live pending approvals: 40 % of the last hour's (about 110), of 200 000.
+    for (const page of ["first", "later"] as const) {
+      test(`status=pending, ${page} page (round by round per agent): indexes only, no sequential scan of approvals, reading only the live approvals`, async () => {
+        let after: Parameters<typeof listPendingApprovals>[1]["after"];
+        if (page === "later") {
+          const first = await listPendingApprovals(handle.db, { limit: 20 });
+          assert.equal(first.length, 20);
+          const last = first.at(-1);
+          assert.ok(last);
+          after = { snapshot: last.snapshot, round: last.round, createdAt: last.created_at, id: last.id };
+        }
+        const nodes = await planOfQuery(async () => {
+          const listed = await listPendingApprovals(logged, { limit: 51, after });
+          assert.equal(listed.length, 51);
+          assert.ok(listed.every((approval) => approval.status === "pending"));
+        });
+        const scans = nodes.filter((node) => node["Relation Name"] === "approvals");
+        assert.ok(scans.length > 0);
+        assert.ok(
+          scans.every((scan) => scan["Node Type"] !== "Seq Scan"),
+          JSON.stringify(scans.map((scan) => scan["Node Type"])),
+        );
+        assert.ok(rowsRead(nodes) < 2000, `read ${rowsRead(nodes)} rows`);
+      });
+    }
+
     for (const status of ["approved"] as const) {
       test(`status=${status}: an index range on expires_at, reading only the live approvals (no sequential scan)`, async () => {
         const nodes = await planOf(status);

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { buildOpenApiDocument } from "../../../sts/src/openapi/document.js";
-import { startTestApp, type TestApp } from "../../helpers/app.js";
+import {
+  cursorResetSchema,
+  feedRateLimitedSchema,
+  revocationPageSchema,
+} from "../../../sts/src/revocations/wire.js";
+import { baseConfig, startTestApp, type TestApp } from "../../helpers/app.js";
 
 interface Operation {
   operationId: string;
@@ -137,6 +142,74 @@ describe("GET /openapi.json", () => {
       }
     }
     assert.deepEqual(document.components.schemas.Error?.required, ["error", "error_description"]);
+  });
+
+  test("covers the revocation feed and its stream: 410 cursor_reset, 429 slow_down (feed_rate_limited) and too_many_streams with Retry-After, 503", () => {
+    type Response = {
+      description: string;
+      headers?: Record<string, unknown>;
+      content?: Record<string, { schema: { $ref?: string } }>;
+    };
+    const responses = (path: string) =>
+      (document.paths[path]?.get?.responses ?? {}) as unknown as Record<string, Response>;
+    const schemaOf = (response: Response | undefined, type = "application/json") =>
+      response?.content?.[type]?.schema.$ref?.split("/").at(-1);
+    const feed = responses("/revocations");
+    assert.deepEqual(Object.keys(feed).sort(), ["200", "400", "410", "429", "503"]);
+    assert.equal(schemaOf(feed["200"]), "RevocationPage");
+    assert.equal(schemaOf(feed["410"]), "CursorReset");
+    assert.equal(schemaOf(feed["429"]), "FeedRateLimited");
+    assert.deepEqual(Object.keys(feed["429"]?.headers ?? {}), ["Retry-After"]);
+    const stream = responses("/revocations/stream");
+    assert.deepEqual(Object.keys(stream).sort(), ["200", "400", "410", "429", "503"]);
+    assert.ok(stream["200"]?.content?.["text/event-stream"]);
+    assert.equal(schemaOf(stream["410"]), "CursorReset");
+    assert.equal(schemaOf(stream["429"]), "Error");
+    assert.match(stream["429"]?.description ?? "", /too_many_streams/);
+    assert.deepEqual(Object.keys(stream["429"]?.headers ?? {}), ["Retry-After"]);
+    assert.deepEqual(Object.keys(stream["503"]?.headers ?? {}), ["Retry-After"]);
+    const reset = document.components.schemas.CursorReset as {
+      required: string[];
+      properties: { reason: { enum: string[] } };
+    };
+    assert.deepEqual([...reset.required].sort(), ["cursor", "error", "error_description", "reason"]);
+    assert.deepEqual(reset.properties.reason.enum, [
+      "cursor_epoch_mismatch",
+      "cursor_below_low_water",
+      "cursor_ahead_of_head",
+      "cursor_beyond_replay",
+    ]);
+    const limited = document.components.schemas.FeedRateLimited as {
+      properties: { error: { const: string }; reason: { const: string } };
+    };
+    assert.equal(limited.properties.error.const, "slow_down");
+    assert.equal(limited.properties.reason.const, "feed_rate_limited");
+  });
+
+  test("the feed's real answers match the documented schemas (200, 410 cursor_reset)", async () => {
+    const page = await fetch(`${sts.url}/revocations`);
+    assert.equal(page.status, 200);
+    revocationPageSchema.strict().parse(await page.json());
+    const reset = await fetch(`${sts.url}/revocations?after=0123456789abcdef.0`);
+    assert.equal(reset.status, 410);
+    const body = cursorResetSchema.strict().parse(await reset.json());
+    assert.equal(body.reason, "cursor_epoch_mismatch");
+  });
+
+  test("the feed's 429 matches FeedRateLimited", async () => {
+    const limited = await startTestApp({
+      engine: "pglite",
+      config: { ...baseConfig(), revocations: { max_feed_reads_per_address_per_minute: 1 } },
+    });
+    try {
+      assert.equal((await (await fetch(`${limited.url}/revocations`)).arrayBuffer()).byteLength > 0, true);
+      const refused = await fetch(`${limited.url}/revocations`);
+      assert.equal(refused.status, 429);
+      assert.match(refused.headers.get("retry-after") ?? "", /^[1-9][0-9]?$/);
+      feedRateLimitedSchema.strict().parse(await refused.json());
+    } finally {
+      await limited.stop();
+    }
   });
 
   test("the document matches what buildOpenApiDocument makes", () => {

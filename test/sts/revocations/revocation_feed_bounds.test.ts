@@ -50,8 +50,11 @@ async function count(db: Kysely<Database>): Promise<number> {
 }
 
 async function neededUntil(db: Kysely<Database>, approvalId: string): Promise<Date | null> {
-  const { rows } = await sql<{ needed_until: Date | null }>`
-    select needed_until from revocations where approval_id = ${approvalId}`.execute(db);
+  const rows = await db
+    .selectFrom("revocations")
+    .select("needed_until")
+    .where("approval_id", "=", approvalId)
+    .execute();
   assert.equal(rows.length, 1);
   return rows[0]?.needed_until ?? null;
 }
@@ -343,7 +346,7 @@ for (const engine of testEngines()) {
           : await openDatabase({ url: undefined, dataDir: "memory://" });
         try {
           await migrateToLatest(handle.db);
-          const { rows } = await sql<{ epoch: string }>`select epoch from revocation_feed`.execute(handle.db);
+          const rows = await handle.db.selectFrom("revocation_feed").select("epoch").execute();
           assert.equal(rows.length, 1);
           epochs.push(String(rows[0]?.epoch));
         } finally {
@@ -646,7 +649,10 @@ for (const engine of testEngines()) {
 
           // Another database behind the same STS: another epoch, another feed.
           await sql`delete from revocations`.execute(db);
-          await sql`update revocation_feed set epoch = 'abcdefabcdef0123', compacted_through = 0`.execute(db);
+          await db
+            .updateTable("revocation_feed")
+            .set({ epoch: "abcdefabcdef0123", compacted_through: "0" })
+            .execute();
           await until(async () => (await resetsAnswered(sts)) >= 1, "the verifier's poll to be reset");
           assert.equal(await revokeViaApi(sts, after.approvalId), 200);
           await until(async () => !(await verify(after.token)).ok, "the revocation after the reset");
@@ -701,9 +707,11 @@ async function cursorOfCompacted(db: Kysely<Database>, approvalIds: string[]): P
     ).length,
     0,
   );
-  const { rows } = await sql<{ compacted_through: string }>`
-    select compacted_through::text as compacted_through from revocation_feed`.execute(db);
-  return BigInt(String(rows[0]?.compacted_through));
+  const row = await db
+    .selectFrom("revocation_feed")
+    .select(sql<string>`compacted_through::text`.as("compacted_through"))
+    .executeTakeFirstOrThrow();
+  return BigInt(row.compacted_through);
 }
 
 describe("replay budget", () => {
