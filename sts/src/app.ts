@@ -30,6 +30,7 @@ import type { RotationResult } from "./keys/rotation.js";
 import { ensureSigningKey } from "./keys/signing_keys.js";
 import { createClientCredentialsLimiter } from "./limits/client_credentials_limiter.js";
 import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
+import { sweepExpiredPayloads } from "./oidc/adapter.js";
 import { createProvider } from "./oidc/provider.js";
 import { openApiRoutes } from "./openapi/routes.js";
 import { createLogger, type Logger } from "./ops/logger.js";
@@ -324,6 +325,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       db: database.db,
       settings: config.retention,
       logger,
+      sweepOidcPayloads: sweepExpiredPayloads,
       ...(options.retentionClock ? { clock: options.retentionClock } : {}),
       ...(options.retentionTimers ? { timers: options.retentionTimers } : {}),
     });

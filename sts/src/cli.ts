@@ -7,11 +7,11 @@ import { registerAuthzServerCommand } from "./cli/authz_server.js";
 import { registerClientCommands } from "./cli/clients.js";
 import { openDatabaseFor } from "./cli/database.js";
 import { registerDevTokenCommand } from "./cli/dev_token.js";
+import { registerKeyCommands } from "./cli/keys.js";
 import { registerMcpGatewayCommand } from "./cli/mcp_gateway.js";
 import { action, CliError } from "./cli/output.js";
 import { ConfigError, loadConfig } from "./config/load.js";
 import { migrateToLatest } from "./db/migrate.js";
-import { registerKeyCommands } from "./keys/cli_commands.js";
 import { packagePath } from "./ops/package_root.js";
 import { safeText } from "./ops/safe_text.js";
 

@@ -1,29 +1,17 @@
-import { HttpError } from "../http/errors.js";
+import type { AuthRefusalReason } from "../auth/authenticate.js";
+import { ApiError } from "../http/errors.js";
+import type { JsonBodyRefusalReason } from "../http/json_body.js";
 
 /**
- * Stable reason codes for approval API refusals, written to the audit log (`audit_events.reason`).
+ * Stable reason codes for approval API refusals, written to the audit log (`audit_events.reason`):
+ * the authenticator's, the JSON body reader's and the approval API's own.
  * The wire `error` is the OAuth-style code; the reason is the finer machine code behind it.
  */
 export type ApprovalRefusalReason =
-  | "credentials_missing"
-  | "credentials_invalid"
-  | "credentials_expired"
-  | "credentials_wrong_audience"
-  | "credentials_stale"
-  | "credentials_dpop_bound"
-  | "dpop_proof_invalid"
-  | "credentials_missing_scope"
-  | "client_unknown"
-  | "approver_not_allowed"
-  | "approver_claim_missing"
-  | "role_agent_required"
-  | "role_approver_required"
-  | "issuer_keys_unavailable"
-  | "body_invalid"
+  | AuthRefusalReason
+  | JsonBodyRefusalReason
   | "call_max_tokens_conflict"
   | "cursor_invalid"
-  | "body_too_large"
-  | "content_type_unsupported"
   | "resource_unknown"
   | "scope_invalid"
   | "not_found"
@@ -38,20 +26,20 @@ export type ApprovalRefusalReason =
   | "pending_cap_reached";
 
 /**
- * An approval API refusal: an {@link HttpError} (rendered as `{"error", "error_description"}`) that also
- * carries a stable audit `reason` and, when known, the approval it concerns.
+ * An approval API refusal: an {@link ApiError} (rendered as `{"error", "error_description"}`, with a
+ * stable audit `reason`) that also carries, when known, the approval it concerns.
  */
-export class ApprovalError extends HttpError {
+export class ApprovalError extends ApiError<ApprovalRefusalReason> {
   /** The approval the refusal concerns, when the request named one that exists. */
   readonly approvalId: string | undefined;
   constructor(
     status: number,
     error: string,
     description: string,
-    readonly reason: ApprovalRefusalReason,
+    reason: ApprovalRefusalReason,
     options: { headers?: Record<string, string>; approvalId?: string } = {},
   ) {
-    super(status, error, description, options.headers ?? {});
+    super(status, error, description, reason, options.headers ?? {});
     this.name = "ApprovalError";
     this.approvalId = options.approvalId;
   }

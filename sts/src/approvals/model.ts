@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import type { RateLimit } from "../config/schema.js";
 import type { Approval, ApprovalStatus } from "../db/schema.js";
 
@@ -44,13 +43,8 @@ export interface ApprovalCallJson {
   arguments_digest: string;
 }
 
-/** The shape of an id {@link newApprovalId} makes; anything else cannot name an approval. */
-export const APPROVAL_ID_PATTERN = /^apr_[A-Za-z0-9_-]{22}$/;
-
-/** Approval ids: `apr_` and 128 random bits, base64url. */
-export function newApprovalId(): string {
-  return `apr_${randomBytes(16).toString("base64url")}`;
-}
+// An approval's id: its shape and its making live in a leaf (db/approval_id.ts) the audit writer uses too.
+export { APPROVAL_ID_PATTERN, newApprovalId } from "../db/approval_id.js";
 
 /** The status a reader sees: a pending or approved approval past `expires_at` reads as `expired`. */
 export function effectiveStatus(

@@ -4,7 +4,8 @@ import type { AuditEvent } from "../audit/audit_log.js";
 import { recordAudit } from "../audit/audit_log.js";
 import { createAuthenticator, credentialsOf, type Principal, wrongRole } from "../auth/authenticate.js";
 import type { Approval } from "../db/schema.js";
-import { readJsonBody } from "../http/json_body.js";
+import { ApiError } from "../http/errors.js";
+import { describeIssues, readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
 import { matchedRoute, traceRequest } from "../ops/tracing.js";
 import type { StsServices } from "../services.js";
@@ -42,14 +43,7 @@ import {
   listPendingApprovals,
   revokeApproval,
 } from "./repository.js";
-import {
-  approveBody,
-  createApprovalBody,
-  DEFAULT_MAX_TOKENS,
-  decisionBody,
-  describeIssues,
-  listQuery,
-} from "./schemas.js";
+import { approveBody, createApprovalBody, DEFAULT_MAX_TOKENS, decisionBody, listQuery } from "./schemas.js";
 
 /** Options for {@link approvalRoutes}. */
 export interface ApprovalRoutesOptions {
@@ -149,12 +143,13 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
       try {
         await handler(ctx, state);
       } catch (error) {
-        if (!(error instanceof ApprovalError)) throw error;
+        // The authenticator's, the body reader's and the approval API's own refusals.
+        if (!(error instanceof ApiError)) throw error;
         const event: AuditEvent = {
           event: `approval.${action}`,
           outcome: "refused",
           reason: error.reason,
-          approval_id: error.approvalId ?? null,
+          approval_id: (error instanceof ApprovalError ? error.approvalId : undefined) ?? null,
           client_id: state.principal?.kind === "agent" ? state.principal.clientId : null,
           actor: actorOf(state.principal),
           detail: { status: error.status, error: error.error },

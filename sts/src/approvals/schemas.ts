@@ -340,21 +340,3 @@ export const errorSchema = z
     error_description: z.string().describe("A human-readable explanation naming the field or state."),
   })
   .describe("An error.");
-
-/**
- * One line describing what is wrong with a request, naming the field: `unknown field "foo"`,
- * `max_tokens: Too big: expected number to be <=1000000`.
- */
-export function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .map((issue) => {
-      const path = issue.path.map(String).join(".");
-      if (issue.code === "unrecognized_keys") {
-        const keys = issue.keys.map((key) => `"${key}"`).join(", ");
-        const prefix = path ? `${path}: ` : "";
-        return `${prefix}unknown field${issue.keys.length > 1 ? "s" : ""} ${keys}`;
-      }
-      return `${path || "body"}: ${issue.message}`;
-    })
-    .join("; ");
-}

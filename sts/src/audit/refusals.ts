@@ -1,5 +1,5 @@
 import { type Kysely, sql } from "kysely";
-import { APPROVAL_ID_PATTERN } from "../approvals/model.js";
+import { APPROVAL_ID_PATTERN } from "../db/approval_id.js";
 import type { Database } from "../db/schema.js";
 import { boundedDetailJson } from "./audit_log.js";
 

@@ -1,7 +1,7 @@
 import { decodeJwt, type JWTPayload, errors as joseErrors } from "jose";
 import { DpopChecker } from "../../../gateway-verifier/src/dpop.js";
-import { ApprovalError, type ApprovalRefusalReason } from "../approvals/errors.js";
 import type { Config } from "../config/load.js";
+import { ApiError } from "../http/errors.js";
 import {
   IdentityTokenError,
   type TrustedIssuers,
@@ -19,6 +19,23 @@ export const MAX_AUTHORIZATION_BYTES = 8 * 1024;
 
 /** The realm in `WWW-Authenticate` challenges (RFC 6750 §3). */
 export const REALM = "countersign";
+
+/** The stable reasons the authenticator refuses a caller with (audited by the approval API). */
+export type AuthRefusalReason =
+  | "credentials_missing"
+  | "credentials_invalid"
+  | "credentials_expired"
+  | "credentials_wrong_audience"
+  | "credentials_stale"
+  | "credentials_dpop_bound"
+  | "dpop_proof_invalid"
+  | "credentials_missing_scope"
+  | "client_unknown"
+  | "approver_not_allowed"
+  | "approver_claim_missing"
+  | "role_agent_required"
+  | "role_approver_required"
+  | "issuer_keys_unavailable";
 
 /** A caller of the approval API: an agent (OAuth client) or a human approver. */
 export type Principal =
@@ -59,7 +76,7 @@ export function credentialsOf(ctx: {
 }
 
 /**
- * Turns a request's credentials into a {@link Principal}, or throws an {@link ApprovalError}
+ * Turns a request's credentials into a {@link Principal}, or throws an {@link ApiError}
  * (401, 403 for an authenticated approver without the approver claim, 503).
  */
 export type Authenticator = (request: CredentialRequest) => Promise<Principal>;
@@ -75,29 +92,29 @@ function quoted(value: string): string {
 function unauthorized(
   error: "invalid_request" | "invalid_token",
   description: string,
-  reason: ApprovalRefusalReason,
-): ApprovalError {
+  reason: AuthRefusalReason,
+): ApiError<AuthRefusalReason> {
   const challenge =
     reason === "credentials_missing"
       ? `Bearer realm="${REALM}"`
       : `Bearer realm="${REALM}", error="${error}", error_description="${quoted(description)}"`;
-  return new ApprovalError(401, error, description, reason, { headers: { "WWW-Authenticate": challenge } });
+  return new ApiError<AuthRefusalReason>(401, error, description, reason, {
+    "WWW-Authenticate": challenge,
+  });
 }
 
 /** A 403 for a caller whose role does not allow the call (RFC 6750 §3.1 `insufficient_scope`). */
-export function wrongRole(needed: "agent" | "approver"): ApprovalError {
+export function wrongRole(needed: "agent" | "approver"): ApiError<AuthRefusalReason> {
   const description =
     needed === "agent"
       ? `this call needs an agent's ${APPROVALS_SCOPE} token, not an approver's`
       : "this call needs an approver; agents may not decide approvals";
-  return new ApprovalError(403, "insufficient_scope", description, `role_${needed}_required`, {
-    headers: {
-      "WWW-Authenticate": `Bearer realm="${REALM}", error="insufficient_scope", error_description="${quoted(description)}"`,
-    },
+  return new ApiError<AuthRefusalReason>(403, "insufficient_scope", description, `role_${needed}_required`, {
+    "WWW-Authenticate": `Bearer realm="${REALM}", error="insufficient_scope", error_description="${quoted(description)}"`,
   });
 }
 
-const IDENTITY_REASONS: Partial<Record<IdentityTokenError["reason"], ApprovalRefusalReason>> = {
+const IDENTITY_REASONS: Partial<Record<IdentityTokenError["reason"], AuthRefusalReason>> = {
   token_expired: "credentials_expired",
   token_too_old: "credentials_stale",
   auth_time_missing: "credentials_stale",
@@ -196,11 +213,15 @@ export function createAuthenticator({
     if (typeof claims.scope !== "string" || !parseScope(claims.scope).includes(APPROVALS_SCOPE)) {
       // RFC 6750 §3.1: a valid token without the needed scope is 403 insufficient_scope.
       const description = `the access token lacks the ${APPROVALS_SCOPE} scope`;
-      throw new ApprovalError(403, "insufficient_scope", description, "credentials_missing_scope", {
-        headers: {
+      throw new ApiError<AuthRefusalReason>(
+        403,
+        "insufficient_scope",
+        description,
+        "credentials_missing_scope",
+        {
           "WWW-Authenticate": `Bearer realm="${REALM}", error="insufficient_scope", error_description="${description}", scope="${APPROVALS_SCOPE}"`,
         },
-      });
+      );
     }
     const clientId = claims.client_id;
     if (typeof clientId !== "string" || !clients.has(clientId)) {
@@ -218,20 +239,24 @@ export function createAuthenticator({
       if (error.reason === "approver_claim_missing") {
         // Authenticated, but not an approver: RFC 6750 §3.1 insufficient_scope, not 401.
         const description = `${error.message}: this account may not decide approvals`;
-        throw new ApprovalError(403, "insufficient_scope", description, "approver_claim_missing", {
-          headers: {
+        throw new ApiError<AuthRefusalReason>(
+          403,
+          "insufficient_scope",
+          description,
+          "approver_claim_missing",
+          {
             "WWW-Authenticate": `Bearer realm="${REALM}", error="insufficient_scope", error_description="${quoted(description)}"`,
           },
-        });
+        );
       }
       if (error.reason === "issuer_keys_unavailable") {
         // Fail closed, but say it is temporary: the credential may well be good.
-        throw new ApprovalError(
+        throw new ApiError<AuthRefusalReason>(
           503,
           "temporarily_unavailable",
           "the approver token's issuer keys could not be fetched",
           "issuer_keys_unavailable",
-          { headers: { "Retry-After": "5" } },
+          { "Retry-After": "5" },
         );
       }
       throw unauthorized(

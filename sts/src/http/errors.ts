@@ -19,6 +19,23 @@ export class HttpError extends Error {
 }
 
 /**
+ * An API refusal: an {@link HttpError} that also carries the stable `reason` behind its wire `error`,
+ * the finer machine code an API logs and audits (e.g. the approval API's `credentials_expired`).
+ */
+export class ApiError<Reason extends string = string> extends HttpError {
+  constructor(
+    status: number,
+    error: string,
+    description: string,
+    readonly reason: Reason,
+    headers: Record<string, string> = {},
+  ) {
+    super(status, error, description, headers);
+    this.name = "ApiError";
+  }
+}
+
+/**
  * Koa middleware rendering {@link HttpError}s as JSON and anything else as a 500 without internals
  * (or a 503 `temporarily_unavailable` when the database is unreachable): no stack traces on the wire.
  * A client that closed its connection mid-request (e.g. while its body was read) is one line on

@@ -9,7 +9,6 @@ import Provider, {
 import type { Config } from "../config/load.js";
 import type { Database } from "../db/schema.js";
 import type { SigningKeyMaterial } from "../keys/signing_keys.js";
-import type { ClientCredentialsLimiter } from "../limits/client_credentials_limiter.js";
 import type { Logger } from "../ops/logger.js";
 import type { Metrics } from "../ops/metrics.js";
 import { observeTokenEndpoint } from "../ops/token_endpoint.js";
@@ -29,6 +28,19 @@ export function approvalsResource(issuer: string): string {
   return `${issuer}/approvals`;
 }
 
+/**
+ * The per-agent issuance limit of oidc-provider's built-in `client_credentials` grant, as the provider
+ * calls it. Declared here, implemented by `limits/client_credentials_limiter.ts` (which builds its
+ * refusals from `refusal.ts`: the limits depend on oidc, not the other way).
+ */
+export interface ClientCredentialsLimit {
+  /**
+   * Takes one point from `clientId`'s window: admitted, or refused with the seconds to wait.
+   * @throws a 503 `temporarily_unavailable` refusal when the counter store fails (fail closed).
+   */
+  consume(clientId: string): Promise<{ allowed: true } | { allowed: false; retryAfterSeconds: number }>;
+}
+
 /** What {@link createProvider} needs. */
 export interface ProviderDependencies {
   config: Config;
@@ -42,7 +54,7 @@ export interface ProviderDependencies {
   /** Extension grants to register (e.g. RFC 8693 token exchange). */
   grants?: readonly GrantRegistration[];
   /** The per-agent issuance limit of the `client_credentials` grant. None: unlimited. */
-  clientCredentialsLimiter?: ClientCredentialsLimiter;
+  clientCredentialsLimiter?: ClientCredentialsLimit;
   /**
    * `client_credentials` for the resources it handles (MCP servers that opted in). Every other
    * `client_credentials` request stays oidc-provider's built-in grant (the approval API credential).

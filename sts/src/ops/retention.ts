@@ -1,7 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import type { RetentionConfig } from "../config/schema.js";
 import type { Database } from "../db/schema.js";
-import { sweepExpiredPayloads } from "../oidc/adapter.js";
 import { type BatchLimits, deleteInBatches } from "./batched_delete.js";
 import type { Logger } from "./logger.js";
 import { dropPartitions, ensurePartitions, PARTITIONED_TABLES, type PartitionedTable } from "./partitions.js";
@@ -37,6 +36,12 @@ export interface RetentionOptions {
   readonly db: Kysely<Database>;
   readonly settings: RetentionConfig;
   readonly logger: Logger;
+  /**
+   * Deletes expired oidc-provider rows (`oidc_payloads`) older than `now`, in batches within `limits`,
+   * and returns how many: the adapter's own sweep (`sweepExpiredPayloads`, oidc/adapter.ts), passed in
+   * by the composition root so that ops does not depend on oidc.
+   */
+  readonly sweepOidcPayloads: (db: Kysely<Database>, now: Date, limits: BatchLimits) => Promise<number>;
 }
 
 /**
@@ -55,7 +60,7 @@ export interface RetentionOptions {
  * Each step's failure is logged and leaves the others to run. The counts are logged at debug.
  */
 export async function runRetention(options: RetentionOptions, now: Date): Promise<RetentionCounts> {
-  const { db, settings, logger } = options;
+  const { db, settings, logger, sweepOidcPayloads } = options;
   const failed: string[] = [];
   async function step<T>(name: string, fallback: T, run: () => Promise<T>): Promise<T> {
     try {
@@ -98,7 +103,7 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       ),
     );
   }
-  const oidcPayloads = await step("oidc_payloads", 0, () => sweepExpiredPayloads(db, now, limits));
+  const oidcPayloads = await step("oidc_payloads", 0, () => sweepOidcPayloads(db, now, limits));
   const counters = await step("issuance_rate_limits", 0, () =>
     deleteInBatches(
       db,

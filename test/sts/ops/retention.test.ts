@@ -9,6 +9,7 @@ import { DEFAULT_RETENTION, type RetentionConfig } from "../../../sts/src/config
 import { type DatabaseHandle, openDatabase } from "../../../sts/src/db/connect.js";
 import { migrateToLatest, migrationsFolder } from "../../../sts/src/db/migrate.js";
 import type { Database } from "../../../sts/src/db/schema.js";
+import { sweepExpiredPayloads } from "../../../sts/src/oidc/adapter.js";
 import { createLogger } from "../../../sts/src/ops/logger.js";
 import { dropPartitions, listPartitions, utcDay } from "../../../sts/src/ops/partitions.js";
 import {
@@ -64,7 +65,10 @@ async function withDatabase(
 }
 
 function retentionAt(db: Kysely<Database>, now: Date, settings: RetentionConfig = SETTINGS) {
-  return runRetention({ db, settings, logger: createLogger("silent") }, now);
+  return runRetention(
+    { db, settings, logger: createLogger("silent"), sweepOidcPayloads: sweepExpiredPayloads },
+    now,
+  );
 }
 
 async function count(db: Kysely<Database>, table: string, where = sql`true`): Promise<number> {
@@ -250,7 +254,12 @@ for (const engine of testEngines()) {
 
         const logs = new LogCapture();
         const run = await runRetention(
-          { db, settings: { ...SETTINGS, batch_size: 10 }, logger: createLogger("debug", logs) },
+          {
+            db,
+            settings: { ...SETTINGS, batch_size: 10 },
+            logger: createLogger("debug", logs),
+            sweepOidcPayloads: sweepExpiredPayloads,
+          },
           now,
         );
         assert.deepEqual(run.deleted, {
@@ -414,6 +423,7 @@ test("startRetention: stop() waits for the run in progress, and nothing is sched
       db: gated,
       settings: SETTINGS,
       logger: createLogger("silent"),
+      sweepOidcPayloads: sweepExpiredPayloads,
       timers: {
         setTimeout: (run) => {
           scheduled.push(run);

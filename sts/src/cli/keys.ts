@@ -1,12 +1,12 @@
 import type { Command } from "commander";
-import { openDatabaseFor } from "../cli/database.js";
-import { action } from "../cli/output.js";
 import type { Config } from "../config/load.js";
 import type { DatabaseHandle } from "../db/connect.js";
 import { migrateToLatest } from "../db/migrate.js";
-import { resolveKeyEncryptionKey } from "./kek.js";
-import { rotateSigningKeys } from "./rotation.js";
-import { ensureSigningKey, loadSigningKeys } from "./signing_keys.js";
+import { resolveKeyEncryptionKey } from "../keys/kek.js";
+import { rotateSigningKeys } from "../keys/rotation.js";
+import { ensureSigningKey, loadSigningKeys } from "../keys/signing_keys.js";
+import { openDatabaseFor } from "./database.js";
+import { action } from "./output.js";
 
 /** Registers `countersign keys rotate|list` on `program`. */
 export function registerKeyCommands(program: Command, loadConfig: () => Config): void {
