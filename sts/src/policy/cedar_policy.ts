@@ -17,7 +17,7 @@ import { DEFAULT_DENY_ID, DEFAULT_POLICY_FILE, POLICY_ERROR_ID, type PolicyActio
 export interface CedarPolicyOptions {
   /** Loaded and validated policies (`loadPolicySet`). */
   readonly policySet: PolicySet;
-  /** For `recent_exchanges_per_minute` (a count over `issued_tokens`). */
+  /** For `recent_exchanges_per_minute` (per-second counters in `exchange_counters`). */
   readonly db: Kysely<Database>;
   /** The configured resources: their scopes and tags become the `Resource` entity's. */
   readonly resources: readonly ResourceConfig[];
