@@ -120,7 +120,7 @@ async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> 
       await client.query(
         `insert into issued_tokens (jti, approval_id, client_id, sub, aud, scope, jkt, iat, exp)
          select translate(substr(encode(sha256(('t' || i || $5)::bytea), 'base64'), 1, 24), '+/', '-_'),
-           'apr_' || substr(md5('a' || (i * 7919 % $4::int)), 1, 22), 'agent-' || ((i * 7919 % $4::int) % ${AGENTS}),
+           'apr_' || substr(md5('a' || (i::bigint * 7919 % $4::int)), 1, 22), 'agent-' || ((i::bigint * 7919 % $4::int) % ${AGENTS}),
            'alice', $6, 'crm:read', null,
            $1::timestamptz + (i::float8 * $2::float8 / $3::float8) * interval '1 second',
            $1::timestamptz + (i::float8 * $2::float8 / $3::float8) * interval '1 second' + interval '300 seconds'
@@ -135,8 +135,8 @@ async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> 
       await client.query(
         `insert into audit_events (at, event, outcome, approval_id, client_id, actor, detail)
          select $1::timestamptz + (i::float8 * $2::float8 / $3::float8) * interval '1 second',
-           'token_exchange', 'granted', 'apr_' || substr(md5('a' || (i * 7919 % $4::int)), 1, 22),
-           'agent-' || ((i * 7919 % $4::int) % ${AGENTS}), 'agent-' || ((i * 7919 % $4::int) % ${AGENTS}),
+           'token_exchange', 'granted', 'apr_' || substr(md5('a' || (i::bigint * 7919 % $4::int)), 1, 22),
+           'agent-' || ((i::bigint * 7919 % $4::int) % ${AGENTS}), 'agent-' || ((i::bigint * 7919 % $4::int) % ${AGENTS}),
            jsonb_build_object('jti', translate(substr(encode(sha256(('e' || i)::bytea), 'base64'), 1, 24), '+/', '-_'),
              'sub', 'alice', 'aud', $5::text, 'scope', 'crm:read')
          from generate_series($6::int, $7::int) as i`,
@@ -146,7 +146,9 @@ async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> 
     }
     const t0 = Date.now();
     await client.query("vacuum analyze");
-    log(`seed: vacuum analyze (${Date.now() - t0} ms), ${Math.round((Date.now() - started) / 1000)} s in all`);
+    log(
+      `seed: vacuum analyze (${Date.now() - t0} ms), ${Math.round((Date.now() - started) / 1000)} s in all`,
+    );
   } finally {
     client.release();
   }
@@ -203,7 +205,13 @@ function listings(target: Target, amount: number) {
 /** The WAL between two LSNs by the relation of each record's first block: records, bytes, full-page images. */
 async function walDetail(pool: pg.Pool, from: string, to: string): Promise<string[]> {
   await pool.query("create extension if not exists pg_walinspect");
-  const { rows } = await pool.query<{ rel: string; records: string; bytes: string; fpi: string; fpis: string }>(
+  const { rows } = await pool.query<{
+    rel: string;
+    records: string;
+    bytes: string;
+    fpi: string;
+    fpis: string;
+  }>(
     `select coalesce(pg_filenode_relation(0, (m[1])::oid)::text, r.resource_manager) as rel,
        count(*)::text as records, sum(r.record_length)::text as bytes, sum(r.fpi_length)::text as fpi,
        count(*) filter (where r.fpi_length > 0)::text as fpis
@@ -212,7 +220,9 @@ async function walDetail(pool: pg.Pool, from: string, to: string): Promise<strin
      group by 1 order by sum(r.record_length) desc limit 12`,
     [from, to],
   );
-  return rows.map((r) => `${r.rel}: ${r.records} records, ${r.bytes} B (${r.fpis} full-page images, ${r.fpi} B)`);
+  return rows.map(
+    (r) => `${r.rel}: ${r.records} records, ${r.bytes} B (${r.fpis} full-page images, ${r.fpi} B)`,
+  );
 }
 
 async function measure(target: Target, options: SeededGrowthOptions): Promise<Measurement> {
@@ -319,7 +329,10 @@ export async function runSeededGrowthBenchmark(options: SeededGrowthOptions): Pr
       const within = lowerIsBetter ? ratio <= 1.1 : ratio >= 1 / 1.1;
       return `| ${label} | ${fmt(empty, digits)} | ${fmt(seeded, digits)} | ${fmt(ratio, 2)} | ${within ? "yes" : "**no**"} |`;
     };
-    const failures = [...(results.empty ?? []), ...(results.seeded ?? [])].reduce((sum, m) => sum + m.failures, 0);
+    const failures = [...(results.empty ?? []), ...(results.seeded ?? [])].reduce(
+      (sum, m) => sum + m.failures,
+      0,
+    );
     return [
       `${machineLine()}; Postgres: ${cluster}; load average at the end ${loadavg()
         .map((l) => l.toFixed(2))
