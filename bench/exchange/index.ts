@@ -300,8 +300,11 @@ export interface BenchSts {
   readonly base: string;
   /** A dev-issuer subject token for `alice` (an hour). */
   readonly subjectToken: string;
-  /** A dev-issuer approver token for `bench-approver` (an hour), for the approval API. */
-  readonly approverToken: string;
+  /**
+   * A fresh dev-issuer approver token for `bench-approver`, for the approval API (approver tokens must
+   * be younger than `approver_max_age_seconds`, so mint one per use).
+   */
+  approverToken(): Promise<string>;
   /** `authorization` (client_secret_basic of the bench agent) and the form content type. */
   readonly headers: Readonly<Record<string, string>>;
   /** The STS's environment (e.g. its `DATABASE_POOL_SIZE`). */
@@ -341,7 +344,7 @@ export async function startBenchSts(options: {
   const dataDir = path.join(work, "data");
   const devIssuer = await loadDevIssuer({ issuer: base, dataDir });
   const subjectToken = await devIssuer.mint({ sub: "alice", usage: "subject", ttlSeconds: 3600 });
-  const approverToken = await devIssuer.mint({ sub: "bench-approver", usage: "approver", ttlSeconds: 3600 });
+  const approverToken = () => devIssuer.mint({ sub: "bench-approver", usage: "approver", ttlSeconds: 600 });
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? "",
     HOME: process.env.HOME ?? "",

@@ -191,11 +191,12 @@ function exchanges(target: Target, amount: number, connections: number) {
   });
 }
 
-function listings(target: Target, amount: number) {
+async function listings(target: Target, amount: number) {
+  const token = await target.sts.approverToken();
   return autocannon({
     url: `${target.sts.base}/approvals?status=pending`,
     method: "GET",
-    headers: { authorization: `Bearer ${target.sts.approverToken}` },
+    headers: { authorization: `Bearer ${token}` },
     connections: 4,
     amount,
     timeout: 10,
@@ -242,6 +243,10 @@ async function measure(target: Target, options: SeededGrowthOptions): Promise<Me
   );
   const walByRelation = options.walDetail ? await walDetail(target.pool, before.lsn, after.lsn) : undefined;
   const list = await listings(target, options.listRequests);
+  if (list.non2xx > 0 || run.non2xx > 0)
+    options.log(
+      `${target.name}: answers other than 2xx: exchanges ${JSON.stringify(run.statusCodeStats)}, listings ${JSON.stringify(list.statusCodeStats)}`,
+    );
   const total = run.requests.total;
   return {
     exchangesPerSecond: total / run.duration,
