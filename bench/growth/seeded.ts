@@ -241,7 +241,12 @@ async function measure(target: Target, options: SeededGrowthOptions): Promise<Me
     "select pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::text as wal",
     [after.lsn, before.lsn],
   );
-  const walByRelation = options.walDetail ? await walDetail(target.pool, before.lsn, after.lsn) : undefined;
+  // The WAL may already be recycled (a checkpoint since): the breakdown is then left out.
+  const walByRelation = options.walDetail
+    ? await walDetail(target.pool, before.lsn, after.lsn).catch((error: Error) => [
+        `(no breakdown: ${error.message})`,
+      ])
+    : undefined;
   const list = await listings(target, options.listRequests);
   if (list.non2xx > 0 || run.non2xx > 0)
     options.log(
