@@ -103,7 +103,7 @@ export interface ExchangeBenchResult {
   readonly markdown: string;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
@@ -167,13 +167,13 @@ function startPostgres(log: (line: string) => void): {
   };
 }
 
-function withDatabase(url: string, database: string): string {
+export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
   return parsed.toString();
 }
 
-async function adminQuery(url: string, text: string): Promise<void> {
+export async function adminQuery(url: string, text: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -219,7 +219,7 @@ function processTree(pid: number): number[] {
 }
 
 /** Peak RSS (VmHWM, KiB) of a process and its descendants. */
-function peakRssKiB(pid: number): number {
+export function peakRssKiB(pid: number): number {
   return processTree(pid).reduce(
     (sum, p) => sum + Number(/VmHWM:\s+(\d+)/.exec(readProc(`/proc/${p}/status`))?.[1] ?? 0),
     0,
@@ -232,7 +232,7 @@ const CLOCK_TICKS_PER_SECOND = 100;
  * CPU time (user + system, ms) a process tree has used so far, including reaped children
  * (`cutime`/`cstime`, so Postgres backends that exited still count).
  */
-function cpuMs(pid: number): number {
+export function cpuMs(pid: number): number {
   let ticks = 0;
   for (const p of processTree(pid)) {
     const stat = readProc(`/proc/${p}/stat`);
@@ -289,6 +289,123 @@ function markdownOf(result: Omit<ExchangeBenchResult, "markdown">): string {
     "",
     `Targets, one approval: ${verdict(result.exchange, result.ratio)}. One approval per connection: ${verdict(result.spread, result.spreadRatio)}.`,
   ].join("\n");
+}
+
+/** A running STS child process for a benchmark, and what a load generator needs to call it. */
+export interface SpawnedSts {
+  readonly child: ChildProcess;
+  readonly base: string;
+  /** A dev-issuer subject token for `alice` (an hour). */
+  readonly subjectToken: string;
+  /**
+   * A fresh dev-issuer approver token for `bench-approver`, for the approval API (approver tokens must
+   * be younger than `approver_max_age_seconds`, so mint one per use).
+   */
+  approverToken(): Promise<string>;
+  /** `authorization` (client_secret_basic of the bench agent) and the form content type. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The STS's environment (e.g. its `DATABASE_POOL_SIZE`). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Stops the STS (SIGTERM, SIGKILL after 20 s) and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `node bin/countersign.js serve` on a free 127.0.0.1 port against `databaseUrl`, with a config
+ * in `work` (one resource, the bench agent with generous issuance limits, dev mode), and waits until
+ * `/readyz` answers.
+ */
+export async function spawnBenchSts(options: {
+  readonly databaseUrl: string;
+  readonly work: string;
+  readonly stsEnv?: Readonly<Record<string, string>> | undefined;
+  readonly nodeArgs?: readonly string[];
+}): Promise<SpawnedSts> {
+  const { databaseUrl, work } = options;
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const secret = randomBytes(32).toString("base64url");
+  const configFile = path.join(work, "config.json");
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      issuer: base,
+      resources: [{ id: RESOURCE, scopes: ["crm:read", "crm:write"], max_ttl_seconds: 300 }],
+      clients: [
+        { client_id: CLIENT_ID, client_secret: secret, token_endpoint_auth_method: "client_secret_basic" },
+      ],
+      issuance_limits: { per_client: GENEROUS, per_approval: GENEROUS, client_credentials: GENEROUS },
+      dev_mode: true,
+    }),
+  );
+  const dataDir = path.join(work, "data");
+  const devIssuer = await loadDevIssuer({ issuer: base, dataDir });
+  const subjectToken = await devIssuer.mint({ sub: "alice", usage: "subject", ttlSeconds: 3600 });
+  const approverToken = () => devIssuer.mint({ sub: "bench-approver", usage: "approver", ttlSeconds: 600 });
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    HOME: process.env.HOME ?? "",
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    COUNTERSIGN_CONFIG: configFile,
+    COUNTERSIGN_DATA_DIR: dataDir,
+    DATABASE_URL: databaseUrl,
+    LOG_LEVEL: "warn",
+    ...options.stsEnv,
+  };
+  const child = spawn(NODE, [...(options.nodeArgs ?? []), path.join(ROOT, "bin/countersign.js"), "serve"], {
+    cwd: ROOT,
+    env,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    await waitReady(base, child, 60_000);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const authorization = `Basic ${Buffer.from(`${encodeURIComponent(CLIENT_ID)}:${encodeURIComponent(secret)}`).toString("base64")}`;
+  return {
+    child,
+    base,
+    subjectToken,
+    approverToken,
+    headers: { authorization, "content-type": "application/x-www-form-urlencoded" },
+    env,
+    stop,
+  };
+}
+
+/** Inserts approved approvals for the bench agent, with budgets far above what a run can use. */
+export async function insertBenchApprovals(pool: pg.Pool, ids: readonly string[]): Promise<void> {
+  await pool.query(
+    `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
+       requested_by, approved_by, decided_by, decided_at, expires_at)
+     select id, 'approved', $2, $3, 'crm:read crm:write', 'crm:read crm:write', 'benchmark', 2000000000,
+       $2, 'bench-approver', 'bench-approver', now(), now() + interval '1 day'
+     from unnest(cast($1 as text[])) as id`,
+    [ids, CLIENT_ID, RESOURCE],
+  );
+}
+
+/** The form body of an RFC 8693 exchange for `crm:read` under `approvalId`. */
+export function exchangeBodyFor(subjectToken: string, approvalId: string): string {
+  return new URLSearchParams({
+    grant_type: TOKEN_EXCHANGE,
+    subject_token: subjectToken,
+    subject_token_type: JWT_TYPE,
+    resource: RESOURCE,
+    scope: "crm:read",
+    authorization_details: JSON.stringify([{ type: "agent_task", approval_id: approvalId }]),
+  }).toString();
 }
 
 /** Options of {@link startBenchSts}. */
@@ -351,102 +468,35 @@ export async function startBenchSts(options: BenchStsOptions): Promise<BenchSts>
     ? `${adminUrl}?host=${encodeURIComponent(postgres.socketDir as string)}`
     : adminUrl;
   const work = mkdtempSync(path.join(tmpdir(), "countersign-bench-"));
-  let child: ChildProcess | undefined;
+  let sts: SpawnedSts | undefined;
   const pool = new pg.Pool({ connectionString: adminUrl, max: 2 });
   const stop = async (): Promise<void> => {
-    if (child && child.exitCode === null) {
-      const exited = once(child, "exit");
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child?.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await sts?.stop();
     await pool.end().catch(() => {});
     await adminQuery(postgres.url, `drop database if exists ${databaseName} with (force)`).catch(() => {});
     rmSync(work, { recursive: true, force: true });
     postgres.stop();
   };
   try {
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const secret = randomBytes(32).toString("base64url");
-    const configFile = path.join(work, "config.json");
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        issuer: base,
-        resources: [{ id: RESOURCE, scopes: ["crm:read", "crm:write"], max_ttl_seconds: 300 }],
-        clients: [
-          { client_id: CLIENT_ID, client_secret: secret, token_endpoint_auth_method: "client_secret_basic" },
-        ],
-        issuance_limits: { per_client: GENEROUS, per_approval: GENEROUS, client_credentials: GENEROUS },
-        dev_mode: true,
-      }),
-    );
-    const dataDir = path.join(work, "data");
-    const devIssuer = await loadDevIssuer({ issuer: base, dataDir });
-    const subjectToken = await devIssuer.mint({ sub: "alice", usage: "subject", ttlSeconds: 3600 });
-
-    const stsEnv: Record<string, string> = {
-      PATH: process.env.PATH ?? "",
-      HOME: process.env.HOME ?? "",
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      COUNTERSIGN_CONFIG: configFile,
-      COUNTERSIGN_DATA_DIR: dataDir,
-      DATABASE_URL: databaseUrl,
-      LOG_LEVEL: "warn",
-      ...options.stsEnv,
-    };
     const nodeArgs = [
       ...(options.cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
       ...(options.nodeArgs ?? []),
     ];
-    child = spawn(NODE, [...nodeArgs, path.join(ROOT, "bin/countersign.js"), "serve"], {
-      cwd: ROOT,
-      env: stsEnv,
-      stdio: ["ignore", "inherit", "inherit"],
-    });
-    await waitReady(base, child, 60_000);
+    sts = await spawnBenchSts({ databaseUrl, work, stsEnv: options.stsEnv, nodeArgs });
+    const { base, headers, child } = sts;
     log(`STS ready at ${base} (pid ${child.pid})`);
 
     const approvalId = `bench-${randomBytes(8).toString("hex")}`;
-    await pool.query(
-      `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
-         requested_by, approved_by, decided_by, decided_at, expires_at)
-       values ($1, 'approved', $2, $3, 'crm:read crm:write', 'crm:read crm:write', 'benchmark', 2000000000,
-         $2, 'bench-approver', 'bench-approver', now(), now() + interval '1 day')`,
-      [approvalId, CLIENT_ID, RESOURCE],
-    );
-
     // The spread case: one approval per connection (no two concurrent exchanges share an approval).
     const spreadIds = Array.from({ length: connections }, (_, i) => `${approvalId}-${i}`);
-    await pool.query(
-      `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
-         requested_by, approved_by, decided_by, decided_at, expires_at)
-       select id, 'approved', $2, $3, 'crm:read crm:write', 'crm:read crm:write', 'benchmark', 2000000000,
-         $2, 'bench-approver', 'bench-approver', now(), now() + interval '1 day'
-       from unnest(cast($1 as text[])) as id`,
-      [spreadIds, CLIENT_ID, RESOURCE],
-    );
+    await insertBenchApprovals(pool, [approvalId, ...spreadIds]);
 
-    const authorization = `Basic ${Buffer.from(`${encodeURIComponent(CLIENT_ID)}:${encodeURIComponent(secret)}`).toString("base64")}`;
-    const headers = { authorization, "content-type": "application/x-www-form-urlencoded" };
     const clientCredentialsBody = new URLSearchParams({
       grant_type: "client_credentials",
       scope: "approvals:request",
     }).toString();
-    const exchangeFor = (id: string) =>
-      new URLSearchParams({
-        grant_type: TOKEN_EXCHANGE,
-        subject_token: subjectToken,
-        subject_token_type: JWT_TYPE,
-        resource: RESOURCE,
-        scope: "crm:read",
-        authorization_details: JSON.stringify([{ type: "agent_task", approval_id: id }]),
-      }).toString();
-    const exchangeBody = exchangeFor(approvalId);
-    const spreadBodies = spreadIds.map(exchangeFor);
+    const exchangeBody = exchangeBodyFor(sts.subjectToken, approvalId);
+    const spreadBodies = spreadIds.map((id) => exchangeBodyFor(sts?.subjectToken ?? "", id));
 
     for (const [name, body] of [
       ["client_credentials", clientCredentialsBody],
@@ -459,7 +509,7 @@ export async function startBenchSts(options: BenchStsOptions): Promise<BenchSts>
     }
     return {
       base,
-      pid: child.pid as number,
+      pid: sts.child.pid as number,
       postgresPid: postgres.pid,
       pool,
       headers,
@@ -468,7 +518,7 @@ export async function startBenchSts(options: BenchStsOptions): Promise<BenchSts>
       spreadBodies,
       approvalIds: [approvalId, ...spreadIds],
       database: `${postgres.note}; the STS connects over ${overSocket ? "its Unix socket" : "TCP"}`,
-      poolSize: stsEnv.DATABASE_POOL_SIZE ?? "10 (the default)",
+      poolSize: sts.env.DATABASE_POOL_SIZE ?? "10 (the default)",
       stop,
     };
   } catch (error) {

@@ -48,6 +48,10 @@ export interface ApprovalsTable {
   call_arguments_digest: string | null;
 }
 
+/**
+ * A minted access token's record, partitioned by UTC day of `exp`. Its primary key is (`exp`, `jti`):
+ * time first, so inserts land beside each other (migration 0014); nothing reads it by `jti` alone.
+ */
 export interface IssuedTokensTable {
   jti: string;
   approval_id: string;
@@ -58,6 +62,18 @@ export interface IssuedTokensTable {
   jkt: string | null;
   iat: Timestamp;
   exp: Timestamp;
+}
+
+/**
+ * Tokens issued per (agent, `iat` second), kept by `countersign_issue` in the same transaction as the
+ * tokens: what `recent_exchanges_per_minute` sums. Rows older than its window are deleted by the
+ * retention job.
+ */
+export interface ExchangeCountersTable {
+  client_id: string;
+  /** The tokens' `iat`, in epoch seconds; bigint, returned as a string by pg. */
+  iat_second: ColumnType<string | number, number | string, number | string>;
+  exchanges: number;
 }
 
 export interface AuditEventsTable {
@@ -161,6 +177,7 @@ export interface OidcPayloadsTable {
 export interface Database {
   approvals: ApprovalsTable;
   issued_tokens: IssuedTokensTable;
+  exchange_counters: ExchangeCountersTable;
   audit_events: AuditEventsTable;
   signing_keys: SigningKeysTable;
   revocations: RevocationsTable;

@@ -1,5 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import type { RetentionConfig } from "../config/schema.js";
+import { exchangeRateWindowStart } from "../db/exchange_counters.js";
 import type { Database } from "../db/schema.js";
 import { type BatchLimits, deleteInBatches } from "./batched_delete.js";
 import type { Logger } from "./logger.js";
@@ -25,6 +26,7 @@ export interface RetentionCounts {
     readonly issued_tokens: number;
     readonly oidc_payloads: number;
     readonly issuance_rate_limits: number;
+    readonly exchange_counters: number;
     readonly webhook_deliveries: number;
   };
   /** Steps that failed (logged at warn; retried at the next run). */
@@ -54,7 +56,8 @@ export interface RetentionOptions {
  *    the default partitions are deleted in batches;
  * 3. in batches: expired oidc-provider rows (`oidc_payloads`: DPoP and client assertion `jti`s, …),
  *    issuance-limit counters of every kind whose window ended (`issuance_rate_limits`: `client:`,
- *    `approval:`, `client_credentials:`), webhook deliveries delivered or abandoned more than
+ *    `approval:`, `client_credentials:`), per-second exchange counters (`exchange_counters`) older than
+ *    the window of `recent_exchanges_per_minute` plus {@link COUNTER_GRACE_MS}, webhook deliveries delivered or abandoned more than
  *    `webhook_deliveries_days` ago.
  *
  * Each step's failure is logged and leaves the others to run. The counts are logged at debug.
@@ -112,6 +115,14 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       limits,
     ),
   );
+  const exchangeCounters = await step("exchange_counters", 0, () =>
+    deleteInBatches(
+      db,
+      "exchange_counters",
+      sql`iat_second < ${exchangeRateWindowStart(new Date(now.getTime() - COUNTER_GRACE_MS))}::bigint`,
+      limits,
+    ),
+  );
   const deliveries = await step("webhook_deliveries", 0, () =>
     deleteInBatches(
       db,
@@ -129,6 +140,7 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       issued_tokens: fromDefault.issued_tokens,
       oidc_payloads: oidcPayloads,
       issuance_rate_limits: counters,
+      exchange_counters: exchangeCounters,
       webhook_deliveries: deliveries,
     },
     failed,

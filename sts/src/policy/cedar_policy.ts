@@ -3,13 +3,13 @@ import type { Kysely } from "kysely";
 import type { ApprovalDecisionInput, ApprovalDecisionResult, ApproverPolicy } from "../approvals/policy.js";
 import type { ResourceConfig } from "../config/schema.js";
 import { isDatabaseUnavailable } from "../db/errors.js";
+import { countRecentExchanges } from "../db/exchange_counters.js";
 import type { Database } from "../db/schema.js";
 import type { ExchangeDecisionInput, ExchangePolicy, PolicyDecision } from "../exchange/guards.js";
 import type { Logger } from "../ops/logger.js";
 import { authorize, policyAst, preparse } from "./cedar_wasm.js";
 import { contextMembersRead, createDecisionMemo } from "./decision_memo.js";
 import { approveRequest, type CedarRequest, exchangeRequest } from "./entities.js";
-import { countRecentExchanges } from "./exchange_rate.js";
 import { PolicyLoadError, type PolicySet } from "./load.js";
 import { DEFAULT_DENY_ID, DEFAULT_POLICY_FILE, POLICY_ERROR_ID, type PolicyAction } from "./schema.js";
 
@@ -17,7 +17,7 @@ import { DEFAULT_DENY_ID, DEFAULT_POLICY_FILE, POLICY_ERROR_ID, type PolicyActio
 export interface CedarPolicyOptions {
   /** Loaded and validated policies (`loadPolicySet`). */
   readonly policySet: PolicySet;
-  /** For `recent_exchanges_per_minute` (a count over `issued_tokens`). */
+  /** For `recent_exchanges_per_minute` (per-second counters in `exchange_counters`). */
   readonly db: Kysely<Database>;
   /** The configured resources: their scopes and tags become the `Resource` entity's. */
   readonly resources: readonly ResourceConfig[];

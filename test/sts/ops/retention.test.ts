@@ -39,6 +39,7 @@ const NOTHING: RetentionCounts["deleted"] = {
   issued_tokens: 0,
   oidc_payloads: 0,
   issuance_rate_limits: 0,
+  exchange_counters: 0,
   webhook_deliveries: 0,
 };
 
@@ -294,6 +295,47 @@ for (const engine of testEngines()) {
         assert.equal(line?.level, 20);
         assert.deepEqual(line?.deleted, run.deleted);
         assert.equal(line?.msg, "retention run");
+      });
+    });
+
+    test("exchange counters go a minute after they leave the 60 s window of recent_exchanges_per_minute; the rest stays", async () => {
+      await withDatabase(engine, async (db) => {
+        const now = new Date(Date.UTC(2026, 10, 28, 12, 0, 0, 500));
+        const s0 = Math.floor(now.getTime() / 1000);
+        // s0 - 120 left the window (iat > now - 60 s) at s0 - 60, more than a minute before now: swept.
+        // s0 - 119 left it at s0 - 59, 59.5 s before now: kept.
+        const rows = [
+          ["agent-a", s0 - 3600],
+          ["agent-a", s0 - 120],
+          ["agent-b", s0 - 121],
+          ["agent-a", s0 - 119],
+          ["agent-b", s0 - 30],
+          ["agent-a", s0],
+        ] as const;
+        for (const [client, second] of rows)
+          await sql`insert into exchange_counters (client_id, iat_second, exchanges)
+            values (${client}, ${second}, 5)`.execute(db);
+        const run = await runRetention(
+          {
+            db,
+            settings: { ...SETTINGS, batch_size: 10 },
+            logger: createLogger("silent"),
+            sweepOidcPayloads: sweepExpiredPayloads,
+          },
+          now,
+        );
+        assert.deepEqual(run.deleted, { ...NOTHING, exchange_counters: 3 });
+        assert.deepEqual(run.failed, []);
+        const left = await sql<{ client_id: string; iat_second: string }>`
+          select client_id, iat_second from exchange_counters order by client_id, iat_second`.execute(db);
+        assert.deepEqual(
+          left.rows.map((row) => [row.client_id, Number(row.iat_second)]),
+          [
+            ["agent-a", s0 - 119],
+            ["agent-a", s0],
+            ["agent-b", s0 - 30],
+          ],
+        );
       });
     });
 
