@@ -223,25 +223,32 @@ export async function listPendingApprovals(
     ? sql`and (r.round > ${after.round} or (r.round = ${after.round} and (r.created_at < ${after.createdAt}
         or (r.created_at = ${after.createdAt} and r.id < ${after.id}))))`
     : sql``;
+  // Ranking reads only (id, client_id, created_at) of the snapshot's approvals, from an index
+  // (approvals_pending_rank_idx, approvals_decided_idx); only the page's rows are read whole.
   const { rows } = await sql<ListedPendingApproval>`
     with t as (select coalesce(${after?.snapshot ?? null}::timestamptz, now()) as at),
     snapshot as (
-      select a.id, a.client_id, a.created_at from approvals a, t
+      select a.id, a.client_id, a.created_at, a.expires_at > now() as live from approvals a, t
       where a.status = 'pending' and a.expires_at > t.at and a.created_at <= t.at
       union all
-      select a.id, a.client_id, a.created_at from approvals a, t
+      select a.id, a.client_id, a.created_at, false as live from approvals a, t
       where a.decided_at > t.at and a.status <> 'pending' and a.expires_at > t.at and a.created_at <= t.at
     ),
     r as (
-      select id, created_at,
+      select id, created_at, live,
         (row_number() over (partition by client_id order by created_at desc, id desc) - 1)::integer as round
       from snapshot
+    ),
+    page as (
+      select r.id, r.created_at, r.round from r
+      where r.live ${keyset}
+      order by r.round, r.created_at desc, r.id desc
+      limit ${limit}
     )
-    select a.*, r.round, t.at as snapshot
-    from r join approvals a on a.id = r.id, t
-    where a.status = 'pending' and a.expires_at > now() ${keyset}
-    order by r.round, r.created_at desc, r.id desc
-    limit ${limit}`.execute(db);
+    select a.*, page.round, t.at as snapshot
+    from page join approvals a on a.id = page.id, t
+    where a.status = 'pending' and a.expires_at > now()
+    order by page.round, page.created_at desc, page.id desc`.execute(db);
   return rows;
 }
 
