@@ -223,8 +223,8 @@ export async function listPendingApprovals(
     ? sql`and (r.round > ${after.round} or (r.round = ${after.round} and (r.created_at < ${after.createdAt}
         or (r.created_at = ${after.createdAt} and r.id < ${after.id}))))`
     : sql``;
-  // Ranking reads only (id, client_id, created_at) of the snapshot's approvals, from an index
-  // (approvals_pending_rank_idx, approvals_decided_idx); only the page's rows are read whole.
+  // Ranking carries only (id, client_id, created_at) of the snapshot's approvals; the page is taken
+  // before whole rows are read, so only the page's rows are fetched and returned.
   const { rows } = await sql<ListedPendingApproval>`
     with t as (select coalesce(${after?.snapshot ?? null}::timestamptz, now()) as at),
     snapshot as (
