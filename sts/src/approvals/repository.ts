@@ -223,8 +223,9 @@ export async function listPendingApprovals(
     ? sql`and (r.round > ${after.round} or (r.round = ${after.round} and (r.created_at < ${after.createdAt}
         or (r.created_at = ${after.createdAt} and r.id < ${after.id}))))`
     : sql``;
-  // Ranking carries only (id, client_id, created_at) of the snapshot's approvals; the page is taken
-  // before whole rows are read, so only the page's rows are fetched and returned.
+  // Ranking carries only (id, client_id, created_at) of the snapshot's approvals, read from an index
+  // (approvals_pending_rank_idx, approvals_decided_idx); the page is taken first, and only its rows are
+  // read whole (a lateral lookup by id, so the planner cannot fetch every pending row instead).
   const { rows } = await sql<ListedPendingApproval>`
     with t as (select coalesce(${after?.snapshot ?? null}::timestamptz, now()) as at),
     snapshot as (
@@ -246,8 +247,11 @@ export async function listPendingApprovals(
       limit ${limit}
     )
     select a.*, page.round, t.at as snapshot
-    from page join approvals a on a.id = page.id, t
-    where a.status = 'pending' and a.expires_at > now()
+    from page cross join lateral (
+      select * from approvals x
+      where x.id = page.id and x.status = 'pending' and x.expires_at > now()
+      limit 1
+    ) a, t
     order by page.round, page.created_at desc, page.id desc`.execute(db);
   return rows;
 }
