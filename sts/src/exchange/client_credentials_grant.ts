@@ -6,8 +6,8 @@ import { validateDpopProof } from "../oidc/dpop.js";
 import type { ResourceGrant } from "../oidc/provider.js";
 import type { StsServices } from "../services.js";
 import { refused } from "./grant.js";
-import { type Minter, rateLimited } from "./mint.js";
-import { requestedResourceScopes, tokenLifetime } from "./rules.js";
+import { type Minter, mintStanding, rateLimited } from "./mint.js";
+import { requestedResourceScopes } from "./rules.js";
 import { answerStanding } from "./standing_answer.js";
 import type { StandingRequests } from "./standing_requests.js";
 
@@ -64,34 +64,15 @@ export function mcpClientCredentialsGrant(deps: McpClientCredentialsDependencies
       `MCP client ${clientId} asks for a token of its own (client_credentials, no user) for ${resource.id} with scope ${scope}.`,
     );
     const { approval, scopes: granted } = answerStanding(outcome, ctx);
-    const nowMs = Date.now();
-    const ttlSeconds = tokenLifetime({
-      resourceMaxTtlSeconds: resource.max_ttl_seconds,
-      defaultTtlSeconds: config.tokens.default_ttl_seconds,
-      maxTtlSeconds: config.tokens.max_ttl_seconds,
-      approvalExpiresAt: approval.expires_at,
-      boundsExp: undefined,
-      nowMs,
-    });
-    const { issued_token_type: _issuedTokenType, ...body } = await minter.mint({
+    ctx.body = await mintStanding(minter, config.tokens, {
       ctx,
       clientId,
       approval,
-      subject: {
-        sub: clientId,
-        issuer: config.issuer,
-        act: undefined,
-        bounds: undefined,
-        issuedAt: undefined,
-      },
-      actor: undefined,
       resource,
       scopes: granted,
-      ttlSeconds,
-      nowMs,
+      subject: { sub: clientId, issuer: config.issuer, issuedAt: undefined },
       dPoP,
     });
-    ctx.body = body;
   }
 
   return {

@@ -10,8 +10,8 @@ import type { StsServices } from "../services.js";
 import type { AssertionReplayStore } from "./assertion_replay.js";
 import { refused } from "./grant.js";
 import { type IdJag, verifyIdJag } from "./id_jag_assertion.js";
-import type { Minter } from "./mint.js";
-import { requestedResourceScopes, tokenLifetime } from "./rules.js";
+import { type Minter, mintStanding } from "./mint.js";
+import { requestedResourceScopes } from "./rules.js";
 import { answerStanding } from "./standing_answer.js";
 import type { StandingRequests } from "./standing_requests.js";
 
@@ -139,34 +139,15 @@ export function idJagGrant(deps: IdJagGrantDependencies): GrantRegistration {
       throw refuse("id_jag_replayed", "a token was already issued for this assertion (jti)");
     }
     try {
-      const nowMs = Date.now();
-      const ttlSeconds = tokenLifetime({
-        resourceMaxTtlSeconds: resource.max_ttl_seconds,
-        defaultTtlSeconds: config.tokens.default_ttl_seconds,
-        maxTtlSeconds: config.tokens.max_ttl_seconds,
-        approvalExpiresAt: approval.expires_at,
-        boundsExp: undefined,
-        nowMs,
-      });
-      const { issued_token_type: _issuedTokenType, ...body } = await minter.mint({
+      ctx.body = await mintStanding(minter, config.tokens, {
         ctx,
         clientId,
         approval,
-        subject: {
-          sub: assertion.subject,
-          issuer: assertion.issuer,
-          act: undefined,
-          bounds: undefined,
-          issuedAt: assertion.iat,
-        },
-        actor: undefined,
         resource,
         scopes: granted,
-        ttlSeconds,
-        nowMs,
+        subject: { sub: assertion.subject, issuer: assertion.issuer, issuedAt: assertion.iat },
         dPoP,
       });
-      ctx.body = body;
     } catch (error) {
       // A refusal happens before the token is recorded: the assertion stays usable. Anything else
       // (e.g. the database failing mid-way) leaves it spent: fail closed.

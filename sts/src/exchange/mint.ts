@@ -18,6 +18,7 @@ import {
   issueRefusal,
   MAX_ACCESS_TOKEN_BYTES,
   tighterRateLimit,
+  tokenLifetime,
 } from "./rules.js";
 import type { ActClaim, SubjectIdentity } from "./token_validators.js";
 
@@ -63,6 +64,51 @@ export interface TokenResponse {
  */
 export interface Minter {
   mint(request: MintRequest): Promise<TokenResponse>;
+}
+
+/**
+ * A token request of a grant whose approval stands on its own (MCP `client_credentials`, ID-JAG): no
+ * actor and no chained token, so nothing to narrow.
+ */
+export interface StandingMintRequest {
+  readonly ctx: TokenEndpointGrantContext;
+  readonly clientId: string;
+  readonly approval: Approval;
+  readonly resource: ResourceConfig;
+  readonly scopes: readonly string[];
+  /** Whom the token is about, and when that identity was asserted (epoch seconds), if known. */
+  readonly subject: { readonly sub: string; readonly issuer: string; readonly issuedAt: number | undefined };
+  readonly dPoP: DpopProof | undefined;
+}
+
+/**
+ * Mints under a standing approval: the lifetime (the resource's cap, the configured default and cap,
+ * the approval's expiry), then the shared steps; answers without `issued_token_type`, which only a
+ * token exchange's response carries (RFC 8693 §2.2.1).
+ */
+export async function mintStanding(
+  minter: Minter,
+  tokens: Config["tokens"],
+  request: StandingMintRequest,
+): Promise<Omit<TokenResponse, "issued_token_type">> {
+  const { resource, approval, subject } = request;
+  const nowMs = Date.now();
+  const ttlSeconds = tokenLifetime({
+    resourceMaxTtlSeconds: resource.max_ttl_seconds,
+    defaultTtlSeconds: tokens.default_ttl_seconds,
+    maxTtlSeconds: tokens.max_ttl_seconds,
+    approvalExpiresAt: approval.expires_at,
+    boundsExp: undefined,
+    nowMs,
+  });
+  const { issued_token_type: _issuedTokenType, ...body } = await minter.mint({
+    ...request,
+    subject: { ...subject, act: undefined, bounds: undefined },
+    actor: undefined,
+    ttlSeconds,
+    nowMs,
+  });
+  return body;
 }
 
 /** Builds the shared minting steps. */
