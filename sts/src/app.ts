@@ -249,6 +249,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
           requests: standingRequests,
           minter,
           replay: createAssertionReplayStore(database.db),
+          limiter: clientCredentialsLimiter,
         })
       : undefined;
     const clientErrors = createClientErrorLog(logger);

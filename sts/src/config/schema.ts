@@ -384,7 +384,8 @@ const issuanceLimitsSchema = z
       .default({ per_second: 50, burst: 100 })
       .describe("Per approval. Default 50 per second, burst 100."),
     /**
-     * Per agent (`client_id`), for the `client_credentials` grant (the approval API credential): past it
+     * Per agent (`client_id`), for the `client_credentials` grant (the approval API credential, and MCP
+     * resources) and the `jwt-bearer` grant (ID-JAGs), one bucket for all: past it
      * 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent
      * can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per
      * few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.
@@ -392,7 +393,7 @@ const issuanceLimitsSchema = z
     client_credentials: rateLimitSchema
       .default({ per_second: 10, burst: 20 })
       .describe(
-        "Per agent (`client_id`), for the `client_credentials` grant (the approval API credential): past it 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.",
+        "Per agent (`client_id`), for the `client_credentials` grant (the approval API credential, and MCP resources) and the `jwt-bearer` grant (ID-JAGs), one bucket for all: past it 429 `slow_down` with `Retry-After`. Counted after client authentication, so nobody but the agent can spend its bucket. Default 10 per second, burst 20. Security: an agent needs one such token per few minutes; a higher rate only lets a hostile or looping agent make the STS sign without end.",
       ),
   })
   .strict();

@@ -1,6 +1,7 @@
 import type { TokenEndpointGrantContext } from "oidc-provider";
 import type { ResourceConfig } from "../config/schema.js";
 import { CLOCK_TOLERANCE_SECONDS } from "../identity/trusted_issuers.js";
+import type { ClientCredentialsLimiter } from "../limits/client_credentials_limiter.js";
 import { parseScope } from "../oauth/scope.js";
 import { JWT_BEARER_GRANT } from "../oidc/clients.js";
 import { validateDpopProof } from "../oidc/dpop.js";
@@ -10,7 +11,7 @@ import type { StsServices } from "../services.js";
 import type { AssertionReplayStore } from "./assertion_replay.js";
 import { refused } from "./grant.js";
 import { type IdJag, verifyIdJag } from "./id_jag_assertion.js";
-import { type Minter, mintStanding } from "./mint.js";
+import { type Minter, mintStanding, rateLimited } from "./mint.js";
 import { requestedResourceScopes } from "./rules.js";
 import { answerStanding } from "./standing_answer.js";
 import type { StandingRequests } from "./standing_requests.js";
@@ -27,6 +28,12 @@ export interface IdJagGrantDependencies
   readonly minter: Minter;
   /** The `jti`s of redeemed assertions. */
   readonly replay: AssertionReplayStore;
+  /**
+   * `issuance_limits.client_credentials`, the bucket MCP `client_credentials` draws on too: one point per
+   * request, before the assertion's signature or any database work, so a client re-presenting a pending
+   * ID-JAG in a loop costs neither.
+   */
+  readonly limiter: ClientCredentialsLimiter | undefined;
 }
 
 /** The one `resource` the request names, if any (RFC 8707 §2: it may repeat; this grant takes one). */
@@ -85,6 +92,7 @@ function scopesOf(params: Record<string, unknown>, assertion: IdJag, resource: R
  * issued only under an approved approval of that client for the resource and scopes whose subject is
  * that (issuer, sub). In order:
  *
+ * 0. the client's `issuance_limits.client_credentials` bucket (before any signature or database work);
  * 1. the `assertion` parameter (one, at most 16 KiB);
  * 2. the assertion (id_jag_assertion.ts): `typ`, trusted `id_jag` issuer, signature, `aud` = this
  *    STS's issuer, lifetime, `jti`, `client_id` = the authenticated client;
@@ -101,13 +109,17 @@ function scopesOf(params: Record<string, unknown>, assertion: IdJag, resource: R
  * authentication and the client's allowed grant types are oidc-provider's, checked before this runs.
  */
 export function idJagGrant(deps: IdJagGrantDependencies): GrantRegistration {
-  const { config, trustedIssuers, requests, minter, replay, logger } = deps;
+  const { config, trustedIssuers, requests, minter, replay, logger, limiter } = deps;
   const resources = new Map<string, ResourceConfig>(
     config.resources.map((resource) => [resource.id, resource]),
   );
 
   async function redeem(ctx: TokenEndpointGrantContext): Promise<void> {
     const clientId = ctx.oidc.client.clientId;
+    if (limiter) {
+      const limit = await limiter.consume(clientId);
+      if (!limit.allowed) throw rateLimited(ctx, limit.retryAfterSeconds);
+    }
     const params = ctx.oidc.params as Record<string, unknown>;
     const raw = params.assertion;
     if (raw === undefined || raw === "") {

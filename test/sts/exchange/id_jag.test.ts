@@ -64,6 +64,8 @@ function config(
       { issuer: IDP, jwks: { keys: [keys.idp.jwk] }, audience: issuer, usage: ["id_jag"] },
       { issuer: SUBJECT_IDP, jwks: { keys: [keys.subjectIdp.jwk] }, audience: issuer, usage: ["subject"] },
     ],
+    // The suites below send dozens of requests from one client; the bucket has a test of its own.
+    issuance_limits: { client_credentials: { per_second: 1000, burst: 1000 } },
     ...extra,
   };
 }
@@ -657,6 +659,52 @@ describe("the jwt-bearer grant without an id_jag issuer, and the per-agent pendi
       );
       assert.equal(reply.status, 400);
       assert.equal(reply.body.error, "unsupported_grant_type");
+    } finally {
+      await sts.stop();
+    }
+  });
+
+  test("issuance_limits.client_credentials bounds redemptions before any work: a pending ID-JAG re-presented in a loop gets 429 slow_down (rate_limited)", async () => {
+    const keys = { idp: await idpKeys("idp-1"), subjectIdp: await idpKeys("workforce-1") };
+    const sts = await startTestApp({
+      engine,
+      config: (issuer) =>
+        config(issuer, keys, { issuance_limits: { client_credentials: { per_second: 0.001, burst: 3 } } }),
+    });
+    try {
+      const assertion = await signIdJag(keys.idp, sts.url);
+      const answers = [];
+      for (let i = 0; i < 6; i++) {
+        answers.push(
+          await postForm(
+            `${sts.url}/token`,
+            { grant_type: JWT_BEARER, assertion },
+            { authorization: basicAuth("billing-agent", TEST_SECRET) },
+          ),
+        );
+      }
+      assert.deepEqual(
+        answers.map((answer) => [answer.status, answer.body.error]),
+        [
+          [400, "authorization_pending"],
+          [400, "authorization_pending"],
+          [400, "authorization_pending"],
+          [429, "slow_down"],
+          [429, "slow_down"],
+          [429, "slow_down"],
+        ],
+      );
+      assert.equal(
+        answers[3]?.body.error_description,
+        "too many token requests; retry after the indicated delay",
+      );
+      assert.match(answers[3]?.headers.get("retry-after") ?? "", /^[1-9][0-9]*$/);
+      const recorded = await sts.handle.db
+        .selectFrom("approvals")
+        .select("id")
+        .where("client_id", "=", "billing-agent")
+        .execute();
+      assert.equal(recorded.length, 1);
     } finally {
       await sts.stop();
     }
