@@ -4,6 +4,7 @@ import { rateLimitSchema } from "../config/schema.js";
 import type { ApprovalStatus } from "../db/schema.js";
 import { isStorableText } from "../db/text.js";
 import { isUsableSubject } from "../identity/trusted_issuers.js";
+import { hasUnsafeCharacter } from "../ops/safe_text.js";
 
 /** Longest `task`, in characters. */
 export const MAX_TASK_CHARS = 2000;
@@ -42,10 +43,23 @@ const scope = text().min(1).max(MAX_SCOPE_CHARS);
 export const TARGET_KEYS = ["tools", "resources", "prompts"] as const;
 export type TargetKey = (typeof TARGET_KEYS)[number];
 
-/** A list of MCP names: 1..64 distinct, storable, 1..256 characters each. */
+/**
+ * An MCP name (tool, prompt, resource URI): 1..256 storable characters, none a control, bidi control or
+ * line separator, so that what an approver reads (console, webhook, CLI) is the name the token carries.
+ */
+const targetName = () =>
+  text()
+    .min(1)
+    .max(MAX_TARGET_CHARS)
+    .refine(
+      (name) => !hasUnsafeCharacter(name),
+      "must not contain control, bidi control or line separator characters",
+    );
+
+/** A list of MCP names: 1..64 distinct {@link targetName}s. */
 const targetList = (what: string) =>
   z
-    .array(text().min(1).max(MAX_TARGET_CHARS))
+    .array(targetName())
     .min(1)
     .max(MAX_TARGETS)
     .refine((names) => new Set(names).size === names.length, "must not name anything twice")
@@ -114,7 +128,7 @@ export function canonicalCallArguments(value: unknown): { text: string } | { pro
 /** `call`: the one MCP `tools/call` an approval binds, by tool and exact arguments. */
 const callField = z
   .object({
-    tool: text().min(1).max(MAX_TARGET_CHARS).describe("The tool (`tools/call` `params.name`)."),
+    tool: targetName().describe("The tool (`tools/call` `params.name`)."),
     arguments: z
       .record(z.string(), z.unknown())
       .superRefine((value, context) => {

@@ -13,6 +13,18 @@
  */
 const UNSAFE = /[\p{Cc}\p{Bidi_Control}\u2028\u2029]/gu;
 
+/** {@link UNSAFE} without the global flag (a global regex's `test` keeps state between calls). */
+const UNSAFE_ONE = new RegExp(UNSAFE.source, "u");
+
+/**
+ * True when `text` holds a character {@link safeText} would escape (a control, a bidi control, U+2028
+ * or U+2029): for names a human reads as identifiers (e.g. MCP tool names), which are refused rather
+ * than escaped.
+ */
+export function hasUnsafeCharacter(text: string): boolean {
+  return UNSAFE_ONE.test(text);
+}
+
 /** The characters of {@link UNSAFE} that `JSON.stringify` leaves raw (it escapes C0 itself). */
 const UNSAFE_IN_JSON = /[\u007f-\u009f\p{Bidi_Control}\u2028\u2029]/gu;
 
