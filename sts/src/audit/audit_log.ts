@@ -1,6 +1,6 @@
 import type { Kysely, Transaction } from "kysely";
 import type { Database } from "../db/schema.js";
-import { toStorableText } from "../db/text.js";
+import { toStorableText, utf8Prefix } from "../db/text.js";
 
 /** One audit event: every decision, granted or refused, with its stable reason code. */
 export interface AuditEvent {
@@ -42,16 +42,7 @@ function storable(_key: string, value: unknown): unknown {
 /** `text` cut to at most `maxBytes` of UTF-8 on a code point boundary, ending with `…` when cut. */
 function cutToBytes(text: string, maxBytes: number): string {
   if (Buffer.byteLength(text) <= maxBytes) return text;
-  let out = "";
-  let used = 0;
-  const budget = maxBytes - Buffer.byteLength("…");
-  for (const codePoint of text) {
-    const size = Buffer.byteLength(codePoint);
-    if (used + size > budget) break;
-    out += codePoint;
-    used += size;
-  }
-  return `${out}…`;
+  return `${utf8Prefix(text, maxBytes - Buffer.byteLength("…"))}…`;
 }
 
 /**

@@ -42,3 +42,16 @@ export function toStorableText(text: string): string {
   }
   return out;
 }
+
+/** The longest prefix of `text` made of whole code points that fits `maxBytes` of UTF-8. */
+export function utf8Prefix(text: string, maxBytes: number): string {
+  let size = 0;
+  let end = 0;
+  for (const codePoint of text) {
+    const bytes = Buffer.byteLength(codePoint, "utf8");
+    if (size + bytes > maxBytes) break;
+    size += bytes;
+    end += codePoint.length;
+  }
+  return text.slice(0, end);
+}

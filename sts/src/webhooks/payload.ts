@@ -1,5 +1,6 @@
 import type { ApprovalJson } from "../approvals/model.js";
 import { canonicalCallArguments } from "../approvals/schemas.js";
+import { utf8Prefix } from "../db/text.js";
 
 /** Most bytes (UTF-8) of a bound call's canonical arguments a webhook event carries. */
 export const MAX_WEBHOOK_ARGUMENTS_PREVIEW_BYTES = 1024;
@@ -22,19 +23,6 @@ export interface WebhookCallJson {
 /** The approval as a webhook event carries it: the approval API's JSON, with a bounded `call`. */
 export type WebhookApprovalJson = Omit<ApprovalJson, "call"> & { call: WebhookCallJson | null };
 
-/** The longest prefix of `text` made of whole code points that fits `maxBytes` of UTF-8. */
-export function utf8Prefix(text: string, maxBytes: number): string {
-  let size = 0;
-  let end = 0;
-  for (const codePoint of text) {
-    const bytes = Buffer.byteLength(codePoint, "utf8");
-    if (size + bytes > maxBytes) break;
-    size += bytes;
-    end += codePoint.length;
-  }
-  return text.slice(0, end);
-}
-
 /**
  * What a webhook event says of `approval`: everything the approval API shows, except a bound call's
  * `arguments` (up to 32 KiB, copied to every receiver and kept in the outbox): instead, its digest and
@@ -47,7 +35,8 @@ export function webhookApproval(
 ): WebhookApprovalJson {
   if (approval.call === null) return { ...approval, call: null };
   const canonicalized = canonicalCallArguments(approval.call.arguments);
-  // The arguments were canonicalised when the approval was requested; fail closed regardless.
+  // The arguments were canonicalised when the approval was requested; should that ever fail, the
+  // preview says it is incomplete rather than that the arguments are empty.
   const canonical = "text" in canonicalized ? canonicalized.text : "";
   const preview = utf8Prefix(canonical, maxPreviewBytes);
   return {
@@ -56,7 +45,7 @@ export function webhookApproval(
       tool: approval.call.tool,
       arguments_digest: approval.call.arguments_digest,
       arguments_preview: preview,
-      arguments_truncated: preview.length < canonical.length,
+      arguments_truncated: !("text" in canonicalized) || preview.length < canonical.length,
       arguments_bytes: Buffer.byteLength(canonical, "utf8"),
     },
   };
