@@ -328,7 +328,7 @@ const MAX_EVENT_BYTES = 64 * 1024;
 
 /**
  * Parses a text/event-stream body (HTML Living Standard §9.2.6) into `data` payloads, calling `onEvent`
- * with each event's data and id. Events larger than 64 KiB abort the stream.
+ * with each event's data and id. An event (or an unfinished line) larger than 64 KiB aborts the stream.
  */
 export async function readEventStream(
   body: AsyncIterable<Uint8Array>,
@@ -365,8 +365,10 @@ export async function readEventStream(
   }
   for await (const chunk of body) {
     buffer += decoder.decode(chunk, { stream: true });
-    if (buffer.length > MAX_EVENT_BYTES) throw new FetchFailure("response_too_large", "event too large");
     drain(false);
+    // What is left is one unfinished line: bounded. (Checked after draining: one chunk may hold many
+    // small events, as a replay's burst does, and is no larger than the transport delivered.)
+    if (buffer.length > MAX_EVENT_BYTES) throw new FetchFailure("response_too_large", "event too large");
   }
   drain(true);
 }
