@@ -65,22 +65,15 @@ export function networkFailure(url: string, error: unknown): FetchFailure {
   });
 }
 
-/** Fetches `url` and parses a JSON body of at most `maxBytes`, within `timeoutMs`. Throws a {@link FetchFailure}. */
-export async function fetchJson(url: string, timeoutMs: number, maxBytes: number): Promise<unknown> {
+/**
+ * Reads `response`'s body (of `url`, already known to be the answer wanted) as JSON of at most
+ * `maxBytes`. Throws a {@link FetchFailure}: `response_too_large`, `invalid_response` (no body, not JSON),
+ * or the network failure (`timeout`, `unreachable`) that cut the body short.
+ */
+export async function readJsonBody(response: Response, url: string, maxBytes: number): Promise<unknown> {
   const shown = describeUrl(url);
   let text: string;
   try {
-    const response = await fetch(url, {
-      headers: { accept: "application/json" },
-      redirect: "error",
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    if (!response.ok) {
-      await response.body?.cancel();
-      throw new FetchFailure("http_error", `GET ${shown} answered ${response.status}`, {
-        status: response.status,
-      });
-    }
     const declared = Number(response.headers.get("content-length") ?? "0");
     if (declared > maxBytes) {
       await response.body?.cancel();
@@ -106,6 +99,27 @@ export async function fetchJson(url: string, timeoutMs: number, maxBytes: number
   } catch (error) {
     throw new FetchFailure("invalid_response", `GET ${shown}: the body is not JSON`, { cause: error });
   }
+}
+
+/** Fetches `url` and parses a JSON body of at most `maxBytes`, within `timeoutMs`. Throws a {@link FetchFailure}. */
+export async function fetchJson(url: string, timeoutMs: number, maxBytes: number): Promise<unknown> {
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      headers: { accept: "application/json" },
+      redirect: "error",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    throw networkFailure(url, error);
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new FetchFailure("http_error", `GET ${describeUrl(url)} answered ${response.status}`, {
+      status: response.status,
+    });
+  }
+  return readJsonBody(response, url, maxBytes);
 }
 
 export function toError(value: unknown): Error {

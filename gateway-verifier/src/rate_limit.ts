@@ -1,11 +1,10 @@
 import { LruCache } from "./lru.js";
-import type { RateDecision, RateLimit, RateLimitStore } from "./types.js";
+import type { RateDecision, RateLimitStore } from "./types.js";
 
 interface Bucket {
   tokens: number;
   /** Milliseconds since the epoch. */
   updatedAt: number;
-  limit: RateLimit;
 }
 
 /** Options of {@link createMemoryRateLimitStore}. */
@@ -44,7 +43,7 @@ export function createMemoryRateLimitStore(options: MemoryRateLimitStoreOptions 
     consume(key, limit, nowMs) {
       let bucket = buckets.get(key);
       if (bucket === undefined) {
-        bucket = { tokens: limit.burst, updatedAt: nowMs, limit };
+        bucket = { tokens: limit.burst, updatedAt: nowMs };
         buckets.set(key, bucket);
       } else {
         const elapsed = nowMs - bucket.updatedAt;
@@ -54,7 +53,6 @@ export function createMemoryRateLimitStore(options: MemoryRateLimitStoreOptions 
           bucket.updatedAt = nowMs;
         }
         bucket.tokens = Math.min(tokens, limit.burst);
-        bucket.limit = limit;
       }
       if (bucket.tokens >= 1) {
         bucket.tokens -= 1;

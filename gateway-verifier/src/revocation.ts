@@ -1,5 +1,5 @@
 import { VerifierBackgroundError } from "./background_error.js";
-import { describeUrl, FetchFailure, networkFailure, retryAfterMs } from "./http_fetch.js";
+import { describeUrl, FetchFailure, networkFailure, readJsonBody, retryAfterMs } from "./http_fetch.js";
 import type { RevocationOptions } from "./types.js";
 
 /** One entry of the feed (docs/reference.md#the-revocation-feed). */
@@ -133,31 +133,6 @@ export function parseCursorReset(body: unknown): { cursor: string | undefined } 
   return { cursor };
 }
 
-async function readJson(response: Response, url: string, maxBytes: number): Promise<unknown> {
-  const declared = Number(response.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
-    await response.body?.cancel();
-    throw new FetchFailure(
-      "response_too_large",
-      `GET ${describeUrl(url)}: body larger than ${maxBytes} bytes`,
-    );
-  }
-  const body = response.body;
-  if (body === null) throw new FetchFailure("invalid_response", `GET ${describeUrl(url)}: empty body`);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    total += chunk.byteLength;
-    if (total > maxBytes)
-      throw new FetchFailure(
-        "response_too_large",
-        `GET ${describeUrl(url)}: body larger than ${maxBytes} bytes`,
-      );
-    chunks.push(chunk);
-  }
-  return JSON.parse(Buffer.concat(chunks, total).toString("utf8"));
-}
-
 /** One answer of the feed: a page, or a 410 `cursor_reset` saying where to restart. */
 export type FeedAnswer =
   | { readonly page: { entries: RevocationEntry[]; cursor: string | undefined } }
@@ -201,10 +176,12 @@ export async function fetchFeedPage(
     throw networkFailure(url, error);
   }
   if (response.status === 410) {
-    return { reset: parseCursorReset(await readJson(response, url, Math.min(maxBytes, MAX_RESET_BYTES))) };
+    return {
+      reset: parseCursorReset(await readJsonBody(response, url, Math.min(maxBytes, MAX_RESET_BYTES))),
+    };
   }
   if (!response.ok) throw await httpFailure(response, url, fallbackRetryMs);
-  return { page: parseFeedPage(await readJson(response, url, maxBytes)) };
+  return { page: parseFeedPage(await readJsonBody(response, url, maxBytes)) };
 }
 
 /** A feed consumer. Polling is the one built in; an SSE consumer implements the same interface. */
@@ -328,7 +305,7 @@ const MAX_EVENT_BYTES = 64 * 1024;
 
 /**
  * Parses a text/event-stream body (HTML Living Standard §9.2.6) into `data` payloads, calling `onEvent`
- * with each event's data and id. Events larger than 64 KiB abort the stream.
+ * with each event's data and id. An event (or an unfinished line) larger than 64 KiB aborts the stream.
  */
 export async function readEventStream(
   body: AsyncIterable<Uint8Array>,
@@ -365,8 +342,10 @@ export async function readEventStream(
   }
   for await (const chunk of body) {
     buffer += decoder.decode(chunk, { stream: true });
-    if (buffer.length > MAX_EVENT_BYTES) throw new FetchFailure("response_too_large", "event too large");
     drain(false);
+    // What is left is one unfinished line: bounded. (Checked after draining: one chunk may hold many
+    // small events, as a replay's burst does, and is no larger than the transport delivered.)
+    if (buffer.length > MAX_EVENT_BYTES) throw new FetchFailure("response_too_large", "event too large");
   }
   drain(true);
 }

@@ -226,3 +226,49 @@ describe("gateway verifier: a feed that answers 410 cursor_reset", () => {
     }
   });
 });
+
+test("a feed page whose body stalls past timeoutMs is reported as a timeout, and one that is not JSON as invalid_response; the verifier answers 503", async () => {
+  const key = await generateSigningKey();
+  const cases = [
+    {
+      stall: true,
+      reason: "timeout",
+      message: /revocation.*GET http:\/\/127\.0\.0\.1:\d+\/revocations timed out$/,
+    },
+    {
+      stall: false,
+      reason: "invalid_response",
+      message: /GET http:\/\/127\.0\.0\.1:\d+\/revocations: the body is not JSON$/,
+    },
+  ];
+  for (const { stall, reason, message } of cases) {
+    const held: ServerResponse[] = [];
+    const feed = await startServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      if (stall) {
+        res.write('{"revocations": [');
+        held.push(res);
+      } else res.end("<html>not json</html>");
+    });
+    const errors: Array<Error & { reason?: string }> = [];
+    const verifier = createVerifier({
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      jwks: { keys: [key.publicJwk] },
+      revocation: { url: `${feed.url}/revocations`, intervalMs: 60_000, timeoutMs: 200 },
+      now: () => NOW_MS,
+      onBackgroundError: (error) => errors.push(error),
+    });
+    try {
+      const result = await verifier.verify({ authorization: `Bearer ${await mintToken(key)}` });
+      assert.equal(result.ok ? "" : result.reason, "revocation_unavailable");
+      assert.equal(errors.length, 1);
+      assert.equal(errors[0]?.reason, reason);
+      assert.match(errors[0]?.message ?? "", message);
+    } finally {
+      verifier.close();
+      for (const res of held) res.destroy();
+      await feed.close();
+    }
+  }
+});

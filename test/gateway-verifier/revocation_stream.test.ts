@@ -78,3 +78,40 @@ test("the event-stream parser handles CRLF, comments, multi-line data and split 
     );
   }
 });
+
+test("the event-stream parser reads a chunk of many small events larger than 64 KiB (a replay burst); one oversized event still aborts", async () => {
+  const encoder = new TextEncoder();
+  const entries = Array.from({ length: 1_000 }, (_, i) => ({
+    approval_id: `appr_${String(i).padStart(6, "0")}`,
+    revoked_at: new Date(NOW_MS).toISOString(),
+    cursor: String(i + 1),
+  }));
+  const burst = entries.map((entry) => `id: ${entry.cursor}\ndata: ${JSON.stringify(entry)}\n\n`).join("");
+  assert.ok(burst.length > 64 * 1024);
+  async function* oneChunk(text: string) {
+    yield encoder.encode(text);
+  }
+  const events: [string, string | undefined][] = [];
+  await readEventStream(oneChunk(burst), (data, id) => events.push([data, id]));
+  assert.deepEqual(
+    events,
+    entries.map((entry) => [JSON.stringify(entry), entry.cursor]),
+  );
+
+  const huge = `data: ${"x".repeat(64 * 1024)}\n\n`;
+  const seen: string[] = [];
+  await assert.rejects(
+    readEventStream(oneChunk(huge), (data) => seen.push(data)),
+    (error: unknown) =>
+      error instanceof Error && error.name === "FetchFailure" && error.message === "event too large",
+  );
+  assert.deepEqual(seen, []);
+  // An unterminated line longer than the bound also aborts, split or not.
+  async function* split() {
+    for (let i = 0; i < 80; i++) yield encoder.encode("y".repeat(1024));
+  }
+  await assert.rejects(
+    readEventStream(split(), () => {}),
+    (error: unknown) => error instanceof Error && error.message === "event too large",
+  );
+});
