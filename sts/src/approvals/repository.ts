@@ -3,6 +3,7 @@ import { type AuditEvent, recordAudit } from "../audit/audit_log.js";
 import type { RateLimit } from "../config/schema.js";
 import type { Approval, ApprovalStatus, ApprovalUpdate, Database } from "../db/schema.js";
 import { REVOCATIONS_CHANNEL } from "../revocations/channel.js";
+import { type RankedPage, type ReadOlder, rankPage } from "./pending_rounds.js";
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -213,47 +214,107 @@ export type ListedPendingApproval = Approval & { readonly round: number; readonl
  * the cursor; those decided or expired since are counted back in), so paging with `after` returns every
  * approval pending at the first page and still pending exactly once, in one order, whatever is requested
  * or decided between pages. Approvals requested after the snapshot show up from the next first page on.
+ *
+ * Cost: the snapshot is read newest first, in growing batches, only until the page is known
+ * ({@link rankPage}): a first page reads about `limit` rows when many agents have a request pending,
+ * and at most `limit` × (most pending per agent) when few do, whatever the number of approvals pending
+ * or ever made. A page that runs past the end of a round reads the rest of the snapshot.
  */
 export async function listPendingApprovals(
   db: Db,
   options: { limit: number; after?: PendingPosition | undefined },
 ): Promise<ListedPendingApproval[]> {
-  const { limit, after } = options;
-  const keyset = after
-    ? sql`and (r.round > ${after.round} or (r.round = ${after.round} and (r.created_at < ${after.createdAt}
-        or (r.created_at = ${after.createdAt} and r.id < ${after.id}))))`
-    : sql``;
-  // Ranking carries only (id, client_id, created_at) of the snapshot's approvals, read from an index
-  // (approvals_pending_rank_idx, approvals_decided_idx); the page is taken first, and only its rows are
-  // read whole (a lateral lookup by id, so the planner cannot fetch every pending row instead).
-  const { rows } = await sql<ListedPendingApproval>`
-    with t as (select coalesce(${after?.snapshot ?? null}::timestamptz, now()) as at),
-    snapshot as (
-      select a.id, a.client_id, a.created_at, a.expires_at > now() as live from approvals a, t
-      where a.status = 'pending' and a.expires_at > t.at and a.created_at <= t.at
-      union all
-      select a.id, a.client_id, a.created_at, false as live from approvals a, t
-      where a.decided_at > t.at and a.status <> 'pending' and a.expires_at > t.at and a.created_at <= t.at
-    ),
-    r as (
-      select id, created_at, live,
-        (row_number() over (partition by client_id order by created_at desc, id desc) - 1)::integer as round
-      from snapshot
-    ),
-    page as (
-      select r.id, r.created_at, r.round from r
-      where r.live ${keyset}
-      order by r.round, r.created_at desc, r.id desc
-      limit ${limit}
+  const { entries, snapshot } = await rankPendingPage(db, options);
+  if (entries.length === 0 || snapshot === undefined) return [];
+  const rows = await db
+    .selectFrom("approvals")
+    .selectAll()
+    .where(
+      "id",
+      "in",
+      entries.map((entry) => entry.id),
     )
-    select a.*, page.round, t.at as snapshot
-    from page cross join lateral (
-      select * from approvals x
-      where x.id = page.id and x.status = 'pending' and x.expires_at > now()
-      limit 1
-    ) a, t
-    order by page.round, page.created_at desc, page.id desc`.execute(db);
+    .where("status", "=", "pending")
+    .where("expires_at", ">", sql<Date>`now()`)
+    .execute();
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  return entries.flatMap((entry) => {
+    const row = byId.get(entry.id);
+    return row === undefined ? [] : [{ ...row, round: entry.round, snapshot }];
+  });
+}
+
+/**
+ * The ids and rounds of a pending list's page ({@link listPendingApprovals}), its snapshot, and how many
+ * snapshot rows were read for it (for tests of the bound).
+ */
+export async function rankPendingPage(
+  db: Db,
+  options: { limit: number; after?: PendingPosition | undefined },
+): Promise<RankedPage & { readonly snapshot: Date | undefined }> {
+  let snapshot = options.after?.snapshot;
+  const read: ReadOlder = async (before, count) => {
+    const rows = await readSnapshotOlder(db, snapshot, before, count);
+    snapshot ??= rows[0]?.snapshot;
+    return rows.map((row) => ({
+      id: row.id,
+      clientId: row.client_id,
+      createdAt: row.created_at,
+      live: row.live,
+    }));
+  };
+  const page = await rankPage(read, { limit: options.limit, after: options.after });
+  return { ...page, snapshot };
+}
+
+/**
+ * At most `count` approvals of the pending list's snapshot older than `before` (or the newest), newest
+ * first, with whether each is still listed (`live`) and the snapshot's time. With no snapshot yet (a
+ * first page's first read), the snapshot is this statement's `now()`: then no approval can have been
+ * decided or expired since, and only pending ones are read (approvals_pending_newest_idx). Otherwise
+ * those decided since (approvals_decided_idx) or expired since (approvals_status_expires_idx) are read
+ * back in.
+ */
+async function readSnapshotOlder(
+  db: Db,
+  snapshot: Date | undefined,
+  before: { readonly createdAt: Date; readonly id: string } | undefined,
+  count: number,
+) {
+  const at = snapshot === undefined ? sql<Date>`now()` : sql<Date>`${snapshot}::timestamptz`;
+  const older = before
+    ? sql`and (a.created_at, a.id) < (${before.createdAt}::timestamptz, ${before.id})`
+    : sql``;
+  const pending = sql`
+    select a.id, a.client_id, a.created_at, a.expires_at > now() as live, ${at} as snapshot
+    from approvals a
+    where a.status = 'pending' and a.created_at <= ${at} and a.expires_at > ${at} ${older}
+    order by a.created_at desc, a.id desc
+    limit ${count}`;
+  if (snapshot === undefined) {
+    const { rows } = await sql<SnapshotRow>`${pending}`.execute(db);
+    return rows;
+  }
+  const { rows } = await sql<SnapshotRow>`
+    (${pending})
+    union all
+    (select a.id, a.client_id, a.created_at, false as live, ${at} as snapshot
+      from approvals a
+      where a.status <> 'pending' and (a.decided_at > ${at} or a.status = 'expired')
+        and a.created_at <= ${at} and a.expires_at > ${at} ${older}
+      order by a.created_at desc, a.id desc
+      limit ${count})
+    order by created_at desc, id desc
+    limit ${count}`.execute(db);
   return rows;
+}
+
+interface SnapshotRow {
+  readonly id: string;
+  readonly client_id: string;
+  readonly created_at: Date;
+  readonly live: boolean;
+  readonly snapshot: Date;
 }
 
 function effectiveStatusIs(eb: ExpressionBuilder<Database, "approvals">, status: ApprovalStatus) {

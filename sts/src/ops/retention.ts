@@ -1,5 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import type { RetentionConfig } from "../config/schema.js";
+import { expireLapsedPending } from "../db/approval_expiry.js";
 import { exchangeRateWindowStart } from "../db/exchange_counters.js";
 import type { Database } from "../db/schema.js";
 import { type BatchLimits, deleteInBatches } from "./batched_delete.js";
@@ -29,6 +30,8 @@ export interface RetentionCounts {
     readonly exchange_counters: number;
     readonly webhook_deliveries: number;
   };
+  /** Pending approvals past their expiry set to `expired` (docs/retention.md). */
+  readonly expired_pending_approvals: number;
   /** Steps that failed (logged at warn; retried at the next run). */
   readonly failed: readonly string[];
 }
@@ -58,7 +61,8 @@ export interface RetentionOptions {
  *    issuance-limit counters of every kind whose window ended (`issuance_rate_limits`: `client:`,
  *    `approval:`, `client_credentials:`), per-second exchange counters (`exchange_counters`) older than
  *    the window of `recent_exchanges_per_minute` plus {@link COUNTER_GRACE_MS}, webhook deliveries delivered or abandoned more than
- *    `webhook_deliveries_days` ago.
+ *    `webhook_deliveries_days` ago;
+ * 4. in batches: pending approvals past `expires_at` are set to `expired` ({@link expireLapsedPending}).
  *
  * Each step's failure is logged and leaves the others to run. The counts are logged at debug.
  */
@@ -132,6 +136,7 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       limits,
     ),
   );
+  const expiredPending = await step("approvals.expire_pending", 0, () => expireLapsedPending(db, limits));
   const counts: RetentionCounts = {
     partitions_created: created,
     partitions_dropped: dropped,
@@ -143,6 +148,7 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       exchange_counters: exchangeCounters,
       webhook_deliveries: deliveries,
     },
+    expired_pending_approvals: expiredPending,
     failed,
   };
   logger.debug({ event: "retention.run", ...counts }, "retention run");

@@ -185,7 +185,9 @@ for (const engine of testEngines()) {
           })),
         );
       }
-      assert.equal(listed.length, 10);
+      // Two statements per other listing (first and next page); the pending list reads its snapshot in
+      // one or more batches, then its page's rows.
+      assert.ok(listed.length >= 12, `${listed.length} statements`);
       for (const [i, statement] of listed.entries()) await assertIndexed(handle, `listing ${i}`, statement);
     });
   });

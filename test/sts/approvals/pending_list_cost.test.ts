@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { sql } from "kysely";
+import { listPendingApprovals, rankPendingPage } from "../../../sts/src/approvals/repository.js";
+import { expireLapsedPending } from "../../../sts/src/db/approval_expiry.js";
+import type { DatabaseHandle } from "../../../sts/src/db/connect.js";
+import { migrateToLatest } from "../../../sts/src/db/migrate.js";
+import { createTestDatabase, type TestDatabase, testEngines } from "../../helpers/database.js";
+import { captureStatements } from "../../helpers/statements.js";
+
+/**
+ * What a pending list's first page reads when many approvals are pending: the page's worth, not the
+ * pending approvals (docs/reference.md, "GET /approvals"). 4,000 live pending approvals of 2,000 agents
+ * (two each, within the default cap of 50), and one agent that requested 3,000 approvals living one
+ * second, all lapsed and newer than every live one.
+ */
+const AGENTS = 2_000;
+const LIVE = 4_000;
+const LAPSED = 3_000;
+
+interface PlanNode {
+  readonly "Node Type": string;
+  readonly "Relation Name"?: string;
+  readonly "Index Name"?: string;
+  readonly "Scan Direction"?: string;
+  readonly "Actual Rows": number;
+  readonly "Actual Loops": number;
+  readonly "Rows Removed by Filter"?: number;
+  readonly Plans?: readonly PlanNode[];
+}
+
+function nodesOf(plan: PlanNode): PlanNode[] {
+  return [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
+}
+
+for (const engine of testEngines()) {
+  describe(`a pending list's first page at ${LIVE} pending approvals, on ${engine}`, () => {
+    let database: TestDatabase;
+    let handle: DatabaseHandle;
+
+    before(async () => {
+      database = await createTestDatabase(engine);
+      handle = await database.open();
+      await migrateToLatest(handle.db);
+      await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
+          max_tokens, requested_by, created_at, expires_at)
+        select 'apr_live' || lpad(i::text, 18, '0'), 'pending', 'agent-' || (i % ${AGENTS}::int),
+          'https://crm.example.test', 'crm:read', 'crm:read', 'a task', 10, 'agent-' || (i % ${AGENTS}::int),
+          now() - interval '2 hours' + i * interval '1 second', now() + interval '1 hour'
+        from generate_series(1, ${LIVE}::int) i`.execute(handle.db);
+      await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
+          max_tokens, requested_by, created_at, expires_at)
+        select 'apr_gone' || lpad(i::text, 18, '0'), 'pending', 'flooder', 'https://crm.example.test',
+          'crm:read', 'crm:read', 'a task', 10, 'flooder',
+          now() - interval '10 minutes' + i * interval '100 milliseconds',
+          now() - interval '10 minutes' + i * interval '100 milliseconds' + interval '1 second'
+        from generate_series(1, ${LAPSED}::int) i`.execute(handle.db);
+      await sql`analyze approvals`.execute(handle.db);
+    });
+    after(async () => {
+      await handle.close();
+      await database.dispose();
+    });
+
+    test("the retention step sets the 3,000 lapsed ones to expired, 1,000 per statement", async () => {
+      const statements = await captureStatements(handle, async () => {
+        assert.equal(await expireLapsedPending(handle.db, { maxBatches: 10 }), LAPSED);
+      });
+      assert.equal(statements.length, 4);
+      const { rows } = await sql<{ status: string; n: number }>`
+        select status, count(*)::int as n from approvals group by status order by status`.execute(handle.db);
+      assert.deepEqual(rows, [
+        { status: "expired", n: LAPSED },
+        { status: "pending", n: LIVE },
+      ]);
+      assert.equal(await expireLapsedPending(handle.db, { maxBatches: 10 }), 0);
+    });
+
+    test("the first page reads 102 of the 4,000 pending (one read, newest first, from its index), then its 51 rows by id", async () => {
+      const ranked = await rankPendingPage(handle.db, { limit: 51 });
+      assert.equal(ranked.entries.length, 51);
+      assert.equal(ranked.read, 102);
+      // Round 0, the newest of 51 different agents.
+      assert.deepEqual(
+        ranked.entries.map((entry) => entry.round),
+        Array.from({ length: 51 }, () => 0),
+      );
+      assert.equal(new Set(ranked.entries.map((entry) => entry.clientId)).size, 51);
+      assert.equal(ranked.entries[0]?.id, `apr_live${String(LIVE).padStart(18, "0")}`);
+
+      const statements = await captureStatements(handle, async () => {
+        const page = await listPendingApprovals(handle.db, { limit: 51 });
+        assert.deepEqual(
+          page.map((approval) => approval.id),
+          ranked.entries.map((entry) => entry.id),
+        );
+      });
+      assert.equal(statements.length, 2);
+      const [snapshotRead] = statements;
+      assert.ok(snapshotRead);
+      const text = snapshotRead.text.replace(/\$(\d+)/g, (_, n: string) =>
+        String(snapshotRead.values[Number(n) - 1]),
+      );
+      const { rows } = await sql<{
+        "QUERY PLAN": unknown;
+      }>`explain (analyze, format json) ${sql.raw(text)}`.execute(handle.db);
+      const raw = rows[0]?.["QUERY PLAN"];
+      const plan = ((typeof raw === "string" ? JSON.parse(raw) : raw) as { Plan: PlanNode }[])[0]?.Plan;
+      assert.ok(plan);
+      const scans = nodesOf(plan).filter((node) => node["Relation Name"] === "approvals");
+      assert.deepEqual(
+        scans.map((scan) => [scan["Node Type"], scan["Index Name"], scan["Scan Direction"]]),
+        [["Index Only Scan", "approvals_pending_newest_idx", "Backward"]],
+      );
+      assert.deepEqual(
+        scans.map(
+          (scan) => scan["Actual Rows"] * scan["Actual Loops"] + (scan["Rows Removed by Filter"] ?? 0),
+        ),
+        [102],
+      );
+      assert.ok(!nodesOf(plan).some((node) => node["Node Type"] === "Sort"));
+    });
+  });
+}
