@@ -281,6 +281,8 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
           description:
             "Pending approvals round by round: each agent's newest, then each agent's second newest, and so " +
             "on, newest first within a round, so no agent's requests push another's off the first page. " +
+            "A first page reads about a page of approvals when many agents are waiting (at most `limit` × " +
+            "`approvals.max_pending_per_agent` when few are), however many are pending or were ever made. " +
             "Other statuses oldest first. Paged by `cursor`; a pending list's cursor keeps the first page's " +
             "order and is good for an hour. Unknown query parameters are rejected with 400.",
           security: approver,
