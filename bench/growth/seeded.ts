@@ -9,8 +9,8 @@
  *   `BENCH_SEED_TOKENS` `issued_tokens` rows (default 5,000,000) and `BENCH_SEED_AUDIT` `audit_events`
  *   rows (default 5,400,000), dated from the start of today (UTC, at most 20 hours back) to now, so
  *   they sit in the daily partitions new rows go to, under `BENCH_SEED_APPROVALS` approvals (default
- *   200,000) of 2,000 agents with a mix of statuses: 2 % pending, 40 % approved, 8 % denied,
- *   10 % revoked, 40 % expired. Then `VACUUM ANALYZE`, as autovacuum would have done.
+ *   200,000) of 2,000 agents with a mix of statuses: 2 % pending (two per agent, within the default
+ *   per-agent cap of 50), 40 % approved, 8 % denied, 10 % revoked, 40 % expired. Then `VACUUM ANALYZE`, as autovacuum would have done.
  *
  * An STS (`bench/exchange`'s `spawnBenchSts`) runs on each. After a warm-up, measurements alternate
  * (empty, seeded, empty, seeded, … `BENCH_ROUNDS` rounds, default 2) and the median of each is
@@ -84,10 +84,10 @@ async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> 
     await client.query(
       `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
          tokens_issued, requested_by, approved_by, decided_by, created_at, decided_at, expires_at, revoked_at)
-       select 'apr_' || substr(md5('a' || i), 1, 22), s.status, 'agent-' || (i % ${AGENTS}), $1,
+       select 'apr_' || substr(md5('a' || i), 1, 22), s.status, s.agent, $1,
          'crm:read', 'crm:read', 'seeded task ' || i, 1000,
          case when s.status in ('pending', 'denied') then 0 else 25 end,
-         'agent-' || (i % ${AGENTS}),
+         s.agent,
          case when s.status in ('approved', 'revoked', 'expired') then 'seed-approver' end,
          case when s.status <> 'pending' then 'seed-approver' end,
          s.created, case when s.status <> 'pending' then s.created + interval '5 minutes' end,
@@ -98,7 +98,9 @@ async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> 
        from generate_series(0, $2::int - 1) as i,
          lateral (select case when i % 100 < 2 then 'pending' when i % 100 < 42 then 'approved'
            when i % 100 < 50 then 'denied' when i % 100 < 60 then 'revoked' else 'expired' end as status,
-           now() - (i % 30) * interval '1 day' - (i % 86400) * interval '1 second' as created) as s`,
+           now() - (i % 30) * interval '1 day' - (i % 86400) * interval '1 second' as created,
+           -- Pending ones spread over every agent (two each, within the default cap of 50).
+           'agent-' || case when i % 100 < 2 then (i / 100) % ${AGENTS} else i % ${AGENTS} end as agent) as s`,
       [RESOURCE, options.approvals],
     );
     log(`seed: ${options.approvals.toLocaleString("en-US")} approvals in ${Date.now() - started} ms`);
