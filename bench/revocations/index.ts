@@ -7,25 +7,32 @@
  * feed of `BENCH_ENTRIES` (default 8,000) revocations whose tokens are still alive (nothing is
  * compacted during the run) and one approval with an unreachable budget; the STS runs as a child
  * process (`node bin/countersign.js serve`, default revocation settings: `max_replay_entries` 1000,
- * `max_streams_per_address` 8, `max_replays_per_address_per_minute` 60); then two phases, each measuring
- * for `BENCH_PHASE_SECONDS` (default 20) `POST /token` with `client_credentials` (the agent's approval
- * API credential), then for as long the RFC 8693 token exchange under that approval (which always
- * writes to the database), one request at a time on one keep-alive connection, every latency recorded:
+ * `max_streams_per_address` 8, `max_replays_per_address_per_minute` 60); then `BENCH_ROUNDS` (default 3)
+ * rounds of two phases, each measuring for `BENCH_PHASE_SECONDS` (default 10) `POST /token` with
+ * `client_credentials` (the agent's approval API credential) and the RFC 8693 token exchange under that
+ * approval (which always writes to the database) in turn, one request at a time on one keep-alive
+ * connection, every latency recorded:
  *
- * 1. **idle** (after a warm-up of 100 requests of each);
+ * 1. **idle** (the first after a warm-up of 100 requests of each);
  * 2. **streams replaying**: a separate process (`bench/revocations/streams.ts`) opens `BENCH_STREAMS`
  *    (default 300) streams from 127.0.0.2, 127.0.0.3, … (8 per address), each resuming
  *    `max_replay_entries` behind the head (`Last-Event-ID`), so each is replayed the most the STS
  *    replays; a stream that has received its replay reconnects at once, so replays never stop (as fast
  *    as the STS lets them: the load process honours `Retry-After` on a 429, as a gateway does). Measured
- *    from the moment every stream has been answered (or 30 s), the first burst of replays included.
+ *    from the moment every stream has been answered (or 30 s), the first burst of replays included;
+ *    the load process is stopped at the end of the phase, and every round starts it again (each
+ *    address's replay budget is full again after the idle phase, so every round has the first burst).
  *    The load process runs at the lowest CPU priority (`nice -n 19`): the question is what the STS does,
  *    not which process wins the machine's cores.
  *
- * Prints a table per engine, phase and request: p50, p99 and max latency, requests, non-200 answers,
- * p99 ÷ the idle p99 of the same request (goal: ≤ 2), the STS's event-loop delay (its
+ * Alternating rounds, and comparing the median of the rounds' p99s, keep the machine's drift (other
+ * work, Postgres's checkpoints and fsyncs) out of the ratio as far as one run can.
+ *
+ * Prints a table per engine, round, phase and request: p50, p99 and max latency, requests, non-200
+ * answers, p99 ÷ the idle p99 of the same request and round, the STS's event-loop delay (its
  * `/metrics`), replays and events the load process received per second, the CPU the STS and the load
- * process used (share of one core), and the streams refused.
+ * process used (share of one core), and the streams refused; then per engine and request the median
+ * of the rounds' p99s, idle and with streams, and their ratio (goal: ≤ 2).
  *
  * Environment: `BENCH_ENGINES` (default `pglite,postgres`); `BENCH_REPLAY_LIMITS` (default `60`: the
  * `max_replays_per_address_per_minute` values to run, e.g. `60,100000` to also see the replay
@@ -58,7 +65,10 @@ const PER_ADDRESS = 8;
 const MAX_REPLAY = 1000;
 
 const ENTRIES = Number(process.env.BENCH_ENTRIES ?? 8000);
-const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 20);
+const PHASE_SECONDS = Number(process.env.BENCH_PHASE_SECONDS ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const STREAMS_PHASE = (perReplay: number) =>
+  `${STREAMS} streams resuming ${perReplay} entries behind, in a loop`;
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 300);
 const BASE_ROOT = process.env.BENCH_BASE_ROOT;
 const REPLAY_LIMITS = (process.env.BENCH_REPLAY_LIMITS ?? "60").split(",").map(Number);
@@ -79,6 +89,8 @@ interface Latencies {
 interface Row {
   readonly engine: Engine;
   readonly version: string;
+  /** Which of the alternating idle/streams rounds. */
+  readonly round: number;
   readonly phase: string;
   /** `client_credentials` or `token exchange`. */
   readonly request: string;
@@ -229,16 +241,20 @@ async function waitReady(base: string, child: ChildProcess): Promise<void> {
   throw new Error("the STS did not become ready in time");
 }
 
-/** `POST /token` with `body` (client_secret_basic), one at a time on one keep-alive connection. */
+/**
+ * `POST /token` with each of `bodies` in turn (client_secret_basic), one request at a time on one
+ * keep-alive connection, so every kind of request meets the same moments of the phase: the latencies
+ * of each.
+ */
 async function measure(
   base: string,
   authorization: string,
-  body: string,
+  bodies: readonly string[],
   seconds: number,
   warmup: number,
-): Promise<Latencies> {
+): Promise<Latencies[]> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const send = (): Promise<[number, number]> =>
+  const send = (body: string): Promise<[number, number]> =>
     new Promise((resolve, reject) => {
       const started = process.hrtime.bigint();
       const request = http.request(
@@ -262,24 +278,28 @@ async function measure(
       request.on("error", reject);
       request.end(body);
     });
-  for (let i = 0; i < warmup; i++) await send();
-  const times: number[] = [];
-  let non200 = 0;
+  for (let i = 0; i < warmup; i++) for (const body of bodies) await send(body);
+  const times: number[][] = bodies.map(() => []);
+  const non200 = bodies.map(() => 0);
   const deadline = performance.now() + seconds * 1000;
   while (performance.now() < deadline) {
-    const [ms, status] = await send();
-    times.push(ms);
-    if (status !== 200) non200++;
+    for (const [i, body] of bodies.entries()) {
+      const [ms, status] = await send(body);
+      times[i]?.push(ms);
+      if (status !== 200) non200[i] = (non200[i] ?? 0) + 1;
+    }
   }
   agent.destroy();
-  times.sort((a, b) => a - b);
-  return {
-    p50: percentile(times, 50),
-    p99: percentile(times, 99),
-    max: times.at(-1) ?? Number.NaN,
-    count: times.length,
-    non200,
-  };
+  return times.map((kind, i) => {
+    kind.sort((a, b) => a - b);
+    return {
+      p50: percentile(kind, 50),
+      p99: percentile(kind, 99),
+      max: kind.at(-1) ?? Number.NaN,
+      count: kind.length,
+      non200: non200[i] ?? 0,
+    };
+  });
 }
 
 interface LoadCounts {
@@ -447,10 +467,13 @@ async function runEngine(
       await eventLoopLag(base);
       const at = performance.now();
       const cpu = cpuMs(sts?.pid);
-      const latencies: Latencies[] = [];
-      for (const [, body] of requests) {
-        latencies.push(await measure(base, authorization, body, PHASE_SECONDS, warmup));
-      }
+      const latencies = await measure(
+        base,
+        authorization,
+        requests.map(([, body]) => body),
+        PHASE_SECONDS,
+        warmup,
+      );
       const elapsedMs = performance.now() - at;
       return {
         latencies,
@@ -462,52 +485,62 @@ async function runEngine(
 
     const describe = (latencies: Latencies[]) =>
       latencies.map((l) => `p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms`).join("; ");
-    const idle = await phase(100);
-    log(`${engine} (${version}) idle: ${describe(idle.latencies)}`);
-    const load = await startLoad(base, lastEventId, perReplay);
-    const before = { load: cpuMs(load.pid), counts: load.latest() };
-    const busy = await phase(0);
-    const during = load.latest();
-    const loadCpu = (cpuMs(load.pid) - before.load) / busy.elapsedMs;
-    const counts = await load.stop();
-    log(`${engine} (${version}) ${STREAMS} streams: ${describe(busy.latencies)}; ${JSON.stringify(counts)}`);
-    const refused = [
-      ...(counts.answered < STREAMS ? [`${STREAMS - counts.answered} never answered`] : []),
-      ...Object.entries(counts.refused).map(([status, n]) => `${n}×${status}`),
-      ...(counts.errors > 0 ? [`${counts.errors} errors`] : []),
-    ].join(", ");
-    const seconds = busy.elapsedMs / 1000;
-    return requests.flatMap(([request], i): Row[] => [
-      {
-        engine,
-        version,
-        phase: "idle",
-        request,
-        latencies: idle.latencies[i] as Latencies,
-        idleP99: (idle.latencies[i] as Latencies).p99,
-        replaysPerSecond: null,
-        eventsPerSecond: null,
-        refused: "",
-        stsCpu: idle.stsCpu,
-        loadCpu: null,
-        lag: idle.lag,
-      },
-      {
-        engine,
-        version,
-        phase: `${STREAMS} streams resuming ${perReplay} entries behind, in a loop`,
-        request,
-        latencies: busy.latencies[i] as Latencies,
-        idleP99: (idle.latencies[i] as Latencies).p99,
-        // Over the whole phase (both request kinds), to the load process's last report.
-        replaysPerSecond: (during.replays - before.counts.replays) / seconds,
-        eventsPerSecond: (during.events - before.counts.events) / seconds,
-        refused,
-        stsCpu: busy.stsCpu,
-        loadCpu,
-        lag: busy.lag,
-      },
-    ]);
+    const rows: Row[] = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      const idle = await phase(round === 1 ? 100 : 0);
+      log(`${engine} (${version}) round ${round} idle: ${describe(idle.latencies)}`);
+      const load = await startLoad(base, lastEventId, perReplay);
+      const before = { load: cpuMs(load.pid), counts: load.latest() };
+      const busy = await phase(0);
+      const during = load.latest();
+      const loadCpu = (cpuMs(load.pid) - before.load) / busy.elapsedMs;
+      const counts = await load.stop();
+      log(
+        `${engine} (${version}) round ${round} ${STREAMS} streams: ${describe(busy.latencies)}; ${JSON.stringify(counts)}`,
+      );
+      const refused = [
+        ...(counts.answered < STREAMS ? [`${STREAMS - counts.answered} never answered`] : []),
+        ...Object.entries(counts.refused).map(([status, n]) => `${n}×${status}`),
+        ...(counts.errors > 0 ? [`${counts.errors} errors`] : []),
+      ].join(", ");
+      const seconds = busy.elapsedMs / 1000;
+      rows.push(
+        ...requests.flatMap(([request], i): Row[] => [
+          {
+            engine,
+            version,
+            round,
+            phase: "idle",
+            request,
+            latencies: idle.latencies[i] as Latencies,
+            idleP99: (idle.latencies[i] as Latencies).p99,
+            replaysPerSecond: null,
+            eventsPerSecond: null,
+            refused: "",
+            stsCpu: idle.stsCpu,
+            loadCpu: null,
+            lag: idle.lag,
+          },
+          {
+            engine,
+            version,
+            round,
+            phase: STREAMS_PHASE(perReplay),
+            request,
+            latencies: busy.latencies[i] as Latencies,
+            idleP99: (idle.latencies[i] as Latencies).p99,
+            // Over the whole phase (both request kinds), to the load process's last report.
+            replaysPerSecond: (during.replays - before.counts.replays) / seconds,
+            eventsPerSecond: (during.events - before.counts.events) / seconds,
+            refused,
+            stsCpu: busy.stsCpu,
+            loadCpu,
+            lag: busy.lag,
+          },
+        ]),
+      );
+    }
+    return rows;
   } finally {
     if (sts && sts.exitCode === null) {
       sts.kill("SIGTERM");
@@ -531,13 +564,13 @@ const percent = (share: number) => `${Math.round(share * 100)}%`;
 
 function table(rows: readonly Row[]): string {
   const lines = [
-    "| engine | version | phase | request | p50 ms | p99 ms | max ms | requests | non-200 | p99 ÷ idle p99 | STS event-loop delay p99 / max ms | replays/s | events/s | STS CPU | load CPU | streams refused |",
-    "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    "| engine | version | round | phase | request | p50 ms | p99 ms | max ms | requests | non-200 | p99 ÷ idle p99 | STS event-loop delay p99 / max ms | replays/s | events/s | STS CPU | load CPU | streams refused |",
+    "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
   ];
   for (const row of rows) {
     const { latencies: l } = row;
     lines.push(
-      `| ${row.engine} | ${row.version} | ${row.phase} | ${row.request} | ${fmt(l.p50, 2)} | ${fmt(l.p99, 2)} | ${fmt(l.max, 1)} | ${l.count} | ${l.non200} | ${fmt(l.p99 / row.idleP99, 2)} | ${fmt(row.lag.p99, 1)} / ${fmt(row.lag.max, 1)} | ${fmt(row.replaysPerSecond, 0)} | ${fmt(row.eventsPerSecond, 0)} | ${percent(row.stsCpu)} | ${row.loadCpu === null ? "" : percent(row.loadCpu)} | ${row.refused} |`,
+      `| ${row.engine} | ${row.version} | ${row.round} | ${row.phase} | ${row.request} | ${fmt(l.p50, 2)} | ${fmt(l.p99, 2)} | ${fmt(l.max, 1)} | ${l.count} | ${l.non200} | ${fmt(l.p99 / row.idleP99, 2)} | ${fmt(row.lag.p99, 1)} / ${fmt(row.lag.max, 1)} | ${fmt(row.replaysPerSecond, 0)} | ${fmt(row.eventsPerSecond, 0)} | ${percent(row.stsCpu)} | ${row.loadCpu === null ? "" : percent(row.loadCpu)} | ${row.refused} |`,
     );
   }
   return lines.join("\n");
@@ -554,13 +587,29 @@ for (const engine of engines) {
 const cpu = cpus()[0]?.model ?? "unknown CPU";
 console.log(
   `Node ${process.version}, ${cpu} (${cpus().length} cores); ${ENTRIES} feed entries; ${PHASE_SECONDS} s of ` +
-    `sequential POST /token per request kind and phase; ${STREAMS} streams, ${PER_ADDRESS} per local address.\n`,
+    `sequential POST /token per phase (the request kinds in turn), ${ROUNDS} rounds of idle then streams; ${STREAMS} streams, ${PER_ADDRESS} per local address.\n`,
 );
 console.log(table(rows));
-const verdicts = rows
-  .filter((row) => row.phase !== "idle" && row.version.startsWith("this"))
-  .map(
-    (row) =>
-      `${row.engine}, ${row.request} (${row.version}): p99 ${fmt(row.latencies.p99 / row.idleP99, 2)} × idle (goal ≤ 2: ${row.latencies.p99 <= 2 * row.idleP99 ? "met" : "not met"})`,
+const median = (values: readonly number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+};
+const verdicts: string[] = [];
+const groups = new Map<string, Row[]>();
+for (const row of rows) {
+  const key = `${row.engine}, ${row.request} (${row.version})`;
+  groups.set(key, [...(groups.get(key) ?? []), row]);
+}
+for (const [key, group] of groups) {
+  const idle = median(group.filter((row) => row.phase === "idle").map((row) => row.latencies.p99));
+  const busy = median(group.filter((row) => row.phase !== "idle").map((row) => row.latencies.p99));
+  const ratios = group.filter((row) => row.phase !== "idle").map((row) => row.latencies.p99 / row.idleP99);
+  const goal = key.includes("(this") ? ` (goal ≤ 2: ${busy <= 2 * idle ? "met" : "not met"})` : "";
+  verdicts.push(
+    `${key}: median p99 idle ${fmt(idle, 2)} ms, streams ${fmt(busy, 2)} ms: ${fmt(busy / idle, 2)} × idle${goal}; per round ${ratios.map((ratio) => fmt(ratio, 2)).join(", ")}`,
   );
+}
 console.log(`\n${verdicts.join("\n")}`);
