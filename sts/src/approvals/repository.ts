@@ -272,8 +272,8 @@ export async function rankPendingPage(
  * first, with whether each is still listed (`live`) and the snapshot's time. With no snapshot yet (a
  * first page's first read), the snapshot is this statement's `now()`: then no approval can have been
  * decided or expired since, and only pending ones are read (approvals_pending_newest_idx). Otherwise
- * those decided since (approvals_decided_idx) or expired since (approvals_status_expires_idx) are read
- * back in.
+ * those decided since (approvals_decided_idx) or set to `expired` by the retention job since
+ * (approvals_lapsed_idx) are read back in.
  */
 async function readSnapshotOlder(
   db: Db,
@@ -295,13 +295,21 @@ async function readSnapshotOlder(
     const { rows } = await sql<SnapshotRow>`${pending}`.execute(db);
     return rows;
   }
+  // Each part has its own index and its own small range (what changed since the snapshot): one `or`
+  // would leave the planner guessing how many approvals expired after a moment.
   const { rows } = await sql<SnapshotRow>`
     (${pending})
     union all
     (select a.id, a.client_id, a.created_at, false as live, ${at} as snapshot
       from approvals a
-      where a.status <> 'pending' and (a.decided_at > ${at} or a.status = 'expired')
+      where a.decided_at > ${at} and a.status <> 'pending'
         and a.created_at <= ${at} and a.expires_at > ${at} ${older}
+      order by a.created_at desc, a.id desc
+      limit ${count})
+    union all
+    (select a.id, a.client_id, a.created_at, false as live, ${at} as snapshot
+      from approvals a
+      where a.lapsed_at > ${at} and a.created_at <= ${at} and a.expires_at > ${at} ${older}
       order by a.created_at desc, a.id desc
       limit ${count})
     order by created_at desc, id desc

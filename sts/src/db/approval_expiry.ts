@@ -6,8 +6,8 @@ export const EXPIRE_BATCH = 1_000;
 
 /**
  * Sets pending approvals whose `expires_at` has passed to `expired`, at most `maxBatches` statements of
- * {@link EXPIRE_BATCH} rows (found by `approvals_pending_rank_idx`, pending approvals by expiry), and returns how many. Nothing else changes: no decider,
- * no `decided_at`; readers already saw them as `expired` (an approval's effective status), so only the
+ * {@link EXPIRE_BATCH} rows (found by `approvals_pending_rank_idx`, pending approvals by expiry), and returns how many. Nothing else changes but `lapsed_at` (now): no
+ * decider, no `decided_at`; readers already saw them as `expired` (an approval's effective status), so only the
  * stored status catches up. This keeps the partial indexes of pending approvals (the pending list's,
  * the per-agent cap's) to the live ones plus at most one retention interval of lapsed ones, whatever an
  * agent requests.
@@ -24,7 +24,7 @@ export async function expireLapsedPending(
   let total = 0;
   for (let batch = 0; batch < limits.maxBatches; batch++) {
     const result = await sql`
-      update approvals set status = 'expired'
+      update approvals set status = 'expired', lapsed_at = now()
       where ctid = any(array(
         select ctid from approvals where status = 'pending' and expires_at <= now()
         limit ${EXPIRE_BATCH} for update skip locked))

@@ -34,6 +34,11 @@ export interface ApprovalsTable {
   decided_at: NullableTimestamp;
   expires_at: Timestamp;
   revoked_at: NullableTimestamp;
+  /**
+   * When the retention job set this pending approval, past its expiry, to `expired` (null for every
+   * other approval): a pending list's later pages count it back into their snapshot.
+   */
+  lapsed_at: NullableTimestamp;
   /** The MCP tools the approval names (null: every tool its scopes allow). */
   tools: NullableJson<string[]>;
   /** The MCP resource URIs the approval names (null: every resource its scopes allow). */

@@ -122,3 +122,76 @@ for (const engine of testEngines()) {
     });
   });
 }
+
+for (const engine of testEngines()) {
+  describe(`a pending list's later page after an approval of its snapshot lapsed, on ${engine}`, () => {
+    let database: TestDatabase;
+    let handle: DatabaseHandle;
+
+    before(async () => {
+      database = await createTestDatabase(engine);
+      handle = await database.open();
+      await migrateToLatest(handle.db);
+    });
+    after(async () => {
+      await handle.close();
+      await database.dispose();
+    });
+
+    test("an approval set to expired by the retention job after the first page still counts in its agent's rounds: the next page misses nothing", async () => {
+      // Requested (minutes ago): b1 5, a1 4, a2 3, b2 2, a3 1. Rounds: a3 0, a2 1, a1 2; b2 0, b1 1.
+      // The list: a3, b2 (round 0), a2, b1 (round 1), a1 (round 2).
+      for (const [id, agent, minutesAgo] of [
+        ["b1", "agent-b", 5],
+        ["a1", "agent-a", 4],
+        ["a2", "agent-a", 3],
+        ["b2", "agent-b", 2],
+        ["a3", "agent-a", 1],
+      ] as const) {
+        await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
+            max_tokens, requested_by, created_at, expires_at)
+          values (${`apr_${id.padEnd(22, "0")}`}, 'pending', ${agent}, 'https://crm.example.test', 'crm:read',
+            'crm:read', 'a task', 10, ${agent}, now() - make_interval(mins => ${minutesAgo}), now() + interval '1 hour')`.execute(
+          handle.db,
+        );
+      }
+      const name = (id: string) => id.slice(4, 6);
+      const first = await listPendingApprovals(handle.db, { limit: 4 });
+      assert.deepEqual(
+        first.map((approval) => [name(approval.id), approval.round]),
+        [
+          ["a3", 0],
+          ["b2", 0],
+          ["a2", 1],
+          ["b1", 1],
+        ],
+      );
+      const last = first.at(-1);
+      assert.ok(last);
+
+      // a3 (pending at the snapshot) lapses a second later and the retention job stores its expiry.
+      await sql`update approvals set expires_at = now() + interval '1 second' where id = ${`apr_${"a3".padEnd(22, "0")}`}`.execute(
+        handle.db,
+      );
+      for (let i = 0; i < 100; i++) {
+        const { rows } = await sql<{
+          lapsed: boolean;
+        }>`select bool_and(expires_at <= now()) as lapsed from approvals
+          where id = ${`apr_${"a3".padEnd(22, "0")}`}`.execute(handle.db);
+        if (rows[0]?.lapsed) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(await expireLapsedPending(handle.db, { maxBatches: 1 }), 1);
+
+      // Without a3, a1 would be round 1 and before the cursor (round 1, b1): skipped.
+      const second = await listPendingApprovals(handle.db, {
+        limit: 4,
+        after: { snapshot: last.snapshot, round: last.round, createdAt: last.created_at, id: last.id },
+      });
+      assert.deepEqual(
+        second.map((approval) => [name(approval.id), approval.round]),
+        [["a1", 2]],
+      );
+    });
+  });
+}

@@ -56,6 +56,7 @@ function approval(values: Partial<Approval> = {}): Approval {
     decided_at: new Date(NOW - 30_000),
     expires_at: new Date(NOW + 3_600_000),
     revoked_at: null,
+    lapsed_at: null,
     tools: null,
     resources: null,
     prompts: null,
