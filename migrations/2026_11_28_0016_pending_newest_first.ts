@@ -21,7 +21,9 @@ export async function up(db: Db): Promise<void> {
   await sql`create index approvals_pending_newest_idx on approvals (created_at, id)
     include (client_id, expires_at) where status = 'pending'`.execute(db);
   await db.schema.alterTable("approvals").addColumn("lapsed_at", "timestamptz").execute();
-  await sql`create index approvals_lapsed_idx on approvals (lapsed_at) where lapsed_at is not null`.execute(db);
+  await sql`create index approvals_lapsed_idx on approvals (lapsed_at) where lapsed_at is not null`.execute(
+    db,
+  );
 }
 
 export async function down(db: Db): Promise<void> {
