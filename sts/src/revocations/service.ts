@@ -37,6 +37,15 @@ export interface SweepResult {
   readonly compacted: number;
 }
 
+/** Optional dependencies of {@link startRevocationService}. */
+export interface RevocationServiceOptions {
+  /**
+   * The clock of the per-address limits (feed reads, stream replays), in milliseconds since the epoch.
+   * Default `Date.now` (tests freeze it).
+   */
+  readonly now?: () => number;
+}
+
 /**
  * Builds and starts the revocation machinery for one instance. On real Postgres one dedicated LISTEN
  * connection on `countersign_revocations` wakes the stream fan-out whenever any instance revokes or
@@ -49,6 +58,7 @@ export async function startRevocationService(
   config: RevocationsConfig,
   logger: Logger,
   maxTokenTtlSeconds: number,
+  options: RevocationServiceOptions = {},
 ): Promise<RevocationService> {
   const { db } = database;
   const hub = new RevocationHub({
@@ -60,6 +70,7 @@ export async function startRevocationService(
     maxReplayEntries: config.max_replay_entries,
     heartbeatMs: config.stream_heartbeat_seconds * 1000,
     pollMs: config.poll_interval_seconds * 1000,
+    now: options.now,
   });
   await hub.start();
   const wake = (): void => hub.wake();
@@ -117,7 +128,10 @@ export async function startRevocationService(
   return {
     router: revocationRoutes(db, hub, {
       trustProxy: config.trust_proxy,
-      feedReads: new FeedReadLimiter({ perMinute: config.max_feed_reads_per_address_per_minute }),
+      feedReads: new FeedReadLimiter({
+        perMinute: config.max_feed_reads_per_address_per_minute,
+        now: options.now,
+      }),
     }),
     hub,
     sweep,

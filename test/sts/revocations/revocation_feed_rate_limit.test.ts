@@ -6,11 +6,15 @@ import { baseConfig, startTestApp, type TestApp } from "../../helpers/app.js";
 import { type TestEngine, testEngines } from "../../helpers/database.js";
 import { allowAllPolicy } from "./support.js";
 
-function start(engine: TestEngine, revocations: Record<string, unknown>): Promise<TestApp> {
+function start(
+  engine: TestEngine,
+  revocations: Record<string, unknown>,
+  clock?: () => number,
+): Promise<TestApp> {
   return startTestApp({
     engine,
     config: { ...baseConfig(), revocations: { sweep_interval_seconds: 3600, ...revocations } },
-    appOptions: { exchangeGuards: { policy: allowAllPolicy } },
+    appOptions: { exchangeGuards: { policy: allowAllPolicy }, revocationsClock: clock },
   });
 }
 
@@ -56,7 +60,8 @@ const REFUSAL = {
 for (const engine of testEngines()) {
   describe(`GET /revocations reads per client address (${engine})`, () => {
     test("a flood from one address: exactly max_feed_reads_per_address_per_minute reads, then 429 slow_down (feed_rate_limited) with Retry-After; X-Forwarded-For is ignored; another address is unaffected", async () => {
-      const sts = await start(engine, { max_feed_reads_per_address_per_minute: 5 });
+      let now = 1_000_000;
+      const sts = await start(engine, { max_feed_reads_per_address_per_minute: 5 }, () => now);
       try {
         const statuses: number[] = [];
         for (let i = 0; i < 8; i++) statuses.push((await readFeedFrom(sts.url)).status);
@@ -64,10 +69,15 @@ for (const engine of testEngines()) {
         for (const headers of [{} as Record<string, string>, { "x-forwarded-for": "198.51.100.7" }]) {
           const refused = await readFeedFrom(sts.url, { headers });
           assert.equal(refused.status, 429);
-          const retryAfter = Number(refused.retryAfter);
-          assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, refused.retryAfter);
+          // The window began at the first read and the clock stands still: all of it is left.
+          assert.equal(refused.retryAfter, "60");
           assert.deepEqual(refused.body, REFUSAL);
         }
+        now += 44_500;
+        const later = await readFeedFrom(sts.url);
+        assert.deepEqual([later.status, later.retryAfter, later.body], [429, "16", REFUSAL]);
+        now += 15_500;
+        assert.equal((await readFeedFrom(sts.url)).status, 200);
         const other: number[] = [];
         for (let i = 0; i < 6; i++) {
           other.push((await readFeedFrom(sts.url, { localAddress: "127.0.0.2" })).status);
@@ -105,24 +115,32 @@ for (const engine of testEngines()) {
 }
 
 describe("feed read limiter", () => {
-  test("counts perMinute reads per address, then says the seconds to wait", async () => {
-    const limiter = new FeedReadLimiter({ perMinute: 3 });
+  test("counts perMinute reads per address in a fixed 60-second window from its first read, then says the whole seconds until it ends", () => {
+    let now = 1_000_000;
+    const limiter = new FeedReadLimiter({ perMinute: 3, now: () => now });
     const taken = [];
-    for (let i = 0; i < 5; i++) taken.push(await limiter.take("203.0.113.7"));
-    assert.deepEqual(taken.slice(0, 3), [0, 0, 0]);
-    for (const wait of taken.slice(3)) assert.ok(wait >= 1 && wait <= 60, String(wait));
-    assert.equal(await limiter.take("198.51.100.1"), 0);
+    for (let i = 0; i < 5; i++) taken.push(limiter.take("203.0.113.7"));
+    assert.deepEqual(taken, [0, 0, 0, 60, 60]);
+    now += 1;
+    assert.equal(limiter.take("203.0.113.7"), 60);
+    now += 58_999;
+    assert.equal(limiter.take("203.0.113.7"), 1);
+    assert.equal(limiter.take("198.51.100.1"), 0);
+    // Refusals take nothing and do not move the window: it ends 60 s after the first read.
+    now += 1_000;
+    assert.deepEqual(
+      [1, 2, 3, 4].map(() => limiter.take("203.0.113.7")),
+      [0, 0, 0, 60],
+    );
   });
 
-  test("a flood of 50 000 distinct addresses keeps at most maxAddresses counters; a forgotten address starts afresh", async () => {
-    const limiter = new FeedReadLimiter({ perMinute: 1, maxAddresses: 1000 });
-    assert.equal(await limiter.take("first"), 0);
-    assert.ok((await limiter.take("first")) >= 1);
-    for (let i = 0; i < 50_000; i++) await limiter.take(`flood-${i}`);
+  test("a flood of 50 000 distinct addresses keeps at most maxAddresses windows; a forgotten address starts afresh", () => {
+    const limiter = new FeedReadLimiter({ perMinute: 1, maxAddresses: 1000, now: () => 1_000_000 });
+    assert.equal(limiter.take("first"), 0);
+    assert.equal(limiter.take("first"), 60);
+    for (let i = 0; i < 50_000; i++) limiter.take(`flood-${i}`);
     assert.equal(limiter.size, 1000);
-    assert.equal(limiter.counters(), 1000);
-    assert.equal(await limiter.take("first"), 0);
+    assert.equal(limiter.take("first"), 0);
     assert.equal(limiter.size, 1000);
-    assert.equal(limiter.counters(), 1000);
   });
 });
