@@ -134,7 +134,7 @@ describe("feed read limiter", () => {
     );
   });
 
-  test("a flood of 50 000 distinct addresses keeps at most maxAddresses windows; a forgotten address starts afresh", () => {
+  test("a flood of 50 000 distinct addresses keeps at most maxAddresses counters; a forgotten address starts afresh", () => {
     const limiter = new FeedReadLimiter({ perMinute: 1, maxAddresses: 1000, now: () => 1_000_000 });
     assert.equal(limiter.take("first"), 0);
     assert.equal(limiter.take("first"), 60);
