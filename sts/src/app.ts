@@ -88,8 +88,8 @@ export interface AppOptions {
   /** Webhook delivery tuning (tests shorten the retry delays). Default: `DEFAULT_WEBHOOK_TUNING`. */
   webhookTuning?: Partial<WebhookDeliveryTuning>;
   /**
-   * The clock of the revocation feed's and stream's per-address limits, in milliseconds since the
-   * epoch (tests freeze it). Default: real time.
+   * The clock of the revocation stream's replay budget (replays per client address), in milliseconds
+   * since the epoch (tests freeze it). Default: real time. The feed read limiter reads `Date.now()`.
    */
   revocationsClock?: () => number;
   /** The clock retention is measured from (tests move it). Default: real time. */

@@ -113,7 +113,7 @@ export function revocationRoutes(
       ctx.req.headers["x-forwarded-for"],
       options.trustProxy,
     );
-    const retryAfter = options.feedReads.take(address);
+    const retryAfter = await options.feedReads.take(address);
     if (retryAfter > 0) {
       ctx.status = 429;
       ctx.set("Retry-After", String(retryAfter));

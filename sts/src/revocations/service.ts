@@ -40,8 +40,8 @@ export interface SweepResult {
 /** Optional dependencies of {@link startRevocationService}. */
 export interface RevocationServiceOptions {
   /**
-   * The clock of the per-address limits (feed reads, stream replays), in milliseconds since the epoch.
-   * Default `Date.now` (tests freeze it).
+   * The clock of the stream's replay budget, in milliseconds since the epoch. Default `Date.now` (tests
+   * freeze it). The feed read limiter is rate-limiter-flexible's and reads `Date.now()` itself.
    */
   readonly now?: () => number;
 }
@@ -128,10 +128,7 @@ export async function startRevocationService(
   return {
     router: revocationRoutes(db, hub, {
       trustProxy: config.trust_proxy,
-      feedReads: new FeedReadLimiter({
-        perMinute: config.max_feed_reads_per_address_per_minute,
-        now: options.now,
-      }),
+      feedReads: new FeedReadLimiter({ perMinute: config.max_feed_reads_per_address_per_minute }),
     }),
     hub,
     sweep,

@@ -29,7 +29,7 @@ import {
 
 /** What else an app of these tests may be given. */
 interface StartOptions {
-  /** The clock of the per-address limits (`revocationsClock`). Default: real time. */
+  /** The clock of the stream's replay budget (`revocationsClock`). Default: real time. */
   readonly clock?: () => number;
   /** The database (e.g. one whose queries are counted). Default: a fresh one. */
   readonly database?: TestDatabase;
