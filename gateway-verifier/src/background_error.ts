@@ -11,8 +11,23 @@ const WHAT: Readonly<Record<VerifierBackgroundErrorCode, string>> = {
   revocation_poll_failed: "revocation feed poll failed",
   revocation_stream_failed: "revocation stream failed",
   revocation_not_configured: "revocation not configured",
+  revocation_list_full: "revocation list full",
   not_ready: "verifier not ready",
 };
+
+/**
+ * Codes that report a degraded state rather than a failure: never recorded as their source's last
+ * failure (`ready()`'s cause), never given to the deprecated `onBackgroundError`.
+ */
+const WARNINGS: ReadonlySet<VerifierBackgroundErrorCode> = new Set([
+  "revocation_not_configured",
+  "revocation_list_full",
+]);
+
+/** The `process.emitWarning` code of `revocation_list_full` when no `onError` hook is set. */
+const LIST_FULL_WARNING = "COUNTERSIGN_REVOCATION_LIST_FULL";
+
+let warnedListFull = false;
 
 /**
  * What went wrong in the verifier's background (JWKS, revocation feed), where no request sees it:
@@ -81,16 +96,23 @@ function callSafely(hook: () => unknown): void {
 
 /**
  * Background error handling for `options.onError` (every error) and the deprecated
- * `options.onBackgroundError` (failures only, not the `revocation_not_configured` warning).
+ * `options.onBackgroundError` (failures only, not the warnings). Without `onError`,
+ * `revocation_list_full` is said once per process through `process.emitWarning` (type
+ * `CountersignWarning`), like Node's own warnings: a fail-open that must not go unseen.
  */
 export function createBackgroundErrors(options: VerifierOptions): BackgroundErrors {
   const { onError, onBackgroundError } = options;
   const lastBySource = new Map<VerifierBackgroundErrorSource, VerifierBackgroundError>();
   return {
     report(error) {
-      if (error.code !== "revocation_not_configured") lastBySource.set(error.source, error);
+      const warning = WARNINGS.has(error.code);
+      if (!warning) lastBySource.set(error.source, error);
       if (onError !== undefined) callSafely(() => onError(error));
-      if (onBackgroundError !== undefined && error.code !== "revocation_not_configured") {
+      else if (error.code === "revocation_list_full" && !warnedListFull) {
+        warnedListFull = true;
+        process.emitWarning(error.message, { type: "CountersignWarning", code: LIST_FULL_WARNING });
+      }
+      if (onBackgroundError !== undefined && !warning) {
         callSafely(() => onBackgroundError(error, error.source));
       }
     },

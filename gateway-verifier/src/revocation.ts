@@ -10,14 +10,16 @@ export interface RevocationEntry {
 }
 
 /**
- * The set of revoked approval ids, fed by one or more sources (the polled feed now; an SSE stream can
- * call the same `add`/`markSynced`). Bounded: an entry is dropped once no token tied to it can be
- * valid any more, and past `maxEntries` the oldest go first.
+ * The set of revoked approval ids, fed by one or more sources (the polled feed and the SSE stream).
+ * Bounded: an entry is dropped once no token tied to it can be valid any more, and past `maxEntries`
+ * the one added longest ago goes first, even while tokens tied to it may still be valid: those are
+ * then accepted again (fail open for that approval). {@link dropped} counts such drops.
  */
 export class RevocationList {
   readonly #revoked = new Map<string, number>();
   #syncedAt = Number.NEGATIVE_INFINITY;
   #attempted = false;
+  #dropped = 0;
   readonly #retainMs: number;
   readonly #maxEntries: number;
 
@@ -36,6 +38,19 @@ export class RevocationList {
 
   get size(): number {
     return this.#revoked.size;
+  }
+
+  /** The most entries kept (`revocation.maxEntries`). */
+  get maxEntries(): number {
+    return this.#maxEntries;
+  }
+
+  /**
+   * How many entries still in force (tokens tied to them may still be valid) were dropped to stay
+   * within `maxEntries`, since the list was made.
+   */
+  get dropped(): number {
+    return this.#dropped;
   }
 
   /** Milliseconds-since-epoch of the last successful sync (−∞ before the first). */
@@ -61,8 +76,12 @@ export class RevocationList {
     this.#revoked.delete(entry.approval_id);
     this.#revoked.set(entry.approval_id, revokedAt);
     if (this.#revoked.size > this.#maxEntries) {
-      const oldest = this.#revoked.keys().next();
-      if (oldest.done !== true) this.#revoked.delete(oldest.value);
+      const oldest = this.#revoked.entries().next();
+      if (oldest.done !== true) {
+        const [id, oldestRevokedAt] = oldest.value;
+        this.#revoked.delete(id);
+        if (oldestRevokedAt + this.#retainMs >= nowMs) this.#dropped++;
+      }
     }
   }
 
@@ -201,7 +220,9 @@ export interface RevocationSource {
  * the list are kept: a revocation is never forgotten early). A 429 or 503 is honoured: no request is
  * sent (polls and `refresh()` alike) until its `Retry-After` (at most 10 minutes; without one, the
  * larger of `intervalMs` and 5 s) has passed. The list is not synced meanwhile, so past
- * `maxStalenessMs` tokens are refused (fail closed), never accepted unchecked.
+ * `maxStalenessMs` tokens are refused (fail closed), never accepted unchecked. After each poll, entries
+ * still in force that the list dropped past `maxEntries` since the last report (by the poll or the
+ * stream) are reported once, as `revocation_list_full`.
  */
 export function pollRevocationFeed(
   list: RevocationList,
@@ -221,8 +242,40 @@ export function pollRevocationFeed(
   let holdUntil = 0;
   const fallbackRetryMs = Math.max(intervalMs, 5_000);
 
+  /** `list.dropped` when last reported. */
+  let droppedReported = 0;
+
+  /**
+   * Reports `revocation_list_full` when entries still in force were dropped (by this poll, or by the
+   * stream since the last poll): at most once per poll, with how many since the last report.
+   */
+  function reportDrops(): void {
+    const dropped = list.dropped - droppedReported;
+    if (dropped <= 0) return;
+    droppedReported = list.dropped;
+    onError(
+      new VerifierBackgroundError(
+        "revocation_list_full",
+        "revocation",
+        "list_full",
+        `revocation list full: ${dropped} revocation${dropped === 1 ? "" : "s"} still in force dropped ` +
+          `(those added longest ago) to stay within revocation.maxEntries (${list.maxEntries}); tokens ` +
+          "of those approvals are accepted again until they expire: raise revocation.maxEntries",
+      ),
+    );
+  }
+
   /** Resolves true when more pages remain. */
   async function pollOnce(): Promise<boolean> {
+    try {
+      return await syncOnce();
+    } finally {
+      reportDrops();
+    }
+  }
+
+  /** One poll: resolves true when more pages remain. */
+  async function syncOnce(): Promise<boolean> {
     if (Date.now() < holdUntil) return false;
     try {
       let resets = 0;

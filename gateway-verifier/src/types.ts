@@ -74,7 +74,10 @@ export interface RevocationOptions {
   maxPagesPerPoll?: number;
   /**
    * Most revoked approval ids kept. Entries are dropped once no token tied to them can still be
-   * valid (revoked_at + maxTokenAgeSeconds + tolerance); past this cap the oldest go first. Default 1,000,000.
+   * valid (revoked_at + maxTokenAgeSeconds + tolerance); past this cap the one added longest ago goes
+   * first even if tokens tied to it may still be valid (they are then accepted again until they
+   * expire), reported through `onError` as `revocation_list_full`. Only the feed at `url` fills the
+   * list. Default 1,000,000.
    */
   maxEntries?: number;
 }
@@ -197,8 +200,8 @@ export interface VerifierOptions {
   readyTimeoutMs?: number;
   /**
    * Called with background failures (JWKS fetch, revocation poll or stream): the same
-   * {@link VerifierBackgroundError}s as `onError` and their `source`, not the
-   * `revocation_not_configured` warning. Whatever it throws is ignored.
+   * {@link VerifierBackgroundError}s as `onError` and their `source`, not the warnings
+   * (`revocation_not_configured`, `revocation_list_full`). Whatever it throws is ignored.
    * @deprecated Use `onError`, whose error carries `source`, `code` and `reason`.
    */
   onBackgroundError?: (error: Error, source: VerifierBackgroundErrorSource) => void;
@@ -217,6 +220,11 @@ export type VerifierBackgroundErrorSource = "jwks" | "revocation";
  *   event; it reconnects with backoff, polling continues.
  * - `revocation_not_configured` (source `revocation`, reason `not_configured`): a warning, once per
  *   verifier: `revocation` is unset, so revoked approvals are not refused.
+ * - `revocation_list_full` (source `revocation`, reason `list_full`): a warning, at most once per poll:
+ *   the list held `revocation.maxEntries` ids and dropped some still in force (those added longest
+ *   ago) to take new ones, so tokens of those approvals are accepted again until they expire. The
+ *   message says how many since the last report. Without `onError`, `process.emitWarning` says it
+ *   once per process (code `COUNTERSIGN_REVOCATION_LIST_FULL`).
  * - `not_ready` (the source not loaded): {@link Verifier.ready} gave up after `readyTimeoutMs`, or the
  *   verifier was closed first (reason `closed`).
  */
@@ -225,6 +233,7 @@ export type VerifierBackgroundErrorCode =
   | "revocation_poll_failed"
   | "revocation_stream_failed"
   | "revocation_not_configured"
+  | "revocation_list_full"
   | "not_ready";
 
 /**
@@ -238,6 +247,7 @@ export type VerifierBackgroundErrorCode =
  * - `invalid_response`: not JSON, or not the expected shape (a JWKS without `keys`, a malformed feed
  *   page or stream event).
  * - `not_configured`: see `revocation_not_configured`.
+ * - `list_full`: see `revocation_list_full`.
  * - `closed`: `close()` was called while `ready()` was waiting.
  */
 export type VerifierBackgroundErrorReason =
@@ -247,6 +257,7 @@ export type VerifierBackgroundErrorReason =
   | "response_too_large"
   | "invalid_response"
   | "not_configured"
+  | "list_full"
   | "closed";
 
 /** One request to authorize. */

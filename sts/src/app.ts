@@ -87,6 +87,11 @@ export interface AppOptions {
   policyClock?: () => Date;
   /** Webhook delivery tuning (tests shorten the retry delays). Default: `DEFAULT_WEBHOOK_TUNING`. */
   webhookTuning?: Partial<WebhookDeliveryTuning>;
+  /**
+   * The clock of the revocation stream's replay budget (replays per client address), in milliseconds
+   * since the epoch (tests freeze it). Default: real time. The feed read limiter reads `Date.now()`.
+   */
+  revocationsClock?: () => number;
   /** The clock retention is measured from (tests move it). Default: real time. */
   retentionClock?: () => Date;
   /** The retention loop's timers (tests pass their own). Default: Node's. */
@@ -197,6 +202,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       config.revocations,
       logger,
       config.tokens.max_ttl_seconds,
+      { now: options.revocationsClock },
     );
     const issuanceStore = createIssuanceStore(database.db, database.pool, {
       onBatch: (size) => metrics.issueBatchSize.observe(size),

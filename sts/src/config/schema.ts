@@ -435,7 +435,10 @@ const revocationsSchema = z
       .describe(
         "Interval of comment heartbeats on open streams (keeps proxies from timing them out), in seconds. Default 15.",
       ),
-    /** Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503. Default 1000. */
+    /**
+     * Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503
+     * `temporarily_unavailable` (reason `stream_subscribers_reached`) with `Retry-After: 5`. Default 1000.
+     */
     max_stream_subscribers: z
       .number()
       .int()
@@ -443,12 +446,13 @@ const revocationsSchema = z
       .max(100_000)
       .default(1000)
       .describe(
-        "Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503. Default 1000.",
+        "Most concurrent `GET /revocations/stream` subscribers per instance; beyond it 503 temporarily_unavailable (reason stream_subscribers_reached) with Retry-After: 5. Default 1000.",
       ),
     /**
      * Most concurrent streams per client address (an IPv6 address counts as its /64); beyond it 429
-     * `too_many_streams` with `Retry-After`. Default 8. Security: an anonymous caller cannot take every
-     * slot of `max_stream_subscribers` and push every gateway back to polling.
+     * `too_many_streams` (reason `streams_per_address_reached`) with `Retry-After: 10`. Default 8.
+     * Security: an anonymous caller cannot take every slot of `max_stream_subscribers` and push every
+     * gateway back to polling.
      */
     max_streams_per_address: z
       .number()
@@ -457,7 +461,7 @@ const revocationsSchema = z
       .max(100_000)
       .default(8)
       .describe(
-        "Most concurrent revocation streams per client address (IPv6 by /64); beyond it 429 too_many_streams. Default 8.",
+        "Most concurrent revocation streams per client address (IPv6 by /64); beyond it 429 too_many_streams (reason streams_per_address_reached) with Retry-After: 10. Default 8.",
       ),
     /**
      * Whether the client address is taken from `X-Forwarded-For`: `false` (default: the connection's
@@ -486,10 +490,14 @@ const revocationsSchema = z
         "Most entries replayed to one resuming stream subscriber; further behind gets 410 cursor_reset. Default 1000.",
       ),
     /**
-     * Most stream replays per client address and minute, in bursts of `max_streams_per_address`: a
-     * subscriber resuming with a backlog beyond it gets 429 `too_many_streams` with `Retry-After`.
-     * Default 60. Security: a replay is the stream's costly part; a caller reconnecting in a loop to be
-     * replayed again and again is held to this rate, however many slots it has.
+     * Most stream replays per client address and minute, in bursts of `max_streams_per_address`, per
+     * instance. A replay is a resumption that costs the instance work: one with a backlog to replay from
+     * memory, or one whose cursor is ahead of what the instance has read or of another epoch (the
+     * instance re-reads the feed from the database before answering). Beyond it 429 `too_many_streams`
+     * (reason `replay_rate_limited`) with `Retry-After` (seconds until one is available); a refused
+     * re-read reads nothing. Default 60. Security: a caller reconnecting in a loop, to be replayed
+     * again and again or to make the instance read the database again and again, is held to this rate,
+     * however many slots it has.
      */
     max_replays_per_address_per_minute: z
       .number()
@@ -498,7 +506,7 @@ const revocationsSchema = z
       .max(100_000)
       .default(60)
       .describe(
-        "Replays per client address and minute, in bursts of max_streams_per_address; beyond it 429 too_many_streams. Default 60.",
+        "Stream replays per client address and minute, in bursts of max_streams_per_address, per instance. A replay is resuming with a backlog, or with a cursor ahead of the instance's head or of another epoch (the instance re-reads the feed). Beyond it 429 too_many_streams (reason replay_rate_limited) with Retry-After. Default 60.",
       ),
     /**
      * Most `GET /revocations` reads per client address (IPv6 by /64, see `trust_proxy`) per fixed window

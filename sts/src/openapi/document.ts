@@ -15,6 +15,8 @@ import {
   feedRateLimitedSchema,
   revocationEntrySchema,
   revocationPageSchema,
+  streamsFullSchema,
+  tooManyStreamsSchema,
 } from "../revocations/wire.js";
 import { tokenRequestForm, tokenResponse } from "./token_form.js";
 
@@ -148,9 +150,11 @@ function revocationPaths(): JsonObject {
         description:
           "Each event is `id: <cursor>` and `data: <RevocationEntry JSON>`. Resuming (`Last-Event-ID` or " +
           "`after`) replays at most `revocations.max_replay_entries` entries. Slots per instance " +
-          "(`max_stream_subscribers`: 503) and per client address (`max_streams_per_address`: 429 " +
-          "`too_many_streams`) are bounded, and so are replays per address and minute " +
-          "(`max_replays_per_address_per_minute`: 429 `too_many_streams`).",
+          "(`max_stream_subscribers`: 503, reason `stream_subscribers_reached`) and per client address " +
+          "(`max_streams_per_address`: 429 `too_many_streams`, reason `streams_per_address_reached`) are " +
+          "bounded, and so are replays per address and minute (`max_replays_per_address_per_minute`: 429 " +
+          "`too_many_streams`, reason `replay_rate_limited`): resuming with a backlog, or with a cursor " +
+          "ahead of the instance's head or of another epoch (the instance re-reads the feed), costs one.",
         security: [{}],
         parameters: [
           afterParameter("Resume after this cursor (`Last-Event-ID` takes precedence)."),
@@ -178,14 +182,15 @@ function revocationPaths(): JsonObject {
           },
           "429": {
             description:
-              "`too_many_streams`: this client address holds `max_streams_per_address` streams, or has used its replays",
+              "`too_many_streams`: this client address holds `max_streams_per_address` streams (reason `streams_per_address_reached`), or has used its replays (reason `replay_rate_limited`)",
             headers: retryAfter,
-            content: json(ref("Error")),
+            content: json(ref("TooManyStreams")),
           },
           "503": {
-            description: "`temporarily_unavailable`: the instance holds `max_stream_subscribers` streams",
+            description:
+              "`temporarily_unavailable`: the instance holds `max_stream_subscribers` streams (reason `stream_subscribers_reached`)",
             headers: retryAfter,
-            content: json(ref("Error")),
+            content: json(ref("StreamsFull")),
           },
         },
       },
@@ -386,8 +391,10 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
         FeedRateLimited: jsonSchema(feedRateLimitedSchema, "output"),
         RevocationEntry: jsonSchema(revocationEntrySchema, "output"),
         RevocationPage: jsonSchema(revocationPageSchema, "output"),
+        StreamsFull: jsonSchema(streamsFullSchema, "output"),
         TokenRequest: jsonSchema(tokenRequestForm, "input"),
         TokenResponse: jsonSchema(tokenResponse, "output"),
+        TooManyStreams: jsonSchema(tooManyStreamsSchema, "output"),
       },
       securitySchemes: {
         agentBearer: {

@@ -12,9 +12,10 @@ export interface FeedReadLimiterOptions {
 
 /**
  * How often each client address may read `GET /revocations`: `perMinute` reads per fixed window of 60
- * seconds (rate-limiter-flexible's memory limiter, in this instance only). An anonymous caller can
- * read the feed, and each read costs the database two statements, so one address polling in a loop is
- * held to this rate. At most `maxAddresses` addresses are counted: past it the least recently seen
+ * seconds starting at the address's first read (rate-limiter-flexible's memory limiter, in this
+ * instance only; it reads `Date.now()`). A refused read does not move the window. An anonymous caller
+ * can read the feed, and each read costs the database two statements, so one address polling in a loop
+ * is held to this rate. At most `maxAddresses` addresses are counted: past it the least recently seen
  * address's counter is dropped (it starts again with a full window), so a caller cycling through
  * addresses cannot grow the instance's memory.
  */
@@ -39,7 +40,7 @@ export class FeedReadLimiter {
 
   /**
    * Takes one read for `address`.
-   * @returns 0 when taken; otherwise the whole seconds until the address's window ends.
+   * @returns 0 when taken; otherwise the whole seconds (at least 1) until the address's window ends.
    */
   async take(address: string): Promise<number> {
     this.#addresses.set(address, true);

@@ -28,7 +28,8 @@ export interface RevocationHubOptions {
   readonly maxPerAddress: number;
   /**
    * Most replays per client address per minute (bursts of `maxPerAddress`): a subscriber that resumes
-   * with a backlog beyond it is refused ({@link ReplayBudget}).
+   * with a backlog, or with a cursor that makes the hub re-read the feed (ahead of what it has read, or
+   * of another epoch), beyond it is refused ({@link ReplayBudget}).
    */
   readonly maxReplaysPerMinute: number;
   /**
@@ -42,6 +43,8 @@ export interface RevocationHubOptions {
   readonly pollMs: number;
   /** A subscriber whose unsent output exceeds this many bytes is disconnected. Default 1 MiB. */
   readonly maxBufferedBytes?: number;
+  /** The replay budget's clock, in milliseconds since the epoch. Default `Date.now` (tests freeze it). */
+  readonly now?: () => number;
 }
 
 /** An entry as held in memory: its cursor and its server-sent event, formatted and encoded once. */
@@ -86,7 +89,10 @@ export type Admission =
   | { readonly outcome: "full" }
   /** Every slot of this client address is taken. */
   | { readonly outcome: "address_full" }
-  /** This client address has been replayed to too often; one replay is available in `retryAfterSeconds`. */
+  /**
+   * This client address has resumed too often (replays and feed re-reads, {@link ReplayBudget}); one
+   * more is available in `retryAfterSeconds`.
+   */
   | { readonly outcome: "replays_exhausted"; readonly retryAfterSeconds: number }
   /** The cursor cannot be continued from here. */
   | { readonly outcome: "reset"; readonly reset: CursorReset };
@@ -138,7 +144,12 @@ export class RevocationHub {
 
   constructor(options: RevocationHubOptions) {
     this.#options = options;
-    this.#replayBudget = new ReplayBudget(options.maxReplaysPerMinute, options.maxPerAddress);
+    this.#replayBudget = new ReplayBudget(
+      options.maxReplaysPerMinute,
+      options.maxPerAddress,
+      undefined,
+      options.now,
+    );
   }
 
   /** How many subscribers are connected. */
@@ -381,11 +392,14 @@ export class RevocationHub {
 
   /**
    * Admits a subscriber on `res` (headers not yet sent) from `address`: takes one of the instance's
-   * slots and one of the address's, then checks `after` against the feed (reading the feed first when
-   * `after` is ahead of what this instance has read, or of another epoch), then, when there is a
-   * backlog to replay, takes one of the address's replays. Admitted, it is
-   * registered at once, its backlog (every held entry after `after`) taken from memory; without
-   * `after`, only entries newer than now are sent. Refused, nothing is held.
+   * slots and one of the address's, then checks `after` against the feed, then, when there is a
+   * backlog to replay, takes one of the address's replays. When `after` is ahead of what this instance
+   * has read, or of another epoch, the feed is read first (another instance may have written it):
+   * that re-read takes the address's replay instead (taken before reading; refused, nothing is read),
+   * so a caller reconnecting in a loop with such a cursor makes the database work no more often than
+   * its replays allow. Concurrent re-reads are merged into one ({@link wake}). An admission takes at
+   * most one replay. Admitted, it is registered at once, its backlog (every held entry after `after`)
+   * taken from memory; without `after`, only entries newer than now are sent. Refused, nothing is held.
    */
   async admit(res: ServerResponse, address: string, after: FeedCursor | undefined): Promise<Admission> {
     if (this.#closed || this.#subscribers.size + this.#admitting >= this.#options.maxSubscribers) {
@@ -397,18 +411,22 @@ export class RevocationHub {
     this.#admitting++;
     let admitted = false;
     try {
+      let charged = false;
       // Another instance may have written it, or drawn a new epoch, since this one last read.
       if (
         after !== undefined &&
         (after.position > this.#head || (after.epoch ?? this.#epoch) !== this.#epoch)
       ) {
+        const retryAfterSeconds = this.#replayBudget.take(address);
+        if (retryAfterSeconds > 0) return { outcome: "replays_exhausted", retryAfterSeconds };
+        charged = true;
         await this.refresh();
       }
       if (this.#closed) return { outcome: "full" };
       const reset = after === undefined ? undefined : this.#check(after);
       if (reset !== undefined) return { outcome: "reset", reset };
       const replay = after === undefined ? [] : this.#pieces(firstAfter(this.#window, after.position));
-      if (replay.length > 0) {
+      if (replay.length > 0 && !charged) {
         const retryAfterSeconds = this.#replayBudget.take(address);
         if (retryAfterSeconds > 0) return { outcome: "replays_exhausted", retryAfterSeconds };
       }

@@ -7,11 +7,12 @@ interface Bucket {
 }
 
 /**
- * How many stream replays each client address may cause: a token bucket per address holding `burst`
- * replays, refilled at `perMinute`. Replays are the stream's costly part (a connection that resumes
- * is written up to `max_replay_entries` entries), so a caller reconnecting in a loop is held to this
- * rate whatever its slots. The most recently used `maxAddresses` buckets are kept (an evicted address
- * starts again with a full bucket).
+ * How many costly stream resumptions each client address may cause: a token bucket per address holding
+ * `burst` replays, refilled at `perMinute`. A replay is the stream's costly part: a connection that
+ * resumes with a backlog (it is written up to `max_replay_entries` entries), or with a cursor ahead of
+ * what the instance has read or of another epoch (the instance re-reads the feed from the database).
+ * So a caller reconnecting in a loop is held to this rate whatever its slots. The most recently used
+ * `maxAddresses` buckets are kept (an evicted address starts again with a full bucket).
  */
 export class ReplayBudget {
   readonly #buckets: LRUCache<string, Bucket>;

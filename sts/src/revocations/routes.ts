@@ -16,6 +16,7 @@ import {
 } from "./feed.js";
 import type { FeedReadLimiter } from "./feed_rate_limit.js";
 import type { RevocationHub } from "./hub.js";
+import type { StreamRefusal } from "./wire.js";
 
 /** Options for {@link revocationRoutes}. */
 export interface RevocationRoutesOptions {
@@ -25,8 +26,21 @@ export interface RevocationRoutesOptions {
   readonly feedReads: FeedReadLimiter;
 }
 
-/** Seconds a client refused a stream slot is asked to wait (RFC 9110 §10.2.3). */
-const STREAM_RETRY_AFTER_SECONDS = 10;
+/**
+ * `Retry-After` (RFC 9110 §10.2.3) of the 503 answered when every stream slot of the instance is
+ * taken (`max_stream_subscribers`). Short: a slot frees as soon as any of the instance's subscribers
+ * leaves, and behind a load balancer the retry may reach an instance with free slots. A gateway loses
+ * nothing meanwhile (polling keeps its list fresh; the stream only speeds revocations up), so there is
+ * no reason to go below the gateway verifier's own first reconnection delay (1 s) by much either.
+ */
+export const STREAMS_FULL_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * `Retry-After` of the 429 answered when the client address holds `max_streams_per_address` streams.
+ * Longer than {@link STREAMS_FULL_RETRY_AFTER_SECONDS}: only one of the address's own streams closing
+ * frees a slot, and those are the caller's; retrying sooner rarely finds one.
+ */
+export const ADDRESS_STREAMS_RETRY_AFTER_SECONDS = 10;
 
 function invalidRequest(description: string): HttpError {
   return new HttpError(400, "invalid_request", description);
@@ -60,6 +74,14 @@ function answerReset(ctx: Context, reset: CursorReset): void {
   };
 }
 
+/** A refusal of `GET /revocations/stream` (429 or 503), with `Retry-After`. */
+function refuseStream(ctx: Context, status: 429 | 503, retryAfter: number, body: StreamRefusal): void {
+  ctx.status = status;
+  ctx.set("Retry-After", String(retryAfter));
+  ctx.set("Cache-Control", "no-store");
+  ctx.body = body;
+}
+
 /**
  * `GET /revocations?after=<cursor>&limit=<n>` (docs/reference.md#the-revocation-feed): revoked and expired approvals whose
  * tokens may still be alive, oldest first, at most `limit` (default and maximum 500) per page. Cursors
@@ -72,8 +94,11 @@ function answerReset(ctx: Context, reset: CursorReset): void {
  *
  * `GET /revocations/stream`: the same entries pushed as server-sent events (`id: <cursor>`, `data:
  * <entry JSON>`), from now on, or after `Last-Event-ID` / `?after=` when resuming (replayed from the
- * instance's memory, at most `max_replay_entries`). Slots are bounded per instance (503) and per client
- * address (429 `too_many_streams`), and so are replays per client address and minute (429 too).
+ * instance's memory, at most `max_replay_entries`). Slots are bounded per instance (503, reason
+ * `stream_subscribers_reached`) and per client address (429 `too_many_streams`, reason
+ * `streams_per_address_reached`), and so are replays per client address and minute (429
+ * `too_many_streams`, reason `replay_rate_limited`): resuming with a backlog, or with a cursor that
+ * makes the instance re-read the feed (ahead of its head, or of another epoch), costs one.
  */
 export function revocationRoutes(
   db: Kysely<Database>,
@@ -141,25 +166,30 @@ export function revocationRoutes(
     );
     const admission = await hub.admit(res, address, after);
     if (admission.outcome === "full") {
-      throw new HttpError(503, "temporarily_unavailable", "too many revocation stream subscribers", {
-        "Retry-After": "5",
+      refuseStream(ctx, 503, STREAMS_FULL_RETRY_AFTER_SECONDS, {
+        error: "temporarily_unavailable",
+        error_description: "too many revocation stream subscribers",
+        reason: "stream_subscribers_reached",
       });
+      return;
     }
     if (admission.outcome === "address_full") {
-      throw new HttpError(
-        429,
-        "too_many_streams",
-        "too many revocation streams from this address: close one, or poll GET /revocations",
-        { "Retry-After": String(STREAM_RETRY_AFTER_SECONDS) },
-      );
+      refuseStream(ctx, 429, ADDRESS_STREAMS_RETRY_AFTER_SECONDS, {
+        error: "too_many_streams",
+        error_description:
+          "too many revocation streams from this address: close one, or poll GET /revocations",
+        reason: "streams_per_address_reached",
+      });
+      return;
     }
     if (admission.outcome === "replays_exhausted") {
-      throw new HttpError(
-        429,
-        "too_many_streams",
-        "too many revocation stream replays for this address: resume less often, or poll GET /revocations",
-        { "Retry-After": String(admission.retryAfterSeconds) },
-      );
+      refuseStream(ctx, 429, admission.retryAfterSeconds, {
+        error: "too_many_streams",
+        error_description:
+          "too many revocation stream replays for this address: resume less often, or poll GET /revocations",
+        reason: "replay_rate_limited",
+      });
+      return;
     }
     if (admission.outcome === "reset") {
       answerReset(ctx, admission.reset);

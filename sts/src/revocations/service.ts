@@ -37,6 +37,15 @@ export interface SweepResult {
   readonly compacted: number;
 }
 
+/** Optional dependencies of {@link startRevocationService}. */
+export interface RevocationServiceOptions {
+  /**
+   * The clock of the stream's replay budget, in milliseconds since the epoch. Default `Date.now` (tests
+   * freeze it). The feed read limiter is rate-limiter-flexible's and reads `Date.now()` itself.
+   */
+  readonly now?: () => number;
+}
+
 /**
  * Builds and starts the revocation machinery for one instance. On real Postgres one dedicated LISTEN
  * connection on `countersign_revocations` wakes the stream fan-out whenever any instance revokes or
@@ -49,6 +58,7 @@ export async function startRevocationService(
   config: RevocationsConfig,
   logger: Logger,
   maxTokenTtlSeconds: number,
+  options: RevocationServiceOptions = {},
 ): Promise<RevocationService> {
   const { db } = database;
   const hub = new RevocationHub({
@@ -60,6 +70,7 @@ export async function startRevocationService(
     maxReplayEntries: config.max_replay_entries,
     heartbeatMs: config.stream_heartbeat_seconds * 1000,
     pollMs: config.poll_interval_seconds * 1000,
+    now: options.now,
   });
   await hub.start();
   const wake = (): void => hub.wake();

@@ -68,3 +68,31 @@ export const feedRateLimitedSchema = z
   .describe(
     "More than `revocations.max_feed_reads_per_address_per_minute` reads from this client address in the current 60-second window.",
   );
+
+/** 429 at `GET /revocations/stream`: this client address holds too many streams, or resumed too often. */
+export const tooManyStreamsSchema = z
+  .object({
+    error: z.literal("too_many_streams"),
+    error_description: z.string(),
+    reason: z
+      .enum(["streams_per_address_reached", "replay_rate_limited"])
+      .describe(
+        "`streams_per_address_reached`: this client address holds `revocations.max_streams_per_address` " +
+          "streams. `replay_rate_limited`: it used its replays (`revocations.max_replays_per_address_per_minute`): " +
+          "resuming with a backlog, or with a cursor ahead of the instance's head or of another epoch " +
+          "(which makes the instance re-read the feed), costs one.",
+      ),
+  })
+  .describe("Too many streams, or too many resumptions, from this client address: wait `Retry-After`.");
+
+/** 503 at `GET /revocations/stream`: every stream slot of this instance is taken. */
+export const streamsFullSchema = z
+  .object({
+    error: z.literal("temporarily_unavailable"),
+    error_description: z.string(),
+    reason: z.literal("stream_subscribers_reached"),
+  })
+  .describe("This instance holds `revocations.max_stream_subscribers` streams: wait `Retry-After`.");
+
+/** The body of a refusal of `GET /revocations/stream` other than 410. */
+export type StreamRefusal = z.infer<typeof tooManyStreamsSchema> | z.infer<typeof streamsFullSchema>;

@@ -144,7 +144,7 @@ describe("GET /openapi.json", () => {
     assert.deepEqual(document.components.schemas.Error?.required, ["error", "error_description"]);
   });
 
-  test("covers the revocation feed and its stream: 410 cursor_reset, 429 slow_down (feed_rate_limited) and too_many_streams with Retry-After, 503", () => {
+  test("covers the revocation feed and its stream: 410 cursor_reset, 429 slow_down (feed_rate_limited) and too_many_streams (streams_per_address_reached, replay_rate_limited) with Retry-After, 503 (stream_subscribers_reached)", () => {
     type Response = {
       description: string;
       headers?: Record<string, unknown>;
@@ -164,10 +164,25 @@ describe("GET /openapi.json", () => {
     assert.deepEqual(Object.keys(stream).sort(), ["200", "400", "410", "429", "503"]);
     assert.ok(stream["200"]?.content?.["text/event-stream"]);
     assert.equal(schemaOf(stream["410"]), "CursorReset");
-    assert.equal(schemaOf(stream["429"]), "Error");
+    assert.equal(schemaOf(stream["429"]), "TooManyStreams");
     assert.match(stream["429"]?.description ?? "", /too_many_streams/);
     assert.deepEqual(Object.keys(stream["429"]?.headers ?? {}), ["Retry-After"]);
+    assert.equal(schemaOf(stream["503"]), "StreamsFull");
     assert.deepEqual(Object.keys(stream["503"]?.headers ?? {}), ["Retry-After"]);
+    const tooMany = document.components.schemas.TooManyStreams as {
+      required: string[];
+      properties: { error: { const: string }; reason: { enum: string[] } };
+    };
+    assert.deepEqual([...tooMany.required].sort(), ["error", "error_description", "reason"]);
+    assert.equal(tooMany.properties.error.const, "too_many_streams");
+    assert.deepEqual(tooMany.properties.reason.enum, ["streams_per_address_reached", "replay_rate_limited"]);
+    const full = document.components.schemas.StreamsFull as {
+      required: string[];
+      properties: { error: { const: string }; reason: { const: string } };
+    };
+    assert.deepEqual([...full.required].sort(), ["error", "error_description", "reason"]);
+    assert.equal(full.properties.error.const, "temporarily_unavailable");
+    assert.equal(full.properties.reason.const, "stream_subscribers_reached");
     const reset = document.components.schemas.CursorReset as {
       required: string[];
       properties: { reason: { enum: string[] } };

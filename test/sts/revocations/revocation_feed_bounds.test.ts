@@ -1,15 +1,21 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { type Kysely, sql } from "kysely";
+import { type Kysely, type KyselyPlugin, SelectQueryNode, sql, TableNode } from "kysely";
 import { createVerifier } from "../../../gateway-verifier/src/index.js";
 import { openDatabase } from "../../../sts/src/db/connect.js";
 import { migrateToLatest } from "../../../sts/src/db/migrate.js";
 import type { Database } from "../../../sts/src/db/schema.js";
+import { REVOCATIONS_CHANNEL } from "../../../sts/src/revocations/channel.js";
 import { addressKey, clientAddress } from "../../../sts/src/revocations/client_address.js";
 import { ReplayBudget } from "../../../sts/src/revocations/replay_budget.js";
 import { COMPACTION_BATCH, COMPACTION_BATCHES_PER_SWEEP } from "../../../sts/src/revocations/sweeper.js";
 import { baseConfig, startTestApp, type TestApp } from "../../helpers/app.js";
-import { createTestDatabase, type TestEngine, testEngines } from "../../helpers/database.js";
+import {
+  createTestDatabase,
+  type TestDatabase,
+  type TestEngine,
+  testEngines,
+} from "../../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../../helpers/exchange.js";
 import {
   allowAllPolicy,
@@ -21,15 +27,25 @@ import {
   revokeViaApi,
 } from "./support.js";
 
+/** What else an app of these tests may be given. */
+interface StartOptions {
+  /** The clock of the stream's replay budget (`revocationsClock`). Default: real time. */
+  readonly clock?: () => number;
+  /** The database (e.g. one whose queries are counted). Default: a fresh one. */
+  readonly database?: TestDatabase;
+}
+
 function start(
   engine: TestEngine,
   revocations: Record<string, unknown> = {},
   extra: Record<string, unknown> = {},
+  options: StartOptions = {},
 ): Promise<TestApp> {
   return startTestApp({
     engine,
+    database: options.database,
     config: { ...baseConfig(), revocations: { sweep_interval_seconds: 3600, ...revocations }, ...extra },
-    appOptions: { exchangeGuards: { policy: allowAllPolicy } },
+    appOptions: { exchangeGuards: { policy: allowAllPolicy }, revocationsClock: options.clock },
   });
 }
 
@@ -38,10 +54,60 @@ async function started(
   engine: TestEngine,
   revocations: Record<string, unknown> = {},
   extra: Record<string, unknown> = {},
+  options: StartOptions = {},
 ): Promise<TestApp> {
-  const sts = await start(engine, revocations, extra);
+  const sts = await start(engine, revocations, extra, options);
   await sts.app.revocations.sweep();
   return sts;
+}
+
+/**
+ * A fresh database on `engine` whose handles count the statements reading the feed's state (a select
+ * from `revocation_feed`: one per feed read of `GET /revocations` or of an instance's stream hub).
+ */
+async function countingFeedStateReads(
+  engine: TestEngine,
+): Promise<{ database: TestDatabase; reads: () => number }> {
+  const inner = await createTestDatabase(engine);
+  let reads = 0;
+  const plugin: KyselyPlugin = {
+    transformQuery({ node }) {
+      if (
+        SelectQueryNode.is(node) &&
+        node.from?.froms.some(
+          (from) => TableNode.is(from) && from.table.identifier.name === "revocation_feed",
+        )
+      ) {
+        reads++;
+      }
+      return node;
+    },
+    transformResult: async ({ result }) => result,
+  };
+  const database: TestDatabase = {
+    engine: inner.engine,
+    url: inner.url,
+    dispose: () => inner.dispose(),
+    open: async () => {
+      const handle = await inner.open();
+      return { ...handle, db: handle.db.withPlugin(plugin) };
+    },
+  };
+  return { database, reads: () => reads };
+}
+
+/**
+ * Waits until the instance has finished every read it does by itself after starting (on Postgres the
+ * LISTEN connection wakes the hub once connected): writes one entry, notifies, waits for the hub to
+ * hold it and for its read to end. Returns the entry's approval id.
+ */
+async function quiesce(sts: TestApp): Promise<string> {
+  const { db } = sts.handle;
+  const [id] = await floodRevocations(db, 1, { prefix: "apr_quiet_" });
+  await sql`select pg_notify(${REVOCATIONS_CHANNEL}, 'test')`.execute(db);
+  await until(() => sts.app.revocations.hub.held === 1, "the hub to read the entry");
+  await sts.app.revocations.hub.settled();
+  return String(id);
 }
 
 async function count(db: Kysely<Database>): Promise<number> {
@@ -105,6 +171,14 @@ async function until(condition: () => boolean | Promise<boolean>, what: string):
   }
   assert.fail(`timed out waiting for ${what}`);
 }
+
+/** The 429 of a stream resumption past the address's replays. */
+const REPLAYS_REFUSED = {
+  error: "too_many_streams",
+  error_description:
+    "too many revocation stream replays for this address: resume less often, or poll GET /revocations",
+  reason: "replay_rate_limited",
+};
 
 /** How many `GET /revocations` were answered 410 (from /metrics). */
 async function resetsAnswered(sts: TestApp): Promise<number> {
@@ -492,10 +566,12 @@ for (const engine of testEngines()) {
           const refused = await openStreamFrom(sts.url, { headers });
           assert.equal(refused.status, 429);
           assert.equal(refused.headers.get("retry-after"), "10");
+          assert.equal(refused.headers.get("cache-control"), "no-store");
           assert.deepEqual(refused.refusal, {
             error: "too_many_streams",
             error_description:
               "too many revocation streams from this address: close one, or poll GET /revocations",
+            reason: "streams_per_address_reached",
           });
         }
         const other = await Promise.all(
@@ -517,10 +593,13 @@ for (const engine of testEngines()) {
     });
 
     test("replays per client address: bursts of max_streams_per_address, then max_replays_per_address_per_minute, else 429 too_many_streams with Retry-After; live streams and empty backlogs are not replays", async () => {
-      const sts = await started(engine, {
-        max_streams_per_address: 3,
-        max_replays_per_address_per_minute: 2,
-      });
+      let now = 1_000_000;
+      const sts = await started(
+        engine,
+        { max_streams_per_address: 3, max_replays_per_address_per_minute: 2 },
+        {},
+        { clock: () => now },
+      );
       const { db } = sts.handle;
       try {
         const entries = await floodRevocations(db, 5);
@@ -538,13 +617,15 @@ for (const engine of testEngines()) {
         }
         const refused = await openStreamFrom(sts.url, { headers: { "last-event-id": first } });
         assert.equal(refused.status, 429);
-        const retryAfter = Number(refused.headers.get("retry-after"));
-        assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 30, String(retryAfter));
-        assert.deepEqual(refused.refusal, {
-          error: "too_many_streams",
-          error_description:
-            "too many revocation stream replays for this address: resume less often, or poll GET /revocations",
-        });
+        // Two replays a minute: one more in 30 s (the clock stands still).
+        assert.equal(refused.headers.get("retry-after"), "30");
+        assert.equal(refused.headers.get("cache-control"), "no-store");
+        assert.deepEqual(refused.refusal, REPLAYS_REFUSED);
+        now += 15_000;
+        const later = await openStreamFrom(sts.url, { headers: { "last-event-id": first } });
+        assert.equal(later.status, 429);
+        assert.equal(later.headers.get("retry-after"), "15");
+        assert.deepEqual(later.refusal, REPLAYS_REFUSED);
         const live = await openStreamFrom(sts.url);
         const atHead = await openStreamFrom(sts.url, { headers: { "last-event-id": last } });
         const elsewhere = await openStreamFrom(sts.url, {
@@ -554,8 +635,99 @@ for (const engine of testEngines()) {
         assert.deepEqual([live.status, atHead.status, elsewhere.status], [200, 200, 200]);
         await elsewhere.next((e) => e.data.approval_id === entries[4]);
         for (const stream of [live, atHead, elsewhere]) stream.close();
+        await until(() => sts.app.revocations.hub.size === 0, "the streams to close");
+        now += 15_000;
+        const refilled = await openStreamFrom(sts.url, { headers: { "last-event-id": first } });
+        assert.equal(refilled.status, 200);
+        await refilled.next((e) => e.data.approval_id === entries[4]);
+        refilled.close();
       } finally {
         await sts.stop();
+      }
+    });
+
+    test("a reconnect loop with a cursor ahead of the head or of another epoch: each re-read of the feed costs a replay; past them 429 too_many_streams (replay_rate_limited) with Retry-After, and nothing is read", async () => {
+      let now = 1_000_000;
+      const counted = await countingFeedStateReads(engine);
+      const sts = await started(
+        engine,
+        { max_streams_per_address: 3, max_replays_per_address_per_minute: 2, poll_interval_seconds: 3600 },
+        {},
+        { clock: () => now, database: counted.database },
+      );
+      try {
+        const id = await quiesce(sts);
+        const epoch = sts.app.revocations.hub.epoch;
+        const head = await cursorOf(sts.handle.db, id);
+        const ahead = `${epoch}.${head + 1n}`;
+        const other = epoch === "0123456789abcdef" ? "fedcba9876543210" : "0123456789abcdef";
+        const reset = {
+          error: "cursor_reset",
+          error_description:
+            "the cursor is ahead of the feed's head (the database was restored to an earlier point)",
+          reason: "cursor_ahead_of_head",
+          cursor: `${epoch}.0`,
+        };
+
+        // A flood of 10 sequential reconnects from one address: the first 3 (the burst) re-read the
+        // feed and are told to restart; the other 7 are refused without reading anything.
+        const before = counted.reads();
+        const statuses: number[] = [];
+        for (let i = 0; i < 10; i++) {
+          const answer = await openStreamFrom(sts.url, { headers: { "last-event-id": ahead } });
+          statuses.push(answer.status);
+          if (i < 3) {
+            assert.deepEqual(answer.refusal, reset);
+          } else {
+            assert.equal(answer.headers.get("retry-after"), "30");
+            assert.equal(answer.headers.get("cache-control"), "no-store");
+            assert.deepEqual(answer.refusal, REPLAYS_REFUSED);
+          }
+        }
+        assert.deepEqual(statuses, [410, 410, 410, 429, 429, 429, 429, 429, 429, 429]);
+        assert.equal(counted.reads() - before, 3);
+
+        // Another epoch, by header or query: the same budget, still nothing read.
+        for (const request of [
+          { headers: { "last-event-id": `${other}.1` } },
+          { query: `?after=${other}.1` },
+        ]) {
+          const refused = await openStreamFrom(sts.url, request);
+          assert.equal(refused.status, 429);
+          assert.equal(refused.headers.get("retry-after"), "30");
+          assert.deepEqual(refused.refusal, REPLAYS_REFUSED);
+        }
+        assert.equal(counted.reads() - before, 3);
+
+        // A live stream, or one resuming at the head, costs nothing and is admitted.
+        for (const headers of [{} as Record<string, string>, { "last-event-id": `${epoch}.${head}` }]) {
+          const stream = await openStreamFrom(sts.url, { headers });
+          assert.equal(stream.status, 200);
+          stream.close();
+          await until(() => sts.app.revocations.hub.size === 0, "the stream to close");
+        }
+        // Another address has its own budget.
+        const elsewhere = await openStreamFrom(sts.url, {
+          localAddress: "127.0.0.2",
+          headers: { "last-event-id": `${other}.1` },
+        });
+        assert.equal(elsewhere.status, 410);
+        assert.equal(elsewhere.refusal?.reason, "cursor_epoch_mismatch");
+        assert.equal(counted.reads() - before, 4);
+
+        // 30 s on, one replay is back: one more re-read, then refused again.
+        now += 30_000;
+        const again = await openStreamFrom(sts.url, { headers: { "last-event-id": ahead } });
+        assert.deepEqual([again.status, again.refusal], [410, reset]);
+        const refusedAgain = await openStreamFrom(sts.url, { headers: { "last-event-id": ahead } });
+        assert.equal(refusedAgain.status, 429);
+        assert.equal(refusedAgain.headers.get("retry-after"), "30");
+        assert.deepEqual(refusedAgain.refusal, REPLAYS_REFUSED);
+        assert.equal(counted.reads() - before, 5);
+        assert.equal(sts.app.revocations.hub.size, 0);
+      } finally {
+        await sts.stop();
+        await counted.database.dispose();
       }
     });
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import http from "node:http";
-import { describe, test } from "node:test";
+import { afterEach, beforeEach, describe, mock, test } from "node:test";
 import { FeedReadLimiter } from "../../../sts/src/revocations/feed_rate_limit.js";
 import { baseConfig, startTestApp, type TestApp } from "../../helpers/app.js";
 import { type TestEngine, testEngines } from "../../helpers/database.js";
@@ -57,6 +57,8 @@ for (const engine of testEngines()) {
   describe(`GET /revocations reads per client address (${engine})`, () => {
     test("a flood from one address: exactly max_feed_reads_per_address_per_minute reads, then 429 slow_down (feed_rate_limited) with Retry-After; X-Forwarded-For is ignored; another address is unaffected", async () => {
       const sts = await start(engine, { max_feed_reads_per_address_per_minute: 5 });
+      // The limiter reads Date.now(): freeze it (timers stay real) so Retry-After is exact.
+      mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
       try {
         const statuses: number[] = [];
         for (let i = 0; i < 8; i++) statuses.push((await readFeedFrom(sts.url)).status);
@@ -64,10 +66,15 @@ for (const engine of testEngines()) {
         for (const headers of [{} as Record<string, string>, { "x-forwarded-for": "198.51.100.7" }]) {
           const refused = await readFeedFrom(sts.url, { headers });
           assert.equal(refused.status, 429);
-          const retryAfter = Number(refused.retryAfter);
-          assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, refused.retryAfter);
+          // The window began at the first read and the clock stands still: all of it is left.
+          assert.equal(refused.retryAfter, "60");
           assert.deepEqual(refused.body, REFUSAL);
         }
+        mock.timers.tick(44_500);
+        const later = await readFeedFrom(sts.url);
+        assert.deepEqual([later.status, later.retryAfter, later.body], [429, "16", REFUSAL]);
+        mock.timers.tick(15_500);
+        assert.equal((await readFeedFrom(sts.url)).status, 200);
         const other: number[] = [];
         for (let i = 0; i < 6; i++) {
           other.push((await readFeedFrom(sts.url, { localAddress: "127.0.0.2" })).status);
@@ -77,6 +84,7 @@ for (const engine of testEngines()) {
         assert.equal(page.status, 200);
         assert.deepEqual(page.body.revocations, []);
       } finally {
+        mock.timers.reset();
         await sts.stop();
       }
     });
@@ -105,19 +113,31 @@ for (const engine of testEngines()) {
 }
 
 describe("feed read limiter", () => {
-  test("counts perMinute reads per address, then says the seconds to wait", async () => {
+  // rate-limiter-flexible reads Date.now(): freeze it (timers stay real) so the waits are exact.
+  beforeEach(() => mock.timers.enable({ apis: ["Date"], now: 1_000_000 }));
+  afterEach(() => mock.timers.reset());
+
+  test("counts perMinute reads per address in a fixed 60-second window from its first read, then says the whole seconds until it ends", async () => {
     const limiter = new FeedReadLimiter({ perMinute: 3 });
     const taken = [];
     for (let i = 0; i < 5; i++) taken.push(await limiter.take("203.0.113.7"));
-    assert.deepEqual(taken.slice(0, 3), [0, 0, 0]);
-    for (const wait of taken.slice(3)) assert.ok(wait >= 1 && wait <= 60, String(wait));
+    assert.deepEqual(taken, [0, 0, 0, 60, 60]);
+    mock.timers.tick(1);
+    assert.equal(await limiter.take("203.0.113.7"), 60);
+    mock.timers.tick(58_999);
+    assert.equal(await limiter.take("203.0.113.7"), 1);
     assert.equal(await limiter.take("198.51.100.1"), 0);
+    // Refusals do not move the window: it ends 60 s after the first read, and a fresh one begins.
+    mock.timers.tick(1_000);
+    const next = [];
+    for (let i = 0; i < 4; i++) next.push(await limiter.take("203.0.113.7"));
+    assert.deepEqual(next, [0, 0, 0, 60]);
   });
 
   test("a flood of 50 000 distinct addresses keeps at most maxAddresses counters; a forgotten address starts afresh", async () => {
     const limiter = new FeedReadLimiter({ perMinute: 1, maxAddresses: 1000 });
     assert.equal(await limiter.take("first"), 0);
-    assert.ok((await limiter.take("first")) >= 1);
+    assert.equal(await limiter.take("first"), 60);
     for (let i = 0; i < 50_000; i++) await limiter.take(`flood-${i}`);
     assert.equal(limiter.size, 1000);
     assert.equal(limiter.counters(), 1000);

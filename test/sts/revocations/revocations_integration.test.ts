@@ -8,7 +8,7 @@ import { createVerifier } from "../../../gateway-verifier/src/index.js";
 import { baseConfig, startTestApp, type TestApp } from "../../helpers/app.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../../helpers/exchange.js";
-import { allowAllPolicy, openStream, percentile, position, revokeViaApi } from "./support.js";
+import { allowAllPolicy, openStream, position, revokeViaApi } from "./support.js";
 
 const onPostgres = { skip: !process.env.DATABASE_URL && "DATABASE_URL not set" };
 const TRIALS = 20;
@@ -60,43 +60,38 @@ describe("on real Postgres, two instances", () => {
   });
 
   test(
-    `SSE: a revocation on A reaches a subscriber on B at once (p50 and max over ${TRIALS} trials)`,
+    `SSE: each of ${TRIALS} revocations on A reaches a subscriber on B, once each, in cursor order`,
     onPostgres,
     async () => {
       await twoInstances(async (a, b) => {
         const stream = await openStream(`${b.url}/revocations/stream`);
         assert.equal(stream.status, 200);
-        const latencies: number[] = [];
+        const revoked: string[] = [];
         try {
           for (let trial = 0; trial < TRIALS; trial++) {
             const approvalId = await insertApproval(a.handle.db);
-            const started = performance.now();
-            const revoked = revokeViaApi(a, approvalId);
-            const event = await stream.next((e) => e.data.approval_id === approvalId, 5000);
-            latencies.push(event.at - started);
-            assert.equal(await revoked, 200);
+            assert.equal(await revokeViaApi(a, approvalId), 200);
+            revoked.push(approvalId);
+            // B re-reads the feed only when NOTIFY wakes it (its periodic re-read is 10 minutes away):
+            // the wait bounds the test's run, it is not a latency bound.
+            const event = await stream.next((e) => e.data.approval_id === approvalId, 10_000);
             assert.equal(event.data.reason, "revoked");
           }
         } finally {
           stream.close();
         }
-        const p50 = percentile(latencies, 50);
-        const max = Math.max(...latencies);
-        console.log(
-          `SSE revocation latency A→B over ${TRIALS} trials (revoke request sent → event received): ` +
-            `p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms`,
+        assert.deepEqual(
+          stream.events.map((e) => e.data.approval_id),
+          revoked,
         );
-        assert.ok(max < 1000, `max ${max.toFixed(1)} ms`);
-        // Every event arrived once, in cursor order.
         const cursors = stream.events.map((e) => position(e.id ?? "0"));
-        assert.equal(cursors.length, TRIALS);
         for (let i = 1; i < cursors.length; i++) assert.ok(cursors[i]! > cursors[i - 1]!);
       });
     },
   );
 
   test(
-    `a gateway verifier following B's stream refuses a token once A revokes (p50 and max over ${TRIALS} trials)`,
+    `a gateway verifier following B's stream refuses each of ${TRIALS} tokens once A revokes its approval`,
     onPostgres,
     async () => {
       await twoInstances(async (a, b) => {
@@ -105,13 +100,12 @@ describe("on real Postgres, two instances", () => {
           audience: "https://crm.example.test",
           jwksUri: `${a.url}/jwks`,
           rateLimit: false,
-          // Polling once a minute: only the stream can make the verifier refuse within a second.
-          revocation: { url: `${b.url}/revocations`, stream: true, intervalMs: 60_000 },
+          // Polling every 10 minutes: within these tests only the stream can make the verifier refuse.
+          revocation: { url: `${b.url}/revocations`, stream: true, intervalMs: 600_000 },
         });
         try {
           await verifier.ready?.();
           const subject_token = await a.app.services.devIssuer!.mint({ sub: "alice", usage: "subject" });
-          const latencies: number[] = [];
           for (let trial = 0; trial < TRIALS; trial++) {
             const approvalId = await insertApproval(a.handle.db, { scope: "crm:read" });
             const issued = await exchange(trial % 2 === 0 ? a.url : b.url, {
@@ -128,29 +122,21 @@ describe("on real Postgres, two instances", () => {
             };
             const ok = await verifier.verify(request);
             assert.equal(ok.ok, true, JSON.stringify(ok));
-            const started = performance.now();
             assert.equal(await revokeViaApi(a, approvalId), 200);
-            let refusedAt: number | undefined;
-            for (let i = 0; i < 2000 && refusedAt === undefined; i++) {
+            // Bounded wait for the pushed revocation (bounds the run; not a latency bound).
+            let refused: Awaited<ReturnType<typeof verifier.verify>> | undefined;
+            for (let i = 0; i < 1000 && refused === undefined; i++) {
               const result = await verifier.verify(request);
-              if (!result.ok) {
-                assert.equal(result.status, 401);
-                assert.equal(result.reason, "approval_revoked");
-                refusedAt = performance.now();
-              } else {
-                await new Promise((resolve) => setTimeout(resolve, 1));
-              }
+              if (!result.ok) refused = result;
+              else await new Promise((resolve) => setTimeout(resolve, 10));
             }
-            assert.ok(refusedAt !== undefined, "the verifier never refused the revoked approval");
-            latencies.push(refusedAt - started);
+            assert.ok(
+              refused !== undefined && !refused.ok,
+              "the verifier never refused the revoked approval",
+            );
+            assert.equal(refused.status, 401);
+            assert.equal(refused.reason, "approval_revoked");
           }
-          const p50 = percentile(latencies, 50);
-          const max = Math.max(...latencies);
-          console.log(
-            `verifier refusal after a revocation on the other instance over ${TRIALS} trials ` +
-              `(revoke request sent → verify refuses): p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms`,
-          );
-          assert.ok(max < 1000, `max ${max.toFixed(1)} ms`);
         } finally {
           verifier.close();
         }

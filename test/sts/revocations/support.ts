@@ -19,11 +19,10 @@ export async function revokeViaApi(sts: TestApp, approvalId: string): Promise<nu
   return response.status;
 }
 
-/** One event received on a stream, with the time it arrived (performance.now() milliseconds). */
+/** One event received on a stream. */
 export interface ReceivedEvent {
   readonly id: string | undefined;
   readonly data: Record<string, unknown>;
-  readonly at: number;
 }
 
 /** An open `GET /revocations/stream`, collecting events until closed. */
@@ -50,7 +49,7 @@ export async function openStream(url: string, headers: Record<string, string> = 
   const ended =
     response.ok && response.body
       ? readEventStream(response.body, (data, id) => {
-          events.push({ id, data: JSON.parse(data) as Record<string, unknown>, at: performance.now() });
+          events.push({ id, data: JSON.parse(data) as Record<string, unknown> });
           for (const waiter of waiters) waiter();
         }).catch(() => {})
       : response.arrayBuffer().then(() => {});
@@ -79,13 +78,6 @@ export async function openStream(url: string, headers: Record<string, string> = 
     },
     close: () => controller.abort(),
   };
-}
-
-/** The p-th percentile (0..100) of `values`, nearest-rank. */
-export function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
-  return sorted[rank - 1] ?? Number.NaN;
 }
 
 /** `GET <sts>/revocations<query>`: status, headers and JSON body. */
@@ -218,7 +210,7 @@ export function openStreamFrom(
           return;
         }
         const ended = readEventStream(response, (data, id) => {
-          events.push({ id, data: JSON.parse(data) as Record<string, unknown>, at: performance.now() });
+          events.push({ id, data: JSON.parse(data) as Record<string, unknown> });
           for (const waiter of waiters) waiter();
         }).catch(() => {});
         resolve({ status, headers, events, ended, next, close, refusal: undefined });
