@@ -26,7 +26,7 @@ import {
 import { narrowTerms } from "./narrow.js";
 import {
   type ApprovalDecisionAction,
-  type ApprovalDecisionInput,
+  type ApprovalDecisionTerms,
   type ApproverPolicy,
   allowAllApprovers,
 } from "./policy.js";
@@ -148,7 +148,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
     action: ApprovalDecisionAction,
     principal: Principal & { kind: "approver" },
     approval: Approval,
-    terms: ApprovalDecisionInput["terms"],
+    terms: ApprovalDecisionTerms,
   ): Promise<void> {
     const refusal = { approvalId: approval.id };
     let verdict: Awaited<ReturnType<ApproverPolicy["authorizeDecision"]>>;
@@ -188,12 +188,15 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
   }
 
   /** An approval's current terms, as the policy sees them for deny and revoke. */
-  function currentTerms(approval: Approval): ApprovalDecisionInput["terms"] {
+  function currentTerms(approval: Approval): ApprovalDecisionTerms {
     return {
       scope: approval.scope,
       max_tokens: approval.max_tokens,
       expires_at: approval.expires_at.toISOString(),
       rate_limit: approval.rate_limit,
+      tools: approval.tools,
+      resources: approval.resources,
+      prompts: approval.prompts,
     };
   }
 
@@ -399,7 +402,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
 
       const narrowed = narrowTerms(approval, body);
       const { scope, maxTokens, expiresAt, rateLimit, targets } = narrowed;
-      const terms = {
+      const terms: ApprovalDecisionTerms = {
         scope,
         max_tokens: maxTokens,
         expires_at: expiresAt.toISOString(),
