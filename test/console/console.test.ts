@@ -662,6 +662,8 @@ describe("approval console in headless Chromium", {
       task,
       subject: "ali\u202Ece",
       call: { tool: "send_report", arguments: args },
+      resources: ["file:///srv/invoices.csv"],
+      prompts: ["summarise"],
     });
     const id = requested.id as string;
     // The API keeps the task and the arguments exactly as the agent sent them (refusing only NUL and
@@ -712,6 +714,11 @@ describe("approval console in headless Chromium", {
       .evaluateAll((nodes) => nodes.filter((node) => node.getAttribute("dir") !== "auto").length);
     assert.equal(isolated, 0);
     assert.equal(await pending.locator("dl.facts code", { hasText: "ali" }).textContent(), "ali⟨U+202E⟩ce");
+    // The MCP names the approval is limited to are listed too.
+    const facts = await factsOf(pending);
+    assert.match(facts, /Tools send_report/);
+    assert.match(facts, /MCP resources file:\/\/\/srv\/invoices\.csv/);
+    assert.match(facts, /Prompts summarise/);
 
     // 3. The task reads in the order it is stored: no character stands left of one before it.
     assert.deepEqual(await onElement(page, VISUAL_ORDER_BREAKS, `${cardSelector} h3`), []);
