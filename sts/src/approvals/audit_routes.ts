@@ -2,10 +2,10 @@ import Router from "@koa/router";
 import { approvalAuditTrail } from "../audit/trail.js";
 import { createAuthenticator, credentialsOf, wrongRole } from "../auth/authenticate.js";
 import type { StsServices } from "../services.js";
-import { approvalCallHandler } from "./call_handler.js";
 import { approvalNotFound } from "./errors.js";
 import { APPROVAL_ID_PATTERN } from "./model.js";
 import { findApproval } from "./repository.js";
+import { approvalRouteHandler } from "./route_handler.js";
 
 /** Most audit events `GET /approvals/{id}/audit` returns: its lifecycle, then the latest ones. */
 export const MAX_AUDIT_EVENTS = 500;
@@ -34,12 +34,12 @@ export interface AuditEventJson {
  * left out). Repeated refusals come as one entry with `count`. Only the event's time, name, outcome,
  * reason and actor are returned; the `detail` column stays server-side. Like every approval API route
  * it runs in its span and its refusals are logged and, for an authenticated caller, audited as
- * `approval.read_audit` ({@link approvalCallHandler}).
+ * `approval.read_audit` ({@link approvalRouteHandler}).
  */
 export function approvalAuditRoutes(services: StsServices): Router {
   const { db } = services;
   const authenticate = createAuthenticator(services);
-  const handle = approvalCallHandler(services);
+  const handle = approvalRouteHandler(services);
   const router = new Router();
 
   router.get(

@@ -6,7 +6,6 @@ import { describeIssues, readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
 import type { StsServices } from "../services.js";
 import { boundCall } from "./call.js";
-import { approvalCallHandler, type CallState } from "./call_handler.js";
 import { decodeCursor, decodePendingCursor, encodeCursor, encodePendingCursor } from "./cursor.js";
 import {
   ApprovalError,
@@ -40,6 +39,7 @@ import {
   listPendingApprovals,
   revokeApproval,
 } from "./repository.js";
+import { approvalRouteHandler, type CallState } from "./route_handler.js";
 import { approveBody, createApprovalBody, DEFAULT_MAX_TOKENS, decisionBody, listQuery } from "./schemas.js";
 
 /** Options for {@link approvalRoutes}. */
@@ -113,7 +113,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
   }
   const router = new Router();
 
-  const handle = approvalCallHandler(services);
+  const handle = approvalRouteHandler(services);
 
   /**
    * The issuer an approval's subject binding names. With several issuers trusted for subject tokens a

@@ -34,7 +34,7 @@ function actorOf(principal: Principal | undefined): string | null {
  * caller's refusal gets the log line only, so nobody without a credential can make the STS write to
  * its database. A handler sets `state.principal` as soon as it has authenticated the caller.
  */
-export function approvalCallHandler(services: StsServices) {
+export function approvalRouteHandler(services: StsServices) {
   const { db, logger } = services;
   return function handle(action: ApprovalAction, handler: ApprovalCall) {
     return (ctx: Context) =>
