@@ -66,6 +66,69 @@ function card(page: Page, list: "pending" | "approved" | "closed", id: string): 
   return page.locator(`#${list}-list > li[data-approval-id="${id}"]`);
 }
 
+/**
+ * Browser-side (a function's source, run by `page.evaluate`): the characters of `element` whose visual
+ * order differs from their stored order. Walks its text in logical order and measures each visible
+ * character; on one line each must stand right of the one before (the text tested is left to right).
+ * Returns the offending pairs, e.g. `["d>o"]`; empty when the text reads as stored.
+ */
+const VISUAL_ORDER_BREAKS = `(element) => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const boxes = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.data.length; i++) {
+      if (/\\s/.test(node.data[i])) continue;
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getBoundingClientRect();
+      if (rect.width === 0) continue;
+      boxes.push({ char: node.data[i], left: rect.left, top: rect.top, bottom: rect.bottom });
+    }
+  }
+  const breaks = [];
+  for (let k = 1; k < boxes.length; k++) {
+    const a = boxes[k - 1];
+    const b = boxes[k];
+    const nextLine = b.top >= a.bottom - 2;
+    if (!nextLine && b.left <= a.left) breaks.push(a.char + ">" + b.char);
+  }
+  return boxes.length === 0 ? ["no visible text"] : breaks;
+}`;
+
+/** Browser-side: the left edge of the first occurrence of `needle` (inside one text node) in `element`. */
+const LEFT_OF = `(element, needle) => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.data.indexOf(needle);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + needle.length);
+    return range.getBoundingClientRect().left;
+  }
+  return null;
+}`;
+
+/** Browser-side: `unicode-bidi`, `direction` and `background-color` as computed, and the `dir` attribute. */
+const BIDI_STYLE = `(element) => {
+  const style = getComputedStyle(element);
+  return {
+    dir: element.getAttribute("dir"),
+    unicodeBidi: style.unicodeBidi,
+    direction: style.direction,
+    background: style.backgroundColor,
+  };
+}`;
+
+/** Runs the browser-side function `source` on the first element matching `selector`, with `args`. */
+function onElement<T>(page: Page, source: string, selector: string, ...args: unknown[]): Promise<T> {
+  const argList = args.map((arg) => JSON.stringify(arg)).join(", ");
+  return page.evaluate(
+    `(${source})(document.querySelector(${JSON.stringify(selector)})${argList ? `, ${argList}` : ""})`,
+  ) as Promise<T>;
+}
+
 describe("approval console: HTTP", () => {
   let sts: TestApp;
   before(async () => {
@@ -573,6 +636,161 @@ describe("approval console in headless Chromium", {
       [],
       consoleErrors.join("\n"),
     );
+  });
+
+  test("a task with bidi overrides and zero-width characters: markers show them, every agent field is its own isolate, nothing reads reordered, and what is stored and approved is unchanged", async () => {
+    const page = await context.newPage();
+    await page.goto(`${sts.url}/console`);
+    await page.getByLabel("Approver name").fill("erin");
+    await page.getByRole("button", { name: "Sign in as dev approver" }).click();
+    await page.getByRole("heading", { name: /Pending requests/ }).waitFor();
+
+    // Trojan Source in a task: under U+202E "eteled ton od" displays as "do not delete"; zero-width
+    // characters hide between letters; an unterminated U+2067 tries to reach the text after it.
+    const task =
+      "Read invoices, then \u202Eeteled ton od\u202C and \u200Bexport\u200D them\u2060\uFEFF \u2067tail";
+    const shown =
+      "Read invoices, then ⟨U+202E⟩eteled ton od⟨U+202C⟩ and ⟨U+200B⟩export⟨U+200D⟩ them⟨U+2060⟩⟨U+FEFF⟩ ⟨U+2067⟩tail";
+    const args = {
+      to: "finance@example.test",
+      note: "\u202Eeteled\u202C",
+      "\u05E9\u05DD": "\u05D3\u05D5\u05D3 42",
+    };
+    const requested = await requestApproval(sts.url, await agentToken(sts.url), {
+      resource: CRM,
+      scope: "crm:read",
+      task,
+      subject: "ali\u202Ece",
+      call: { tool: "send_report", arguments: args },
+      resources: ["file:///srv/invoices.csv"],
+      prompts: ["summarise"],
+    });
+    const id = requested.id as string;
+    // The API keeps the task and the arguments exactly as the agent sent them (refusing only NUL and
+    // lone surrogates in a task): the console must show them, not rewrite them.
+    assert.equal(requested.task, task);
+    assert.deepEqual((requested.call as { arguments: unknown }).arguments, args);
+
+    const pending = card(page, "pending", id);
+    await pending.waitFor();
+    const cardSelector = `#pending-list > li[data-approval-id="${id}"]`;
+    const title = pending.getByRole("heading", { level: 3 });
+
+    // 1. The hidden characters are visible markers, in their own style.
+    assert.equal(await title.textContent(), shown);
+    assert.deepEqual(await title.locator(".hidden-char").allTextContents(), [
+      "⟨U+202E⟩",
+      "⟨U+202C⟩",
+      "⟨U+200B⟩",
+      "⟨U+200D⟩",
+      "⟨U+2060⟩",
+      "⟨U+FEFF⟩",
+      "⟨U+2067⟩",
+    ]);
+    const marker = await onElement<Record<string, string>>(
+      page,
+      BIDI_STYLE,
+      `${cardSelector} h3 .hidden-char`,
+    );
+    assert.deepEqual(marker, {
+      dir: "ltr",
+      unicodeBidi: "isolate",
+      direction: "ltr",
+      background: "rgb(251, 230, 228)",
+    });
+
+    // 2. Every agent field is its own isolate, its direction from its own text.
+    for (const selector of [
+      `${cardSelector} h3`,
+      `${cardSelector} dl.facts code`,
+      `${cardSelector} pre.call-arguments .json-string`,
+    ]) {
+      const style = await onElement<Record<string, string>>(page, BIDI_STYLE, selector);
+      assert.equal(style.dir, "auto", selector);
+      assert.equal(style.unicodeBidi, "isolate", selector);
+    }
+    const isolated = await pending
+      .locator("h3, dl.facts code, dl.facts li, pre.call-arguments .json-string")
+      .evaluateAll((nodes) => nodes.filter((node) => node.getAttribute("dir") !== "auto").length);
+    assert.equal(isolated, 0);
+    assert.equal(await pending.locator("dl.facts code", { hasText: "ali" }).textContent(), "ali⟨U+202E⟩ce");
+    // The MCP names the approval is limited to are listed too.
+    const facts = await factsOf(pending);
+    assert.match(facts, /Tools send_report/);
+    assert.match(facts, /MCP resources file:\/\/\/srv\/invoices\.csv/);
+    assert.match(facts, /Prompts summarise/);
+
+    // 3. The task reads in the order it is stored: no character stands left of one before it.
+    assert.deepEqual(await onElement(page, VISUAL_ORDER_BREAKS, `${cardSelector} h3`), []);
+    // The arguments keep their JSON layout; each string is isolated, so the Hebrew key stays left of
+    // its Hebrew value (without isolation the two trade places: "42 דוד" :"שם").
+    const pre = pending.locator("pre.call-arguments");
+    const answer = await getJson(
+      `${sts.url}/approvals/${id}`,
+      await sts.app.services.devIssuer!.mint({
+        sub: "erin",
+        usage: "approver",
+      }),
+    );
+    const layout = JSON.stringify(answer.body.call.arguments, null, 2)
+      .replace("\u202E", "⟨U+202E⟩")
+      .replace("\u202C", "⟨U+202C⟩");
+    assert.equal(await pre.textContent(), layout);
+    const keyLeft = await onElement<number>(
+      page,
+      LEFT_OF,
+      `${cardSelector} pre.call-arguments`,
+      "\u05E9\u05DD",
+    );
+    const valueLeft = await onElement<number>(
+      page,
+      LEFT_OF,
+      `${cardSelector} pre.call-arguments`,
+      "\u05D3\u05D5\u05D3",
+    );
+    assert.ok(keyLeft < valueLeft, `key at ${keyLeft}, value at ${valueLeft}`);
+
+    // 4. Nothing outside the card is reordered: the card's id, the next fact, the list's heading read
+    // in order, and no hidden character of the task reached any text or attribute of the page (form
+    // labels and announcements carry the markers too).
+    for (const selector of [`${cardSelector} .card-id`, `${cardSelector} dl.facts dt`, "#pending-title"]) {
+      assert.deepEqual(await onElement(page, VISUAL_ORDER_BREAKS, selector), [], selector);
+    }
+    await page.locator("#announcer", { hasText: `“${shown}”` }).waitFor();
+    const raw = (await page.evaluate(`(() => {
+      const hidden = /[\\u200B-\\u200F\\u202A-\\u202E\\u2060\\u2066-\\u2069\\uFEFF]/u;
+      const found = [];
+      const walker = document.createTreeWalker(document.documentElement, NodeFilter.SHOW_TEXT | NodeFilter.SHOW_ELEMENT);
+      for (let node = walker.currentNode; node; node = walker.nextNode()) {
+        if (node.nodeType === Node.TEXT_NODE && hidden.test(node.data)) found.push(node.parentElement.tagName);
+        if (node.nodeType === Node.ELEMENT_NODE)
+          for (const attribute of node.attributes) if (hidden.test(attribute.value)) found.push(attribute.name);
+      }
+      return found;
+    })()`)) as string[];
+    assert.deepEqual(raw, []);
+    assert.equal(await pending.locator("form.approve-form").getAttribute("aria-label"), `Approve ${shown}`);
+    await shot(page, "09-bidi-task");
+
+    // 5. Approving from the console approves the approval as stored: the same task, the same call.
+    await pending.getByRole("button", { name: "Approve" }).click();
+    await card(page, "approved", id).waitFor();
+    const approved = await getJson(
+      `${sts.url}/approvals/${id}`,
+      await sts.app.services.devIssuer!.mint({
+        sub: "erin",
+        usage: "approver",
+      }),
+    );
+    assert.equal(approved.body.status, "approved");
+    assert.equal(approved.body.task, task);
+    assert.equal(approved.body.subject, "ali\u202Ece");
+    assert.deepEqual(approved.body.call.arguments, args);
+    assert.equal(
+      approved.body.call.arguments_digest,
+      (requested.call as { arguments_digest: string }).arguments_digest,
+    );
+    await page.close();
   });
 
   test("one agent's flood does not hide another agent's request: it is second of 200, and the page says how the list is ordered", async () => {

@@ -5,6 +5,7 @@ import type { StsServices } from "../services.js";
 import { approvalNotFound } from "./errors.js";
 import { APPROVAL_ID_PATTERN } from "./model.js";
 import { findApproval } from "./repository.js";
+import { approvalRouteHandler } from "./route_handler.js";
 
 /** Most audit events `GET /approvals/{id}/audit` returns: its lifecycle, then the latest ones. */
 export const MAX_AUDIT_EVENTS = 500;
@@ -31,33 +32,40 @@ export interface AuditEventJson {
  * {@link MAX_AUDIT_EVENTS}: its lifecycle events (requested, approved, denied, revoked) and its first
  * and last granted token requests always, then its latest other events (`truncated` says when some were
  * left out). Repeated refusals come as one entry with `count`. Only the event's time, name, outcome,
- * reason and actor are returned; the `detail` column stays server-side.
+ * reason and actor are returned; the `detail` column stays server-side. Like every approval API route
+ * it runs in its span and its refusals are logged and, for an authenticated caller, audited as
+ * `approval.read_audit` ({@link approvalRouteHandler}).
  */
 export function approvalAuditRoutes(services: StsServices): Router {
   const { db } = services;
   const authenticate = createAuthenticator(services);
+  const handle = approvalRouteHandler(services);
   const router = new Router();
 
-  router.get("/approvals/:id/audit", async (ctx) => {
-    const principal = await authenticate(credentialsOf(ctx));
-    if (principal.kind !== "approver") throw wrongRole("approver");
-    const id = ctx.params.id;
-    if (id === undefined || !APPROVAL_ID_PATTERN.test(id)) throw approvalNotFound();
-    if (!(await findApproval(db, id))) throw approvalNotFound();
-    const { rows, truncated } = await approvalAuditTrail(db, id, MAX_AUDIT_EVENTS);
-    const events: AuditEventJson[] = rows.map((row) => ({
-      at: new Date(row.at).toISOString(),
-      event: row.event,
-      outcome: row.outcome,
-      reason: row.reason,
-      actor: row.actor,
-      ...(row.occurrences > 1
-        ? { count: row.occurrences, last_at: new Date(row.last_at ?? row.at).toISOString() }
-        : {}),
-    }));
-    ctx.set("Cache-Control", "no-store");
-    ctx.body = { events, truncated };
-  });
+  router.get(
+    "/approvals/:id/audit",
+    handle("read_audit", async (ctx, state) => {
+      const principal = await authenticate(credentialsOf(ctx));
+      state.principal = principal;
+      if (principal.kind !== "approver") throw wrongRole("approver");
+      const id = ctx.params.id;
+      if (id === undefined || !APPROVAL_ID_PATTERN.test(id)) throw approvalNotFound();
+      if (!(await findApproval(db, id))) throw approvalNotFound();
+      const { rows, truncated } = await approvalAuditTrail(db, id, MAX_AUDIT_EVENTS);
+      const events: AuditEventJson[] = rows.map((row) => ({
+        at: new Date(row.at).toISOString(),
+        event: row.event,
+        outcome: row.outcome,
+        reason: row.reason,
+        actor: row.actor,
+        ...(row.occurrences > 1
+          ? { count: row.occurrences, last_at: new Date(row.last_at ?? row.at).toISOString() }
+          : {}),
+      }));
+      ctx.set("Cache-Control", "no-store");
+      ctx.body = { events, truncated };
+    }),
+  );
 
   return router;
 }

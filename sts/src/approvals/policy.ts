@@ -6,6 +6,23 @@ import type { ApprovalJson } from "./model.js";
 export type ApprovalDecisionAction = "approve" | "deny" | "revoke";
 
 /**
+ * The terms an approval carries, as an approver policy sees them: for `approve`, the narrowed terms
+ * being granted (each within what was requested); for `deny` and `revoke`, its current terms.
+ */
+export interface ApprovalDecisionTerms {
+  readonly scope: string;
+  readonly max_tokens: number;
+  readonly expires_at: string;
+  readonly rate_limit: RateLimit | null;
+  /** The MCP tools the approval names; null: it names none (every tool its scopes allow). */
+  readonly tools: readonly string[] | null;
+  /** The MCP resource URIs the approval names; null: every resource its scopes allow. */
+  readonly resources: readonly string[] | null;
+  /** The MCP prompts the approval names; null: every prompt its scopes allow. */
+  readonly prompts: readonly string[] | null;
+}
+
+/**
  * What an approver is about to decide: the approval as it stands, and the terms it will carry (for
  * `approve`, the narrowed terms being granted; for `deny` and `revoke`, its current terms).
  */
@@ -13,15 +30,10 @@ export interface ApprovalDecisionInput {
   readonly action: ApprovalDecisionAction;
   /** The human deciding (a verified approver token). */
   readonly approver: VerifiedIdentity;
-  /** The approval as it stands (pending). */
+  /** The approval as it stands (pending for approve and deny, approved for revoke). */
   readonly approval: ApprovalJson;
-  /** The terms the approval will carry once approved (each within what was requested). */
-  readonly terms: {
-    readonly scope: string;
-    readonly max_tokens: number;
-    readonly expires_at: string;
-    readonly rate_limit: RateLimit | null;
-  };
+  /** The terms the decision concerns: for approve, those being granted; else the current ones. */
+  readonly terms: ApprovalDecisionTerms;
 }
 
 /** The answer of an {@link ApproverPolicy}: allowed, or forbidden by a named policy with a reason. */

@@ -1,13 +1,9 @@
 import Router from "@koa/router";
 import type { Context } from "koa";
-import type { AuditEvent } from "../audit/audit_log.js";
-import { recordAudit } from "../audit/audit_log.js";
 import { createAuthenticator, credentialsOf, type Principal, wrongRole } from "../auth/authenticate.js";
 import type { Approval } from "../db/schema.js";
-import { ApiError } from "../http/errors.js";
 import { describeIssues, readJsonBody } from "../http/json_body.js";
 import { parseScope } from "../oauth/scope.js";
-import { matchedRoute, traceRequest } from "../ops/tracing.js";
 import type { StsServices } from "../services.js";
 import { boundCall } from "./call.js";
 import { decodeCursor, decodePendingCursor, encodeCursor, encodePendingCursor } from "./cursor.js";
@@ -29,7 +25,7 @@ import {
 import { narrowTerms } from "./narrow.js";
 import {
   type ApprovalDecisionAction,
-  type ApprovalDecisionInput,
+  type ApprovalDecisionTerms,
   type ApproverPolicy,
   allowAllApprovers,
 } from "./policy.js";
@@ -43,6 +39,7 @@ import {
   listPendingApprovals,
   revokeApproval,
 } from "./repository.js";
+import { approvalRouteHandler, type CallState } from "./route_handler.js";
 import { approveBody, createApprovalBody, DEFAULT_MAX_TOKENS, decisionBody, listQuery } from "./schemas.js";
 
 /** Options for {@link approvalRoutes}. */
@@ -68,18 +65,6 @@ export type ApprovalEventSink = (
   type: ApprovalEventType,
   approval: ApprovalJson,
 ) => Promise<unknown> | undefined;
-
-/** What a call does, for audit event names (`approval.<action>`). */
-type Action = "request" | "read" | "list" | "approve" | "deny" | "revoke";
-
-interface CallState {
-  principal?: Principal;
-}
-
-function actorOf(principal: Principal | undefined): string | null {
-  if (!principal) return null;
-  return principal.kind === "agent" ? principal.clientId : principal.subject;
-}
 
 function decider(principal: Principal & { kind: "approver" }): Decider {
   return { subject: principal.subject, issuer: principal.identity.issuer };
@@ -128,48 +113,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
   }
   const router = new Router();
 
-  /**
-   * Runs a handler in its span (route, status, reason); on a refusal, records the audit event and a
-   * log line, then lets it render.
-   */
-  function handle(action: Action, handler: (ctx: Context, state: CallState) => Promise<void>) {
-    return (ctx: Context) =>
-      traceRequest(ctx, matchedRoute(ctx, "/approvals"), services.config.tracing.trust_incoming_context, () =>
-        call(ctx),
-      );
-
-    async function call(ctx: Context) {
-      const state: CallState = {};
-      try {
-        await handler(ctx, state);
-      } catch (error) {
-        // The authenticator's, the body reader's and the approval API's own refusals.
-        if (!(error instanceof ApiError)) throw error;
-        const event: AuditEvent = {
-          event: `approval.${action}`,
-          outcome: "refused",
-          reason: error.reason,
-          approval_id: (error instanceof ApprovalError ? error.approvalId : undefined) ?? null,
-          client_id: state.principal?.kind === "agent" ? state.principal.clientId : null,
-          actor: actorOf(state.principal),
-          detail: { status: error.status, error: error.error },
-        };
-        logger.info(
-          { event: event.event, reason: event.reason, approval_id: event.approval_id, actor: event.actor },
-          "approval api refusal",
-        );
-        // Only authenticated callers' refusals become audit rows: anonymous traffic gets the log line,
-        // so nobody without a credential can make the STS write to its database.
-        if (!state.principal) throw error;
-        try {
-          await recordAudit(db, event);
-        } catch (auditError) {
-          logger.warn({ err: { message: (auditError as Error).message } }, "audit of a refusal failed");
-        }
-        throw error;
-      }
-    }
-  }
+  const handle = approvalRouteHandler(services);
 
   /**
    * The issuer an approval's subject binding names. With several issuers trusted for subject tokens a
@@ -204,7 +148,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
     action: ApprovalDecisionAction,
     principal: Principal & { kind: "approver" },
     approval: Approval,
-    terms: ApprovalDecisionInput["terms"],
+    terms: ApprovalDecisionTerms,
   ): Promise<void> {
     const refusal = { approvalId: approval.id };
     let verdict: Awaited<ReturnType<ApproverPolicy["authorizeDecision"]>>;
@@ -244,12 +188,15 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
   }
 
   /** An approval's current terms, as the policy sees them for deny and revoke. */
-  function currentTerms(approval: Approval): ApprovalDecisionInput["terms"] {
+  function currentTerms(approval: Approval): ApprovalDecisionTerms {
     return {
       scope: approval.scope,
       max_tokens: approval.max_tokens,
       expires_at: approval.expires_at.toISOString(),
       rate_limit: approval.rate_limit,
+      tools: approval.tools,
+      resources: approval.resources,
+      prompts: approval.prompts,
     };
   }
 
@@ -455,7 +402,7 @@ export function approvalRoutes(services: StsServices, options: ApprovalRoutesOpt
 
       const narrowed = narrowTerms(approval, body);
       const { scope, maxTokens, expiresAt, rateLimit, targets } = narrowed;
-      const terms = {
+      const terms: ApprovalDecisionTerms = {
         scope,
         max_tokens: maxTokens,
         expires_at: expiresAt.toISOString(),

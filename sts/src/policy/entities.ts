@@ -134,6 +134,9 @@ export function approveRequest(
     ttl_seconds: Math.max(0, seconds(expiresAt - createdAt)),
     expires_in_seconds: Math.max(0, seconds(expiresAt - now.getTime())),
     has_rate_limit: terms.rate_limit !== null,
+    tools: terms.tools ?? undefined,
+    resources: terms.resources ?? undefined,
+    prompts: terms.prompts ?? undefined,
   });
   return {
     principal: { type: ENTITY.approver, id: approver.subject },

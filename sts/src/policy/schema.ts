@@ -83,6 +83,12 @@ export interface ApproveContext extends TimeContext {
   /** Seconds from now to the granted expiry. */
   readonly expires_in_seconds: number;
   readonly has_rate_limit: boolean;
+  /** The MCP tools the approval names; `undefined` when it names none (every tool its scopes allow). */
+  readonly tools: readonly string[] | undefined;
+  /** The MCP resource URIs the approval names; `undefined` when it names none. */
+  readonly resources: readonly string[] | undefined;
+  /** The MCP prompts the approval names; `undefined` when it names none. */
+  readonly prompts: readonly string[] | undefined;
 }
 
 /** The time members for `now`, in UTC. */
@@ -139,5 +145,8 @@ export function approveContextJson(context: ApproveContext): Record<string, Ceda
     now: context.now,
   };
   withOptional(json, "subject", context.subject);
+  withOptional(json, "tools", context.tools && [...context.tools]);
+  withOptional(json, "resources", context.resources && [...context.resources]);
+  withOptional(json, "prompts", context.prompts && [...context.prompts]);
   return json;
 }

@@ -210,6 +210,43 @@ for (const engine of testEngines()) {
       });
     });
 
+    test("GET /approvals/{id}/audit is one span like the other approval routes, refused or answered", async () => {
+      const approver = await sts.app.services.devIssuer!.mint({ sub: "alice", usage: "approver" });
+      secrets.push(approver);
+      const token = await approvalsToken();
+      const id = await insertApproval(sts.handle.db, { status: "pending" });
+      const from = (await finishedSpans()).length;
+      const byAgent = await fetch(`${sts.url}/approvals/${id}/audit`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(byAgent.status, 403);
+      const trail = await fetch(`${sts.url}/approvals/${id}/audit`, {
+        headers: { authorization: `Bearer ${approver}` },
+      });
+      assert.equal(trail.status, 200);
+
+      const spans = await spansNamed("GET /approvals/:id/audit", from);
+      assert.deepEqual(
+        spans.map((span) => span.attributes),
+        [
+          {
+            "http.request.method": "GET",
+            "http.route": "/approvals/:id/audit",
+            "countersign.outcome": "refused",
+            "countersign.reason": "role_approver_required",
+            "error.type": "insufficient_scope",
+            "http.response.status_code": 403,
+          },
+          {
+            "http.request.method": "GET",
+            "http.route": "/approvals/:id/audit",
+            "countersign.outcome": "ok",
+            "http.response.status_code": 200,
+          },
+        ],
+      );
+    });
+
     test("the gateway verifier's verify() is one span with its outcome and reason", async () => {
       const token = await exchangedToken();
       const verifier = createVerifier({

@@ -11,7 +11,7 @@ const TOKEN_KEY = "countersign.approver_token";
  *   tokens_issued: number, rate_limit: { per_second: number, burst: number } | null,
  *   requested_by: string, approved_by: string | null, created_at: string, decided_at: string | null,
  *   expires_at: string, decision_reason?: string | null, revoked_at?: string | null,
- *   tools?: string[] | null,
+ *   tools?: string[] | null, resources?: string[] | null, prompts?: string[] | null,
  *   call?: { tool: string, arguments: Record<string, unknown>, arguments_digest: string } | null }} Approval
  */
 

@@ -1,16 +1,19 @@
 // One approval as a card: its facts, the decision forms of its list (approve and deny while
 // pending, revoke while approved), and its audit trail on demand. An agent wrote the task and
-// other fields: they go in as text only (view.js).
+// other fields: they go in as text only, each its own bidi isolate with its hidden characters shown
+// (agentText in view.js).
 
 import * as api from "./api.js";
 import { handleAuthError } from "./auth.js";
 import { approveForm, decisionForm } from "./decide.js";
 import { describe } from "./page.js";
 import {
+  agentText,
   auditTable,
   el,
   fact,
   formatRateLimit,
+  jsonNodes,
   replaceChildren,
   scopeList,
   scopesOf,
@@ -40,15 +43,17 @@ function facts(approval) {
   const live = approval.status === "pending" || approval.status === "approved";
   const dl = el("dl", { class: "facts" });
   dl.append(
-    fact("Agent", el("code", {}, approval.client_id)),
-    fact("Resource", el("code", {}, approval.resource)),
+    fact("Agent", agentText("code", {}, approval.client_id)),
+    fact("Resource", agentText("code", {}, approval.resource)),
     fact(
       wasApproved ? "Scopes granted" : "Scopes requested",
       scopeList(wasApproved ? granted : requested, "scopes"),
       narrowed ? " " : null,
-      narrowed ? el("span", { class: "hint" }, `asked for ${requested.join(" ")}`) : null,
+      narrowed
+        ? el("span", { class: "hint" }, "asked for ", agentText("span", {}, requested.join(" ")))
+        : null,
     ),
-    fact("On behalf of", approval.subject ? el("code", {}, approval.subject) : "any subject"),
+    fact("On behalf of", approval.subject ? agentText("code", {}, approval.subject) : "any subject"),
     fact(
       "Budget",
       el("progress", {
@@ -64,22 +69,27 @@ function facts(approval) {
   if (live || approval.status === "expired") {
     dl.append(fact(live ? "Expires" : "Expired", timeElement(approval.expires_at)));
   }
-  if (approval.approved_by) dl.append(fact("Approved by", approval.approved_by));
+  if (approval.approved_by) dl.append(fact("Approved by", agentText("span", {}, approval.approved_by)));
   if (approval.decided_at && approval.status !== "pending") {
     dl.append(fact(approval.status === "denied" ? "Denied" : "Decided", timeElement(approval.decided_at)));
   }
   if (approval.status === "revoked" && approval.revoked_at) {
     dl.append(fact("Revoked", timeElement(approval.revoked_at)));
   }
-  if (approval.decision_reason) dl.append(fact("Reason", approval.decision_reason));
+  if (approval.decision_reason) {
+    dl.append(fact("Reason", agentText("span", {}, approval.decision_reason)));
+  }
   if (approval.tools) dl.append(fact("Tools", scopeList(approval.tools, "tools")));
+  if (approval.resources) dl.append(fact("MCP resources", scopeList(approval.resources, "MCP resources")));
+  if (approval.prompts) dl.append(fact("Prompts", scopeList(approval.prompts, "prompts")));
   if (approval.call) {
-    // The exact arguments the one call may carry, agent-written: text only, never markup.
+    // The exact arguments the one call may carry, agent-written: text only, never markup; laid out
+    // left to right as JSON, each string its own isolate with its hidden characters shown.
     dl.append(
       fact(
         "Tool call",
-        el("code", {}, approval.call.tool),
-        el("pre", { class: "call-arguments" }, JSON.stringify(approval.call.arguments, null, 2)),
+        agentText("code", {}, approval.call.tool),
+        el("pre", { class: "call-arguments", dir: "ltr" }, ...jsonNodes(approval.call.arguments)),
       ),
     );
   }
@@ -139,7 +149,7 @@ export function createCard(approval, kind, refresh) {
       "header",
       { class: "card-head" },
       badge,
-      el("h3", { id: titleId }, approval.task),
+      agentText("h3", { id: titleId }, approval.task),
       el("p", { class: "card-id" }, el("code", {}, approval.id)),
     ),
     factsSlot,

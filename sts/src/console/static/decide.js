@@ -5,7 +5,7 @@
 import * as api from "./api.js";
 import { handleAuthError } from "./auth.js";
 import { announce, byId, describe } from "./page.js";
-import { el, formatDuration, numberField, scopesOf } from "./view.js";
+import { agentText, el, formatDuration, numberField, revealText, scopesOf } from "./view.js";
 
 /** @import { Approval } from "./api.js" */
 
@@ -59,14 +59,14 @@ export function approveForm(approval, prefix, refresh) {
         "div",
         { class: "check" },
         el("input", { type: "checkbox", id, name: "scope", value: scope, checked: true }),
-        el("label", { for: id }, scope),
+        agentText("label", { for: id }, scope),
       ),
     };
   });
   const form = /** @type {HTMLFormElement} */ (
     el(
       "form",
-      { class: "approve-form", novalidate: true, "aria-label": `Approve ${approval.task}` },
+      { class: "approve-form", novalidate: true, "aria-label": `Approve ${revealText(approval.task)}` },
       el(
         "fieldset",
         { class: "scope-set" },
@@ -188,7 +188,9 @@ export function approveForm(approval, prefix, refresh) {
     setBusy(form, true);
     try {
       await api.approve(approval.id, terms);
-      announce(`Approved “${approval.task}” for ${approval.client_id} with ${chosen.join(" ")}.`);
+      announce(
+        `Approved “${revealText(approval.task)}” for ${revealText(approval.client_id)} with ${revealText(chosen.join(" "))}.`,
+      );
       byId("pending-title").focus();
       await refresh();
     } catch (error) {
@@ -218,7 +220,11 @@ export function decisionForm(approval, prefix, action, refresh) {
   const form = /** @type {HTMLFormElement} */ (
     el(
       "form",
-      { class: `decision ${action}-form`, novalidate: true, "aria-label": `${label} ${approval.task}` },
+      {
+        class: `decision ${action}-form`,
+        novalidate: true,
+        "aria-label": `${label} ${revealText(approval.task)}`,
+      },
       el("div", { class: "field" }, el("label", { for: id }, `Reason to ${action} (optional)`), input),
       el("div", { class: "actions" }, el("button", { type: "submit", class: `danger ${action}` }, label)),
       status,
@@ -234,8 +240,8 @@ export function decisionForm(approval, prefix, action, refresh) {
       else await api.revoke(approval.id, reason);
       announce(
         action === "deny"
-          ? `Denied “${approval.task}” from ${approval.client_id}.`
-          : `Revoked “${approval.task}”: ${approval.client_id} gets no more tokens and gateways refuse its tokens.`,
+          ? `Denied “${revealText(approval.task)}” from ${revealText(approval.client_id)}.`
+          : `Revoked “${revealText(approval.task)}”: ${revealText(approval.client_id)} gets no more tokens and gateways refuse its tokens.`,
       );
       byId(action === "deny" ? "pending-title" : "approved-title").focus();
       await refresh();

@@ -8,7 +8,7 @@ import { handleAuthError } from "./auth.js";
 import { createCard } from "./card.js";
 import { alertMessage, announce, describe, ui } from "./page.js";
 import { cards, state } from "./state.js";
-import { formatTime } from "./view.js";
+import { formatTime, revealText } from "./view.js";
 
 /** @import { Approval } from "./api.js" */
 /** @import { ListKind } from "./card.js" */
@@ -49,7 +49,9 @@ function render(kind, approvals) {
       cards.set(approval.id, card);
       if (kind === "pending" && !state.firstPoll) {
         card.root.classList.add("arrived");
-        announce(`New request from ${approval.client_id}: “${approval.task}” on ${approval.resource}.`);
+        announce(
+          `New request from ${revealText(approval.client_id)}: “${revealText(approval.task)}” on ${revealText(approval.resource)}.`,
+        );
       }
     }
     /** @type {ChildNode | null} */

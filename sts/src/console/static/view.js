@@ -1,5 +1,7 @@
 // DOM building for the console. Every piece of data goes in through textContent or an attribute
-// value, never through innerHTML: an approval's task is written by an agent and is untrusted.
+// value, never through innerHTML: an approval's task is written by an agent and is untrusted. Text an
+// agent wrote is also shown as it is stored: each field is its own bidi isolate, and the characters an
+// approver could not see (or that would reorder what they see) appear as visible ⟨U+XXXX⟩ markers.
 
 /**
  * Creates an element. `attrs` keys are attribute names (`class`, `id`, `aria-*`, …); `false`,
@@ -39,6 +41,112 @@ function append(node, children) {
 export function replaceChildren(node, ...children) {
   while (node.firstChild) node.removeChild(node.firstChild);
   append(node, children);
+}
+
+/**
+ * The characters shown as markers: the controls (Cc: C0, DEL, C1), the format characters (Cf: the bidi
+ * embeddings, overrides, isolates and marks, zero-width space and joiners, word joiner, BOM, soft
+ * hyphen, tag characters), the line and paragraph separators (Zl, Zp), and the other default-ignorable
+ * code points (e.g. Hangul fillers, the combining grapheme joiner, the supplementary variation
+ * selectors). An agent can hide words with them, or make text read in another order than it is
+ * stored ("Trojan Source", CVE-2021-42574).
+ */
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/gu;
+
+/**
+ * The variation selectors U+FE00–U+FE0F are default-ignorable but left as they are: they choose a
+ * glyph's presentation (text or emoji, e.g. U+FE0F) and move or hide nothing.
+ */
+const PRESENTATION = /^[\uFE00-\uFE0F]$/u;
+
+/**
+ * "U+202E" for a one-code-point string.
+ * @param {string} character
+ */
+function codePointLabel(character) {
+  return `U+${(character.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}`;
+}
+
+/**
+ * `text` with each hidden character ({@link HIDDEN}) written as `⟨U+XXXX⟩`: for text the console puts
+ * into an attribute (an `aria-label`) or a sentence it announces. What is stored is unchanged.
+ * @param {string} text
+ */
+export function revealText(text) {
+  return text.replace(HIDDEN, (character) =>
+    PRESENTATION.test(character) ? character : `⟨${codePointLabel(character)}⟩`,
+  );
+}
+
+/**
+ * `text` as nodes: its visible runs as text, and each hidden character ({@link HIDDEN}) as a marker
+ * element `⟨U+XXXX⟩` styled apart (`.hidden-char`), left-to-right and isolated, so that it reads the
+ * same in any surrounding direction and takes no part in the direction of the text around it.
+ * @param {string} text
+ * @returns {Array<Node | string>}
+ */
+export function revealNodes(text) {
+  /** @type {Array<Node | string>} */
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(HIDDEN)) {
+    const character = match[0];
+    if (PRESENTATION.test(character)) continue;
+    if (match.index > last) nodes.push(text.slice(last, match.index));
+    const label = codePointLabel(character);
+    nodes.push(
+      el(
+        "span",
+        { class: "hidden-char", dir: "ltr", title: `${label}: an invisible or direction-changing character` },
+        `⟨${label}⟩`,
+      ),
+    );
+    last = match.index + character.length;
+  }
+  if (last < text.length) nodes.push(text.slice(last));
+  return nodes;
+}
+
+/**
+ * An element holding text an agent wrote (or any text the console does not control): its own bidi
+ * isolate whose direction comes from the text itself (`dir="auto"`, `.agent-text` sets
+ * `unicode-bidi: isolate`), so it cannot reorder the page around it, with its hidden characters shown
+ * ({@link revealNodes}).
+ * @param {string} tag
+ * @param {Record<string, string | number | boolean | null | undefined>} attrs
+ * @param {string} text
+ */
+export function agentText(tag, attrs, text) {
+  const classes = attrs.class ? `${attrs.class} agent-text` : "agent-text";
+  return el(tag, { ...attrs, class: classes, dir: "auto" }, ...revealNodes(text));
+}
+
+/**
+ * A JSON value (as `JSON.parse` gives it) laid out exactly as `JSON.stringify(value, null, 2)` writes
+ * it: the braces, commas and indents are the console's, left to right; each string, key or value, is
+ * an {@link agentText} isolate, so a right-to-left string cannot make a key and a value trade places.
+ * @param {unknown} value
+ * @param {string} [indent]
+ * @returns {Array<Node | string>}
+ */
+export function jsonNodes(value, indent = "") {
+  if (typeof value === "string") return [agentText("span", { class: "json-string" }, JSON.stringify(value))];
+  if (value === null || typeof value !== "object") return [String(JSON.stringify(value))];
+  const inner = `${indent}  `;
+  const entries = Array.isArray(value)
+    ? value.map((item) => /** @type {[string | null, unknown]} */ ([null, item]))
+    : Object.entries(value);
+  const [open, close] = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+  if (entries.length === 0) return [`${open}${close}`];
+  /** @type {Array<Node | string>} */
+  const nodes = [`${open}\n`];
+  entries.forEach(([key, item], index) => {
+    nodes.push(inner);
+    if (key !== null) nodes.push(agentText("span", { class: "json-string" }, JSON.stringify(key)), ": ");
+    nodes.push(...jsonNodes(item, inner), index < entries.length - 1 ? ",\n" : "\n");
+  });
+  nodes.push(`${indent}${close}`);
+  return nodes;
 }
 
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
@@ -100,7 +208,7 @@ export function timeElement(iso) {
 }
 
 /**
- * A list of scope chips.
+ * A list of chips: scopes, or the MCP names an approval is limited to; each an {@link agentText}.
  * @param {string[]} scopes
  * @param {string} label
  */
@@ -109,7 +217,7 @@ export function scopeList(scopes, label) {
     "ul",
     { class: "scopes", "aria-label": label },
     // Spaces between the items, so copied or read-out text keeps scopes apart.
-    ...scopes.flatMap((scope, index) => [index > 0 ? " " : null, el("li", { class: "scope" }, scope)]),
+    ...scopes.flatMap((scope, index) => [index > 0 ? " " : null, agentText("li", { class: "scope" }, scope)]),
   );
 }
 
@@ -165,7 +273,7 @@ export function auditTable(events, truncated) {
       el("td", {}, event.event),
       el("td", {}, el("span", { class: `outcome outcome-${event.outcome}` }, event.outcome)),
       el("td", {}, event.reason ?? "—"),
-      el("td", {}, event.actor ?? "—"),
+      el("td", {}, event.actor === null ? "—" : agentText("span", {}, event.actor)),
     ),
   );
   return el(
