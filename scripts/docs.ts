@@ -273,7 +273,8 @@ export const SUPPLEMENTS: Readonly<Record<string, string>> = {
   "Approval.decided_at": "When an approver approved or denied it; null while pending.",
   "Approval.expires_at": "`created_at` plus `ttl_seconds` (as narrowed by the approver), pending or not.",
   "Approval.revoked_at": "When it was revoked; null unless revoked.",
-  ApprovalList: "A page of approvals, oldest first.",
+  ApprovalList:
+    "A page of approvals: pending ones round by round per agent (each agent's newest, then each agent's second newest, …, newest first within a round), other statuses oldest first.",
   "listApprovals.status":
     "Which approvals to list; `expired` lists pending or approved ones past `expires_at`.",
   "ApprovalList.approvals": "This page's approvals.",
