@@ -236,14 +236,19 @@ for (const engine of testEngines()) {
         .where("event", "=", "client_credentials")
         .orderBy("id")
         .execute();
-      // Repeated refusals within a window are one counted row.
+      // Repeated refusals within a window (10 s) are one counted row; the three may straddle two windows.
+      const counted = new Map<string | null, number>();
+      for (const row of audit)
+        counted.set(row.reason, (counted.get(row.reason) ?? 0) + Number(row.occurrences));
       assert.deepEqual(
-        audit.map((row) => [row.reason, Number(row.occurrences)]),
+        [...counted],
         [
           ["approval_requested", 1],
           ["approval_cooldown", 3],
         ],
       );
+      assert.ok(audit.length <= 3, `${audit.length} rows`);
+      assert.equal(audit.filter((row) => row.reason === "approval_cooldown").length <= 2, true);
     });
 
     test("revoke: the next token request is refused with access_denied", async () => {
