@@ -14,11 +14,15 @@ interface Job {
 
 /** Options for {@link ReplayScheduler}. */
 export interface ReplaySchedulerOptions {
-  /** Most event-loop time spent writing replays at once, in milliseconds. Default 1. */
+  /**
+   * Most event-loop time spent writing replays at once, in milliseconds. Default 0.5: a token request
+   * makes several database round trips, and each of its steps may wait for one slice.
+   */
   readonly sliceMs?: number;
   /**
    * Largest share of the event loop's time replays may take (0 to 1): after a slice of `d` ms the loop
-   * is left to everything else for `d × (1 − share) / share` ms. Default 0.2.
+   * is left to everything else for `d × (1 − share) / share` ms. Default 0.1: replays are held far below
+   * that by the per-address replay budget; the share bounds what many addresses together can take.
    */
   readonly share?: number;
   /** A response with more unsent bytes than this waits for `drain`. Default 256 KiB. */
@@ -41,8 +45,8 @@ export class ReplayScheduler {
   #scheduled = false;
 
   constructor(options: ReplaySchedulerOptions = {}) {
-    this.#sliceMs = options.sliceMs ?? 1;
-    this.#share = Math.min(1, Math.max(0.01, options.share ?? 0.2));
+    this.#sliceMs = options.sliceMs ?? 0.5;
+    this.#share = Math.min(1, Math.max(0.01, options.share ?? 0.1));
     this.#highWater = options.highWaterBytes ?? 256 * 1024;
   }
 
