@@ -6,17 +6,18 @@ import { expireLapsedPending } from "../../../sts/src/db/approval_expiry.js";
 import type { DatabaseHandle } from "../../../sts/src/db/connect.js";
 import { migrateToLatest } from "../../../sts/src/db/migrate.js";
 import { createTestDatabase, type TestDatabase, testEngines } from "../../helpers/database.js";
-import { captureStatements } from "../../helpers/statements.js";
+import { captureStatements, type Statement } from "../../helpers/statements.js";
 
 /**
  * What a pending list's first page reads when many approvals are pending: the page's worth, not the
  * pending approvals (docs/reference.md, "GET /approvals"). 4,000 live pending approvals of 2,000 agents
- * (two each, within the default cap of 50), and one agent that requested 3,000 approvals living one
- * second, all lapsed and newer than every live one.
+ * (two each, within the default cap of 50), one agent that requested 3,000 approvals living one
+ * second, all lapsed and newer than every live one, and 100,000 decided approvals before them.
  */
 const AGENTS = 2_000;
 const LIVE = 4_000;
 const LAPSED = 3_000;
+const HISTORY = 100_000;
 
 interface PlanNode {
   readonly "Node Type": string;
@@ -33,10 +34,31 @@ function nodesOf(plan: PlanNode): PlanNode[] {
   return [plan, ...(plan.Plans ?? []).flatMap(nodesOf)];
 }
 
+/** Rows a scan node read: those it returned and those its filter removed. */
+function rowsRead(scan: PlanNode): number {
+  return scan["Actual Rows"] * scan["Actual Loops"] + (scan["Rows Removed by Filter"] ?? 0);
+}
+
 for (const engine of testEngines()) {
   describe(`a pending list's first page at ${LIVE} pending approvals, on ${engine}`, () => {
     let database: TestDatabase;
     let handle: DatabaseHandle;
+
+    /** EXPLAIN ANALYZE of a statement the process sent, its parameters inlined. */
+    async function analyze(statement: Statement): Promise<PlanNode[]> {
+      const literal = (value: unknown) =>
+        typeof value === "number" ? String(value) : `'${String(value).replaceAll("'", "''")}'`;
+      const text = statement.text.replace(/\$(\d+)/g, (_, n: string) =>
+        literal(statement.values[Number(n) - 1]),
+      );
+      const { rows } = await sql<{
+        "QUERY PLAN": unknown;
+      }>`explain (analyze, format json) ${sql.raw(text)}`.execute(handle.db);
+      const raw = rows[0]?.["QUERY PLAN"];
+      const plan = ((typeof raw === "string" ? JSON.parse(raw) : raw) as { Plan: PlanNode }[])[0]?.Plan;
+      assert.ok(plan);
+      return nodesOf(plan);
+    }
 
     before(async () => {
       database = await createTestDatabase(engine);
@@ -55,6 +77,16 @@ for (const engine of testEngines()) {
           now() - interval '10 minutes' + i * interval '100 milliseconds',
           now() - interval '10 minutes' + i * interval '100 milliseconds' + interval '1 second'
         from generate_series(1, ${LAPSED}::int) i`.execute(handle.db);
+      // And the history around them: 100,000 decided approvals, 40 % approved and live for a day.
+      await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
+          max_tokens, requested_by, decided_by, created_at, decided_at, expires_at)
+        select 'apr_done' || lpad(i::text, 18, '0'),
+          case when i % 10 < 4 then 'approved' when i % 10 < 6 then 'denied' else 'expired' end,
+          'agent-' || (i % ${AGENTS}::int), 'https://crm.example.test', 'crm:read', 'crm:read', 'a task', 10,
+          'agent-' || (i % ${AGENTS}::int), 'bob', now() - interval '3 days' + i * interval '1 second',
+          now() - interval '3 days' + i * interval '1 second' + interval '1 minute',
+          case when i % 10 < 4 then now() + interval '1 day' else now() - interval '1 day' end
+        from generate_series(1, ${HISTORY}::int) i`.execute(handle.db);
       await sql`analyze approvals`.execute(handle.db);
     });
     after(async () => {
@@ -70,7 +102,9 @@ for (const engine of testEngines()) {
       const { rows } = await sql<{ status: string; n: number }>`
         select status, count(*)::int as n from approvals group by status order by status`.execute(handle.db);
       assert.deepEqual(rows, [
-        { status: "expired", n: LAPSED },
+        { status: "approved", n: 40_000 },
+        { status: "denied", n: 20_000 },
+        { status: "expired", n: 40_000 + LAPSED },
         { status: "pending", n: LIVE },
       ]);
       assert.equal(await expireLapsedPending(handle.db, { maxBatches: 10 }), 0);
@@ -96,29 +130,22 @@ for (const engine of testEngines()) {
         );
       });
       assert.equal(statements.length, 2);
-      const [snapshotRead] = statements;
-      assert.ok(snapshotRead);
-      const text = snapshotRead.text.replace(/\$(\d+)/g, (_, n: string) =>
-        String(snapshotRead.values[Number(n) - 1]),
-      );
-      const { rows } = await sql<{
-        "QUERY PLAN": unknown;
-      }>`explain (analyze, format json) ${sql.raw(text)}`.execute(handle.db);
-      const raw = rows[0]?.["QUERY PLAN"];
-      const plan = ((typeof raw === "string" ? JSON.parse(raw) : raw) as { Plan: PlanNode }[])[0]?.Plan;
-      assert.ok(plan);
-      const scans = nodesOf(plan).filter((node) => node["Relation Name"] === "approvals");
+      const [snapshotRead, pageRead] = statements;
+      assert.ok(snapshotRead && pageRead);
+      const snapshotNodes = await analyze(snapshotRead);
+      const snapshotScans = snapshotNodes.filter((node) => node["Relation Name"] === "approvals");
       assert.deepEqual(
-        scans.map((scan) => [scan["Node Type"], scan["Index Name"], scan["Scan Direction"]]),
+        snapshotScans.map((scan) => [scan["Node Type"], scan["Index Name"], scan["Scan Direction"]]),
         [["Index Only Scan", "approvals_pending_newest_idx", "Backward"]],
       );
-      assert.deepEqual(
-        scans.map(
-          (scan) => scan["Actual Rows"] * scan["Actual Loops"] + (scan["Rows Removed by Filter"] ?? 0),
-        ),
-        [102],
-      );
-      assert.ok(!nodesOf(plan).some((node) => node["Node Type"] === "Sort"));
+      assert.deepEqual(snapshotScans.map(rowsRead), [102]);
+      assert.ok(!snapshotNodes.some((node) => node["Node Type"] === "Sort"));
+      // The page's rows by primary key only: 51 rows, whatever else is pending.
+      const pageNodes = await analyze(pageRead);
+      const indexes = pageNodes.flatMap((node) => node["Index Name"] ?? []);
+      assert.deepEqual([...new Set(indexes)], ["approvals_pkey"]);
+      assert.ok(!pageNodes.some((node) => node["Node Type"] === "Seq Scan"));
+      assert.deepEqual(pageNodes.filter((node) => node["Relation Name"] === "approvals").map(rowsRead), [51]);
     });
   });
 }
