@@ -4,7 +4,8 @@
  * cluster, fsync and full_page_writes on, for meaningful WAL numbers; the user must be allowed to run
  * `CHECKPOINT`). Two databases are created for the run and dropped at the end:
  *
- * - empty: migrated, nothing else;
+ * - empty: migrated, and only the seeded database's pending approvals (the same 4,000 rows: both list
+ *   the same first page, so the pending listing compares history, not an empty answer with a full one);
  * - seeded: migrated, then filled in SQL (`INSERT … SELECT … FROM generate_series`) with
  *   `BENCH_SEED_TOKENS` `issued_tokens` rows (default 5,000,000) and `BENCH_SEED_AUDIT` `audit_events`
  *   rows (default 5,400,000), dated from the start of today (UTC, at most 20 hours back) to now, so
@@ -74,6 +75,36 @@ interface Measurement {
   readonly walByRelation?: readonly string[];
 }
 
+/**
+ * The approvals of the seeded database (see the file comment), or with `onlyPending` only its pending
+ * ones (the same rows: the empty database lists the same first page).
+ */
+async function seedApprovals(client: pg.PoolClient, approvals: number, onlyPending: boolean): Promise<void> {
+  await client.query(
+    `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
+       tokens_issued, requested_by, approved_by, decided_by, created_at, decided_at, expires_at, revoked_at)
+     select 'apr_' || substr(md5('a' || i), 1, 22), s.status, s.agent, $1,
+       'crm:read', 'crm:read', 'seeded task ' || i, 1000,
+       case when s.status in ('pending', 'denied') then 0 else 25 end,
+       s.agent,
+       case when s.status in ('approved', 'revoked', 'expired') then 'seed-approver' end,
+       case when s.status <> 'pending' then 'seed-approver' end,
+       s.created, case when s.status <> 'pending' then s.created + interval '5 minutes' end,
+       case s.status when 'pending' then now() + interval '1 hour' + (i % 24) * interval '1 hour'
+         when 'expired' then now() - interval '1 hour' - (i % 24) * interval '1 hour'
+         else now() + interval '1 day' end,
+       case when s.status = 'revoked' then s.created + interval '1 hour' end
+     from generate_series(0, $2::int - 1) as i,
+       lateral (select case when i % 100 < 2 then 'pending' when i % 100 < 42 then 'approved'
+         when i % 100 < 50 then 'denied' when i % 100 < 60 then 'revoked' else 'expired' end as status,
+         now() - (i % 30) * interval '1 day' - (i % 86400) * interval '1 second' as created,
+         -- Pending ones spread over every agent (two each, within the default cap of 50).
+         'agent-' || case when i % 100 < 2 then (i / 100) % ${AGENTS} else i % ${AGENTS} end as agent) as s
+     where not $3::boolean or s.status = 'pending'`,
+    [RESOURCE, approvals, onlyPending],
+  );
+}
+
 /** Fills the seeded database (see the file comment). */
 async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> {
   const { log } = options;
@@ -81,28 +112,7 @@ async function seed(pool: pg.Pool, options: SeededGrowthOptions): Promise<void> 
   try {
     await client.query("set synchronous_commit = off");
     const started = Date.now();
-    await client.query(
-      `insert into approvals (id, status, client_id, resource, scope, requested_scope, task, max_tokens,
-         tokens_issued, requested_by, approved_by, decided_by, created_at, decided_at, expires_at, revoked_at)
-       select 'apr_' || substr(md5('a' || i), 1, 22), s.status, s.agent, $1,
-         'crm:read', 'crm:read', 'seeded task ' || i, 1000,
-         case when s.status in ('pending', 'denied') then 0 else 25 end,
-         s.agent,
-         case when s.status in ('approved', 'revoked', 'expired') then 'seed-approver' end,
-         case when s.status <> 'pending' then 'seed-approver' end,
-         s.created, case when s.status <> 'pending' then s.created + interval '5 minutes' end,
-         case s.status when 'pending' then now() + interval '1 hour' + (i % 24) * interval '1 hour'
-           when 'expired' then now() - interval '1 hour' - (i % 24) * interval '1 hour'
-           else now() + interval '1 day' end,
-         case when s.status = 'revoked' then s.created + interval '1 hour' end
-       from generate_series(0, $2::int - 1) as i,
-         lateral (select case when i % 100 < 2 then 'pending' when i % 100 < 42 then 'approved'
-           when i % 100 < 50 then 'denied' when i % 100 < 60 then 'revoked' else 'expired' end as status,
-           now() - (i % 30) * interval '1 day' - (i % 86400) * interval '1 second' as created,
-           -- Pending ones spread over every agent (two each, within the default cap of 50).
-           'agent-' || case when i % 100 < 2 then (i / 100) % ${AGENTS} else i % ${AGENTS} end as agent) as s`,
-      [RESOURCE, options.approvals],
-    );
+    await seedApprovals(client, options.approvals, false);
     log(`seed: ${options.approvals.toLocaleString("en-US")} approvals in ${Date.now() - started} ms`);
 
     // Both tables' rows are dated from the start of today (at most 20 hours back) to now: the daily
@@ -302,7 +312,15 @@ export async function runSeededGrowthBenchmark(options: SeededGrowthOptions): Pr
       const pool = new pg.Pool({ connectionString: url, max: 2 });
       pools.push(pool);
       if (name === "seeded") await seed(pool, options);
-      else await pool.query("vacuum analyze");
+      else {
+        const client = await pool.connect();
+        try {
+          await seedApprovals(client, options.approvals, true);
+        } finally {
+          client.release();
+        }
+        await pool.query("vacuum analyze");
+      }
       const dir = path.join(work, name);
       const sts = await spawnBenchSts({ databaseUrl: url, work: mkdtempSync(`${dir}-sts-`) });
       const ids = Array.from({ length: options.connections }, (_, i) => `bench-${suffix}-${i}`);
