@@ -793,6 +793,109 @@ describe("approval console in headless Chromium", {
     await page.close();
   });
 
+  test("narrowing MCP tools: unchecking delete_all approves tools exactly [read_file]; an empty list is stopped on the page; an untouched approve keeps the requested tools", async () => {
+    const page = await context.newPage();
+    await page.goto(`${sts.url}/console`);
+    await page.getByLabel("Approver name").fill("frank");
+    await page.getByRole("button", { name: "Sign in as dev approver" }).click();
+    await page.getByRole("heading", { name: /Pending requests/ }).waitFor();
+    const token = await agentToken(sts.url);
+    const narrowed = await requestApproval(sts.url, token, {
+      resource: CRM,
+      scope: "crm:read",
+      task: "Tidy the shared drive",
+      tools: ["read_file", "delete_all"],
+    });
+    // A name with a zero-width space: its box is labelled with the marker, as the chips show it.
+    const untouchedTools = ["read_file", "delete\u200Ball"];
+    const untouched = await requestApproval(sts.url, token, {
+      resource: CRM,
+      scope: "crm:read",
+      task: "Tidy the other drive",
+      tools: untouchedTools,
+    });
+    const plain = await requestApproval(sts.url, token, {
+      resource: CRM,
+      scope: "crm:read",
+      task: "Names no MCP lists",
+    });
+    const approver = await sts.app.services.devIssuer!.mint({ sub: "frank", usage: "approver" });
+
+    // An approval naming no tools, resources or prompts gets the scope checkboxes only.
+    const plainCard = card(page, "pending", plain.id as string);
+    await plainCard.waitFor();
+    assert.deepEqual(
+      await plainCard.locator("form.approve-form fieldset.scope-set legend").allTextContents(),
+      ["Scopes to grant"],
+    );
+
+    // One checkbox per requested tool, checked, labelled with the name as an agent-text isolate.
+    const first = card(page, "pending", narrowed.id as string);
+    await first.waitFor();
+    const tools = first.getByRole("group", { name: "Tools to allow" });
+    assert.deepEqual(await tools.locator("label").allTextContents(), ["read_file", "delete_all"]);
+    assert.deepEqual(
+      await tools
+        .locator("label")
+        .evaluateAll((labels) => labels.map((label) => [label.getAttribute("dir"), label.className])),
+      [
+        ["auto", "agent-text"],
+        ["auto", "agent-text"],
+      ],
+    );
+    assert.equal(await tools.getByRole("checkbox", { name: "read_file" }).isChecked(), true);
+    assert.equal(await tools.getByRole("checkbox", { name: "delete_all" }).isChecked(), true);
+    const second = card(page, "pending", untouched.id as string);
+    await second.waitFor();
+    const secondTools = second.getByRole("group", { name: "Tools to allow" });
+    assert.deepEqual(await secondTools.locator("label").allTextContents(), [
+      "read_file",
+      "delete⟨U+200B⟩all",
+    ]);
+    assert.deepEqual(await secondTools.locator("label .hidden-char").allTextContents(), ["⟨U+200B⟩"]);
+    assert.equal(await secondTools.getByRole("checkbox", { name: "delete⟨U+200B⟩all" }).isChecked(), true);
+
+    // Unchecking every tool would send an empty list (the API refuses one; no list means "all"):
+    // the page says so, marks the first box, and nothing is approved.
+    await tools.getByRole("checkbox", { name: "read_file" }).uncheck();
+    await tools.getByRole("checkbox", { name: "delete_all" }).uncheck();
+    await first.getByRole("button", { name: "Approve" }).click();
+    await first.getByText("Choose at least one tool, or deny the request.").waitFor();
+    assert.equal(
+      await tools.getByRole("checkbox", { name: "read_file" }).getAttribute("aria-invalid"),
+      "true",
+    );
+    const stillPending = await getJson(`${sts.url}/approvals/${narrowed.id}`, approver);
+    assert.equal(stillPending.body.status, "pending");
+    assert.deepEqual(stillPending.body.tools, ["read_file", "delete_all"]);
+
+    // Keep read_file only, approve: the approval allows exactly read_file.
+    await tools.getByRole("checkbox", { name: "read_file" }).check();
+    await first.getByRole("button", { name: "Approve" }).click();
+    const firstApproved = card(page, "approved", narrowed.id as string);
+    await firstApproved.waitFor();
+    assert.match(await factsOf(firstApproved), /Tools read_file$/);
+    const stored = await getJson(`${sts.url}/approvals/${narrowed.id}`, approver);
+    assert.equal(stored.body.status, "approved");
+    assert.deepEqual(stored.body.tools, ["read_file"]);
+    assert.equal(stored.body.resources, null);
+    assert.equal(stored.body.prompts, null);
+
+    // Approving untouched keeps the requested tools, exactly as stored; and the plain one keeps none.
+    await second.getByRole("button", { name: "Approve" }).click();
+    await card(page, "approved", untouched.id as string).waitFor();
+    const storedUntouched = await getJson(`${sts.url}/approvals/${untouched.id}`, approver);
+    assert.equal(storedUntouched.body.status, "approved");
+    assert.deepEqual(storedUntouched.body.tools, untouchedTools);
+    await plainCard.getByRole("button", { name: "Approve" }).click();
+    await card(page, "approved", plain.id as string).waitFor();
+    const storedPlain = await getJson(`${sts.url}/approvals/${plain.id}`, approver);
+    assert.equal(storedPlain.body.status, "approved");
+    assert.equal(storedPlain.body.tools, null);
+    await shot(page, "10-narrowed-tools");
+    await page.close();
+  });
+
   test("one agent's flood does not hide another agent's request: it is second of 200, and the page says how the list is ordered", async () => {
     const page = await context.newPage();
     await page.goto(`${sts.url}/console`);

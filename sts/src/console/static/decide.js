@@ -1,6 +1,7 @@
 // The decision forms of a card: approve (every field starts at what the agent asked for and may
-// only narrow it; checked on the page before it reaches the API), deny and revoke. After a decision
-// a form asks for a refresh of the lists.
+// only narrow it: scopes, the MCP tools, resources and prompts it names, budget, lifetime, rate
+// limit; checked on the page before it reaches the API), deny and revoke. After a decision a form
+// asks for a refresh of the lists.
 
 import * as api from "./api.js";
 import { handleAuthError } from "./auth.js";
@@ -32,6 +33,53 @@ function invalid(status, field, message) {
 }
 
 /**
+ * A set of checkboxes, its values, the values checked, the first box.
+ * @typedef {{ node: HTMLElement, values: string[], chosen: () => string[], first: () => HTMLInputElement }} CheckSet
+ */
+
+/**
+ * A checkbox set, every box checked: one per value the agent asked for (agent-written text, shown
+ * as {@link agentText}, each box labelled by its value).
+ * @param {string} idPrefix ids are `${idPrefix}-${index}`
+ * @param {string} name the inputs' name
+ * @param {string} legend
+ * @param {string[]} values
+ * @returns {CheckSet}
+ */
+function checkSet(idPrefix, name, legend, values) {
+  const inputs = values.map(
+    (value, index) =>
+      /** @type {HTMLInputElement} */ (
+        el("input", { type: "checkbox", id: `${idPrefix}-${index}`, name, value, checked: true })
+      ),
+  );
+  const node = el(
+    "fieldset",
+    { class: "scope-set" },
+    el("legend", {}, legend),
+    ...inputs.map((input, index) =>
+      el("div", { class: "check" }, input, agentText("label", { for: input.id }, values[index] ?? "")),
+    ),
+  );
+  return {
+    node,
+    values,
+    chosen: () => values.filter((_, index) => inputs[index]?.checked),
+    first: () => /** @type {HTMLInputElement} */ (inputs[0]),
+  };
+}
+
+/**
+ * The MCP lists an approval may name: the API's key, the set's legend, its noun for messages.
+ * @type {ReadonlyArray<{ key: "tools" | "resources" | "prompts", legend: string, noun: string }>}
+ */
+const TARGETS = [
+  { key: "tools", legend: "Tools to allow", noun: "tool" },
+  { key: "resources", legend: "MCP resources to allow", noun: "MCP resource" },
+  { key: "prompts", legend: "Prompts to allow", noun: "prompt" },
+];
+
+/**
  * @param {HTMLFormElement} form
  * @param {boolean} busy
  */
@@ -51,28 +99,21 @@ export function approveForm(approval, prefix, refresh) {
   const ttl = requestedTtlSeconds(approval);
   const limit = approval.rate_limit;
   const status = el("p", { class: "form-status", role: "status", id: `${prefix}-approve-status` });
-  const scopeBoxes = requested.map((scope, index) => {
-    const id = `${prefix}-scope-${index}`;
-    return {
-      scope,
-      node: el(
-        "div",
-        { class: "check" },
-        el("input", { type: "checkbox", id, name: "scope", value: scope, checked: true }),
-        agentText("label", { for: id }, scope),
-      ),
-    };
+  const scopeSet = checkSet(`${prefix}-scope`, "scope", "Scopes to grant", requested);
+  // Only the lists the agent named, name by name: an absent list (everything the scopes allow) has
+  // no names to offer, and the form leaves it absent.
+  const targetSets = TARGETS.flatMap((target) => {
+    const names = approval[target.key];
+    return names && names.length > 0
+      ? [{ ...target, set: checkSet(`${prefix}-${target.key}`, target.key, target.legend, names) }]
+      : [];
   });
   const form = /** @type {HTMLFormElement} */ (
     el(
       "form",
       { class: "approve-form", novalidate: true, "aria-label": `Approve ${revealText(approval.task)}` },
-      el(
-        "fieldset",
-        { class: "scope-set" },
-        el("legend", {}, "Scopes to grant"),
-        ...scopeBoxes.map((box) => box.node),
-      ),
+      scopeSet.node,
+      ...targetSets.map((target) => target.set.node),
       el(
         "div",
         { class: "fields" },
@@ -125,17 +166,24 @@ export function approveForm(approval, prefix, refresh) {
     /** @param {string} suffix */
     const input = (suffix) => /** @type {HTMLInputElement} */ (form.querySelector(`#${prefix}-${suffix}`));
 
-    const chosen = scopeBoxes
-      .filter((box) => /** @type {HTMLInputElement} */ (box.node.querySelector("input")).checked)
-      .map((box) => box.scope);
+    const chosen = scopeSet.chosen();
     if (chosen.length === 0) {
-      const first = /** @type {HTMLInputElement} */ (scopeBoxes[0]?.node.querySelector("input"));
-      invalid(status, first, "Choose at least one scope, or deny the request.");
+      invalid(status, scopeSet.first(), "Choose at least one scope, or deny the request.");
       return;
     }
     /** @type {Record<string, unknown>} */
     const terms = {};
     if (chosen.length < requested.length) terms.scope = chosen.join(" ");
+
+    // A narrowed list names at least one (the API refuses an empty one: no list means "all").
+    for (const target of targetSets) {
+      const names = target.set.chosen();
+      if (names.length === 0) {
+        invalid(status, target.set.first(), `Choose at least one ${target.noun}, or deny the request.`);
+        return;
+      }
+      if (names.length < target.set.values.length) terms[target.key] = names;
+    }
 
     const maxTokens = Number(input("max-tokens").value);
     if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > approval.max_tokens) {
