@@ -772,7 +772,9 @@ describe("approval console in headless Chromium", {
     assert.equal(await pending.locator("form.approve-form").getAttribute("aria-label"), `Approve ${shown}`);
     await shot(page, "09-bidi-task");
 
-    // 5. Approving from the console approves the approval as stored: the same task, the same call.
+    // 5. A call approval's one tool is not offered for narrowing (the card shows the call); approving
+    // from the console approves the approval as stored: the same task, the same call.
+    assert.equal(await pending.locator('form.approve-form input[name="tools"]').count(), 0);
     await pending.getByRole("button", { name: "Approve" }).click();
     await card(page, "approved", id).waitFor();
     const approved = await getJson(

@@ -101,9 +101,11 @@ export function approveForm(approval, prefix, refresh) {
   const status = el("p", { class: "form-status", role: "status", id: `${prefix}-approve-status` });
   const scopeSet = checkSet(`${prefix}-scope`, "scope", "Scopes to grant", requested);
   // Only the lists the agent named, name by name: an absent list (everything the scopes allow) has
-  // no names to offer, and the form leaves it absent.
+  // no names to offer, and the form leaves it absent. An approval of one tool call names only that
+  // call's tool: nothing to narrow (the card shows the call).
   const targetSets = TARGETS.flatMap((target) => {
     const names = approval[target.key];
+    if (target.key === "tools" && approval.call) return [];
     return names && names.length > 0
       ? [{ ...target, set: checkSet(`${prefix}-${target.key}`, target.key, target.legend, names) }]
       : [];
