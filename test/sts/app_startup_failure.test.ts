@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, mock, test } from "node:test";
@@ -12,7 +13,7 @@ import { createLogger } from "../../sts/src/ops/logger.js";
 import { PolicyLoadError } from "../../sts/src/policy/load.js";
 import { baseConfig, LogCapture, startTestApp } from "../helpers/app.js";
 import { createTestDatabase, type TestDatabase, testEngines } from "../helpers/database.js";
-import { root } from "../helpers/processes.js";
+import { countersign, root } from "../helpers/processes.js";
 
 /** A policy Cedar refuses to parse: `nonsense` is no variable. */
 const INVALID_POLICY = "permit(principal, action, resource) when { nonsense };\n";
@@ -192,5 +193,31 @@ describe("createApp failing after it opened the embedded database", () => {
     assert.deepEqual(left, []);
     assert.equal(existsSync(path.join(dataDir, "pglite.lock")), false);
     assert.doesNotMatch(logs.text, /webhook round failed|key maintenance failed/);
+  });
+});
+
+describe("countersign serve on a port already taken", () => {
+  test("exits 1 with the listen error and closes the embedded database (lock released)", async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const { port } = taken.address() as net.AddressInfo;
+    const dataDir = path.join(workDir, "serve-data");
+    try {
+      const result = await countersign(["serve"], {
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        COUNTERSIGN_DATA_DIR: dataDir,
+        LOG_LEVEL: "error",
+      });
+      assert.equal(result.code, 1);
+      assert.equal(
+        result.stderr,
+        `countersign: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`,
+      );
+      // process.exit would have left the lock file behind had serve not closed the app first.
+      assert.equal(existsSync(path.join(dataDir, "pglite.lock")), false);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
   });
 });
