@@ -136,8 +136,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       poolSize: config.database.poolSize,
     }));
   const ownsDatabase = options.database === undefined;
-  let revocations: RevocationService | undefined;
-  let retention: RetentionLoop | undefined;
+  // What the start has opened so far, closed in reverse order if a later step throws.
+  const opened: (() => unknown)[] = [];
+  if (ownsDatabase) opened.push(() => database.close());
   try {
     const applied = await migrateToLatest(database.db);
     if (applied.length > 0)
@@ -197,13 +198,14 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       policy: options.exchangeGuards?.policy ?? cedarPolicy,
       limiter: options.exchangeGuards?.limiter ?? issuanceLimiter,
     };
-    revocations = await startRevocationService(
+    const revocations = await startRevocationService(
       database,
       config.revocations,
       logger,
       config.tokens.max_ttl_seconds,
       { now: options.revocationsClock },
     );
+    opened.push(() => revocations.close());
     const issuanceStore = createIssuanceStore(database.db, database.pool, {
       onBatch: (size) => metrics.issueBatchSize.observe(size),
     });
@@ -231,6 +233,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger,
       ...(options.webhookTuning ? { tuning: options.webhookTuning } : {}),
     });
+    opened.push(() => webhooks.close());
     // MCP clients' requests without an approval id: found, or recorded once for a human.
     const standingRequests = createStandingRequests(database.db, {
       cooldownSeconds: config.mcp.request_cooldown_seconds,
@@ -288,6 +291,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       logger.info({ keys: snapshot.version }, "signing keys changed");
     });
     const keyMaintenance = startKeyMaintenance({ db: database.db, kek, keyRing, config, logger });
+    opened.push(() => keyMaintenance.stop());
 
     let draining = false;
     const koa = new Koa();
@@ -328,7 +332,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     koa.use(consoleRoutes(services).routes());
     koa.use(approvalAuditRoutes(services).routes());
 
-    retention = startRetention({
+    const retention = startRetention({
       db: database.db,
       settings: config.retention,
       logger,
@@ -336,7 +340,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       ...(options.retentionClock ? { clock: options.retentionClock } : {}),
       ...(options.retentionTimers ? { timers: options.retentionTimers } : {}),
     });
-    const retentionLoop = retention;
+    opened.push(() => retention.stop());
     const approvals = approvalRoutes(services, { policy: cedarPolicy, onEvent: webhooks.emit });
     koa.use(approvals.routes());
     koa.use(approvals.allowedMethods());
@@ -362,23 +366,26 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       services,
       revocations,
       webhooks,
-      retention: retentionLoop,
+      retention,
       drain: () => {
         draining = true;
-        revocations?.drain();
+        revocations.drain();
       },
       close: async () => {
-        await retentionLoop.stop();
+        await retention.stop();
         keyMaintenance.stop();
         await webhooks.close();
-        await revocations?.close();
+        await revocations.close();
         if (ownsDatabase) await database.close();
       },
     };
   } catch (error) {
-    await retention?.stop().catch(() => {});
-    await revocations?.close().catch(() => {});
-    if (ownsDatabase) await database.close().catch(() => {});
+    // A failed start closes what it opened (the error reported is the start's, not a cleanup's), so
+    // `countersign serve` and a test that starts the app end with the error instead of hanging.
+    for (const close of opened.reverse())
+      await Promise.resolve()
+        .then(close)
+        .catch(() => {});
     throw error;
   }
 }

@@ -41,7 +41,11 @@ async function serve(): Promise<void> {
   const { createApp } = await import("./app.js");
   const { listen } = await import("./server.js");
   const app = await createApp(config);
-  const running = await listen(app, config.http.host, config.http.port);
+  // A port that cannot be bound ends the start: close the app (database, background loops) first.
+  const running = await listen(app, config.http.host, config.http.port).catch(async (error: unknown) => {
+    await app.close().catch(() => {});
+    throw error;
+  });
   app.logger.info(
     {
       url: running.url,

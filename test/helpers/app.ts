@@ -104,48 +104,67 @@ export function baseConfig(): Record<string, unknown> {
   };
 }
 
-/** Starts a whole app on a free port against PGlite (in memory) or a fresh Postgres database. */
+/**
+ * Starts a whole app on a free port against PGlite (in memory) or a fresh Postgres database. When the
+ * start fails (an invalid policy or config, a port taken), what it had opened is closed in reverse
+ * order (app, database handle, fresh database, temporary data directory) and the error is rethrown,
+ * so the test reports it and its process still ends: an open PGlite keeps a timer armed.
+ */
 export async function startTestApp(options: TestAppOptions): Promise<TestApp> {
-  const database = options.database ?? (await createTestDatabase(options.engine));
-  const dataDir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), "countersign-test-"));
-  const port = await freePort();
-  const config = loadConfig(
-    {
-      HOST: "127.0.0.1",
-      PORT: String(port),
-      COUNTERSIGN_DATA_DIR: dataDir,
-      LOG_LEVEL: "info",
-      ...(database.url ? { DATABASE_URL: database.url } : {}),
-      ...options.env,
-    },
-    typeof options.config === "function"
-      ? options.config(`http://127.0.0.1:${port}`)
-      : (options.config ?? baseConfig()),
-  );
-  const logs = new LogCapture();
-  const handle = await database.open();
-  const app = await createApp(config, {
-    ...options.appOptions,
-    logger: createLogger("info", logs),
-    database: handle,
-  });
-  const running = await listen(app, "127.0.0.1", port);
-  return {
-    url: running.url,
-    app,
-    config,
-    running,
-    database,
-    handle,
-    logs,
-    dataDir,
-    async stop(stopOptions = {}) {
-      await running.stop(2000);
-      await handle.close();
-      if (!stopOptions.keepDatabase && !options.database) await database.dispose();
-      if (!stopOptions.keepDataDir && !options.dataDir) rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const database = options.database ?? (await createTestDatabase(options.engine));
+    if (!options.database) cleanups.push(() => database.dispose());
+    const dataDir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), "countersign-test-"));
+    if (!options.dataDir) cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const port = await freePort();
+    const config = loadConfig(
+      {
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        COUNTERSIGN_DATA_DIR: dataDir,
+        LOG_LEVEL: "info",
+        ...(database.url ? { DATABASE_URL: database.url } : {}),
+        ...options.env,
+      },
+      typeof options.config === "function"
+        ? options.config(`http://127.0.0.1:${port}`)
+        : (options.config ?? baseConfig()),
+    );
+    const logs = new LogCapture();
+    const handle = await database.open();
+    cleanups.push(() => handle.close());
+    const app = await createApp(config, {
+      ...options.appOptions,
+      logger: createLogger("info", logs),
+      database: handle,
+    });
+    cleanups.push(() => app.close());
+    const running = await listen(app, "127.0.0.1", port);
+    return {
+      url: running.url,
+      app,
+      config,
+      running,
+      database,
+      handle,
+      logs,
+      dataDir,
+      async stop(stopOptions = {}) {
+        await running.stop(2000);
+        await handle.close();
+        if (!stopOptions.keepDatabase && !options.database) await database.dispose();
+        if (!stopOptions.keepDataDir && !options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    // The start's own error is the one to report; a failing cleanup must not replace it.
+    for (const cleanup of cleanups.reverse())
+      await Promise.resolve()
+        .then(cleanup)
+        .catch(() => {});
+    throw error;
+  }
 }
 
 /** `Authorization: Basic` for a client per RFC 6749 §2.3.1 (form-urlencoded id and secret). */
