@@ -5,6 +5,7 @@ import { approvalAuditRoutes } from "./approvals/audit_routes.js";
 import { approvalRoutes } from "./approvals/routes.js";
 import type { Config } from "./config/load.js";
 import { consoleRoutes } from "./console/routes.js";
+import { EXPIRE_BATCH_EMBEDDED } from "./db/approval_expiry.js";
 import { type DatabaseHandle, openDatabase } from "./db/connect.js";
 import { isDatabaseUnavailable } from "./db/errors.js";
 import { migrateToLatest } from "./db/migrate.js";
@@ -337,6 +338,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
       settings: config.retention,
       logger,
       sweepOidcPayloads: sweepExpiredPayloads,
+      ...(database.engine === "pglite" ? { expireBatch: EXPIRE_BATCH_EMBEDDED } : {}),
       ...(options.retentionClock ? { clock: options.retentionClock } : {}),
       ...(options.retentionTimers ? { timers: options.retentionTimers } : {}),
     });

@@ -47,6 +47,11 @@ export interface RetentionOptions {
    * by the composition root so that ops does not depend on oidc.
    */
   readonly sweepOidcPayloads: (db: Kysely<Database>, now: Date, limits: BatchLimits) => Promise<number>;
+  /**
+   * Rows one statement of the lapsed-approval sweep changes (default `EXPIRE_BATCH`, 1,000; the
+   * composition root passes `EXPIRE_BATCH_EMBEDDED`, 200, on PGlite).
+   */
+  readonly expireBatch?: number;
 }
 
 /**
@@ -136,7 +141,12 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       limits,
     ),
   );
-  const expiredPending = await step("approvals.expire_pending", 0, () => expireLapsedPending(db, limits));
+  const expiredPending = await step("approvals.expire_pending", 0, () =>
+    expireLapsedPending(db, {
+      maxBatches: limits.maxBatches,
+      ...(options.expireBatch === undefined ? {} : { batchSize: options.expireBatch }),
+    }),
+  );
   const counts: RetentionCounts = {
     partitions_created: created,
     partitions_dropped: dropped,

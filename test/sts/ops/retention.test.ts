@@ -339,6 +339,50 @@ for (const engine of testEngines()) {
       });
     });
 
+    test("pending approvals past their expiry are set to expired (lapsed_at now), expireBatch per statement, at most max_batches_per_run statements a run; live and decided ones stay", async () => {
+      await withDatabase(engine, async (db) => {
+        await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
+            max_tokens, requested_by, created_at, expires_at)
+          select 'apr_lapsed' || lpad(i::text, 16, '0'), 'pending', 'agent-a', 'https://crm.example.test',
+            'crm:read', 'crm:read', 'a task', 10, 'agent-a', now() - interval '1 hour',
+            now() - interval '1 minute' + i * interval '1 millisecond'
+          from generate_series(1, 7) i`.execute(db);
+        await insertApproval(db, { status: "pending", client_id: "agent-a", ttl_seconds: 3600 });
+        await insertApproval(db, { status: "approved", client_id: "agent-a", ttl_seconds: 3600 });
+        const statuses = async () =>
+          (
+            await sql<{ status: string; n: number; lapsed: number }>`
+              select status, count(*)::int as n, count(lapsed_at)::int as lapsed from approvals
+              group by status order by status`.execute(db)
+          ).rows;
+        const run = () =>
+          runRetention(
+            {
+              db,
+              settings: SETTINGS,
+              logger: createLogger("silent"),
+              sweepOidcPayloads: sweepExpiredPayloads,
+              expireBatch: 3,
+            },
+            new Date(),
+          );
+        // 2 statements of 3 a run (max_batches_per_run 2): 6, then the last one.
+        assert.equal((await run()).expired_pending_approvals, 6);
+        assert.deepEqual(await statuses(), [
+          { status: "approved", n: 1, lapsed: 0 },
+          { status: "expired", n: 6, lapsed: 6 },
+          { status: "pending", n: 2, lapsed: 0 },
+        ]);
+        assert.equal((await run()).expired_pending_approvals, 1);
+        assert.equal((await run()).expired_pending_approvals, 0);
+        assert.deepEqual(await statuses(), [
+          { status: "approved", n: 1, lapsed: 0 },
+          { status: "expired", n: 7, lapsed: 7 },
+          { status: "pending", n: 1, lapsed: 0 },
+        ]);
+      });
+    });
+
     test("a database migrated before partitioning keeps its rows: they become one partition, dropped when its day is past retention", async () => {
       const database = await createTestDatabase(engine);
       // PGlite's test databases start migrated: build an unmigrated one instead.
