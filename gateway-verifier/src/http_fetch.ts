@@ -101,11 +101,13 @@ export async function readJsonBody(response: Response, url: string, maxBytes: nu
   }
 }
 
-/** Fetches `url` and parses a JSON body of at most `maxBytes`, within `timeoutMs`. Throws a {@link FetchFailure}. */
-export async function fetchJson(url: string, timeoutMs: number, maxBytes: number): Promise<unknown> {
-  let response: Response;
+/**
+ * `GET url` for JSON (no redirects), answered within `timeoutMs`: the response, whatever its status.
+ * Throws a {@link FetchFailure} (`timeout`, `unreachable`) when there is none.
+ */
+export async function requestJson(url: string, timeoutMs: number): Promise<Response> {
   try {
-    response = await fetch(url, {
+    return await fetch(url, {
       headers: { accept: "application/json" },
       redirect: "error",
       signal: AbortSignal.timeout(timeoutMs),
@@ -113,6 +115,11 @@ export async function fetchJson(url: string, timeoutMs: number, maxBytes: number
   } catch (error) {
     throw networkFailure(url, error);
   }
+}
+
+/** Fetches `url` and parses a JSON body of at most `maxBytes`, within `timeoutMs`. Throws a {@link FetchFailure}. */
+export async function fetchJson(url: string, timeoutMs: number, maxBytes: number): Promise<unknown> {
+  const response = await requestJson(url, timeoutMs);
   if (!response.ok) {
     await response.body?.cancel();
     throw new FetchFailure("http_error", `GET ${describeUrl(url)} answered ${response.status}`, {

@@ -1,5 +1,12 @@
 import { VerifierBackgroundError } from "./background_error.js";
-import { describeUrl, FetchFailure, networkFailure, readJsonBody, retryAfterMs } from "./http_fetch.js";
+import {
+  describeUrl,
+  FetchFailure,
+  networkFailure,
+  readJsonBody,
+  requestJson,
+  retryAfterMs,
+} from "./http_fetch.js";
 import type { RevocationOptions } from "./types.js";
 
 /** One entry of the feed (docs/reference.md#the-revocation-feed). */
@@ -184,16 +191,7 @@ export async function fetchFeedPage(
   maxBytes: number,
   fallbackRetryMs = 5_000,
 ): Promise<FeedAnswer> {
-  let response: Response;
-  try {
-    response = await fetch(url, {
-      headers: { accept: "application/json" },
-      redirect: "error",
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (error) {
-    throw networkFailure(url, error);
-  }
+  const response = await requestJson(url, timeoutMs);
   if (response.status === 410) {
     return {
       reset: parseCursorReset(await readJsonBody(response, url, Math.min(maxBytes, MAX_RESET_BYTES))),
