@@ -16,7 +16,7 @@ import {
 } from "./feed.js";
 import type { FeedReadLimiter } from "./feed_rate_limit.js";
 import type { RevocationHub } from "./hub.js";
-import type { StreamRefusal } from "./wire.js";
+import type { WaitRefusal } from "./wire.js";
 
 /** Options for {@link revocationRoutes}. */
 export interface RevocationRoutesOptions {
@@ -74,8 +74,8 @@ function answerReset(ctx: Context, reset: CursorReset): void {
   };
 }
 
-/** A refusal of `GET /revocations/stream` (429 or 503), with `Retry-After`. */
-function refuseStream(ctx: Context, status: 429 | 503, retryAfter: number, body: StreamRefusal): void {
+/** A refusal of the feed or the stream asking the caller to wait (429 or 503): `Retry-After`, never cached. */
+function refuseWait(ctx: Context, status: 429 | 503, retryAfter: number, body: WaitRefusal): void {
   ctx.status = status;
   ctx.set("Retry-After", String(retryAfter));
   ctx.set("Cache-Control", "no-store");
@@ -115,14 +115,11 @@ export function revocationRoutes(
     );
     const retryAfter = await options.feedReads.take(address);
     if (retryAfter > 0) {
-      ctx.status = 429;
-      ctx.set("Retry-After", String(retryAfter));
-      ctx.set("Cache-Control", "no-store");
-      ctx.body = {
+      refuseWait(ctx, 429, retryAfter, {
         error: "slow_down",
         error_description: "too many revocation feed reads from this address: poll less often",
         reason: "feed_rate_limited",
-      };
+      });
       return;
     }
     const after = parseAfter(single(ctx.query.after, "after"), "after");
@@ -166,7 +163,7 @@ export function revocationRoutes(
     );
     const admission = await hub.admit(res, address, after);
     if (admission.outcome === "full") {
-      refuseStream(ctx, 503, STREAMS_FULL_RETRY_AFTER_SECONDS, {
+      refuseWait(ctx, 503, STREAMS_FULL_RETRY_AFTER_SECONDS, {
         error: "temporarily_unavailable",
         error_description: "too many revocation stream subscribers",
         reason: "stream_subscribers_reached",
@@ -174,7 +171,7 @@ export function revocationRoutes(
       return;
     }
     if (admission.outcome === "address_full") {
-      refuseStream(ctx, 429, ADDRESS_STREAMS_RETRY_AFTER_SECONDS, {
+      refuseWait(ctx, 429, ADDRESS_STREAMS_RETRY_AFTER_SECONDS, {
         error: "too_many_streams",
         error_description:
           "too many revocation streams from this address: close one, or poll GET /revocations",
@@ -183,7 +180,7 @@ export function revocationRoutes(
       return;
     }
     if (admission.outcome === "replays_exhausted") {
-      refuseStream(ctx, 429, admission.retryAfterSeconds, {
+      refuseWait(ctx, 429, admission.retryAfterSeconds, {
         error: "too_many_streams",
         error_description:
           "too many revocation stream replays for this address: resume less often, or poll GET /revocations",

@@ -94,5 +94,8 @@ export const streamsFullSchema = z
   })
   .describe("This instance holds `revocations.max_stream_subscribers` streams: wait `Retry-After`.");
 
-/** The body of a refusal of `GET /revocations/stream` other than 410. */
-export type StreamRefusal = z.infer<typeof tooManyStreamsSchema> | z.infer<typeof streamsFullSchema>;
+/** The body of a refusal of the feed or the stream that asks the caller to wait (429, 503). */
+export type WaitRefusal =
+  | z.infer<typeof feedRateLimitedSchema>
+  | z.infer<typeof tooManyStreamsSchema>
+  | z.infer<typeof streamsFullSchema>;
