@@ -1,6 +1,7 @@
 import type { Context } from "koa";
 import type { AuditEvent } from "../audit/audit_log.js";
 import { recordAudit } from "../audit/audit_log.js";
+import { recordRefusal } from "../audit/refusals.js";
 import type { Principal } from "../auth/authenticate.js";
 import { ApiError } from "../http/errors.js";
 import { matchedRoute, traceRequest } from "../ops/tracing.js";
@@ -30,7 +31,8 @@ function actorOf(principal: Principal | undefined): string | null {
  * The wrapper of every approval API route (`/approvals…`): it runs the handler in its span (route
  * template, status, reason) and, on a refusal ({@link ApiError}: the authenticator's, the body
  * reader's, the approval API's own), writes a log line and, for an authenticated caller, an audit row
- * `approval.<action>` with the refusal's reason code, then lets the refusal render. An anonymous
+ * `approval.<action>` with the refusal's reason code (an agent's counted per window,
+ * {@link recordRefusal}), then lets the refusal render. An anonymous
  * caller's refusal gets the log line only, so nobody without a credential can make the STS write to
  * its database. A handler sets `state.principal` as soon as it has authenticated the caller.
  */
@@ -63,7 +65,19 @@ export function approvalRouteHandler(services: StsServices) {
         );
         if (!state.principal) throw error;
         try {
-          await recordAudit(db, event);
+          // An agent's refusals are counted per (agent, event, reason, approval) and window, like the
+          // token endpoint's: an agent looping on a refused call adds to one row, it cannot grow the table.
+          if (state.principal.kind === "agent") {
+            await recordRefusal(db, {
+              event: event.event,
+              reason: error.reason,
+              clientId: state.principal.clientId,
+              claimedApprovalId: event.approval_id ?? null,
+              detail: event.detail ?? {},
+            });
+          } else {
+            await recordAudit(db, event);
+          }
         } catch (auditError) {
           logger.warn({ err: { message: (auditError as Error).message } }, "audit of a refusal failed");
         }

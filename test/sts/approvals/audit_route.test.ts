@@ -91,6 +91,25 @@ for (const engine of testEngines()) {
       );
     });
 
+    test("an agent looping on a refused call: 60 refusals add 60 to one counted row per 10-second window, at most 2 rows", async () => {
+      const id = await insertApproval(sts.handle.db, { status: "pending" });
+      const counted = async () => {
+        const rows = await sts.app.services.db
+          .selectFrom("audit_events")
+          .select(["occurrences"])
+          .where("event", "=", "approval.read_audit")
+          .where("client_id", "=", "post-agent")
+          .where("reason", "=", "role_approver_required")
+          .where("approval_id", "is", null)
+          .execute();
+        return rows.reduce((sum, row) => sum + Number(row.occurrences), 0);
+      };
+      const before = { rows: await auditRows(), counted: await counted() };
+      for (let i = 0; i < 60; i++) assert.equal((await readAudit(id, post)).status, 403);
+      assert.equal((await counted()) - before.counted, 60);
+      assert.ok((await auditRows()) - before.rows <= 2, `${(await auditRows()) - before.rows} new rows`);
+    });
+
     test("an approver asking for an unknown approval's trail: 404, audited under the approver", async () => {
       const refused = await readAudit("apr_AAAAAAAAAAAAAAAAAAAAAA", alice);
       assert.equal(refused.status, 404);
