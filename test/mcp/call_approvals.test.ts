@@ -163,12 +163,17 @@ for (const engine of testEngines()) {
             "max_tokens: must be 1 or absent with call (an approval bound to one call mints one token)",
         });
       }
+      // Each refusal is audited, counted in the agent's row of its 10-second window (one or two rows).
       const refusals = await sts.handle.db
         .selectFrom("audit_events")
-        .select("reason")
+        .select("occurrences")
         .where("reason", "=", "call_max_tokens_conflict")
         .execute();
-      assert.equal(refusals.length, 3);
+      assert.equal(
+        refusals.reduce((sum, row) => sum + Number(row.occurrences), 0),
+        3,
+      );
+      assert.ok(refusals.length <= 2, `${refusals.length} rows`);
       const one = await request({ call, max_tokens: 1 });
       assert.equal(one.status, 201, JSON.stringify(one.body));
       assert.equal(one.body.max_tokens, 1);
