@@ -7,36 +7,43 @@
 
 /**
  * Characters never printed raw: the controls (`\p{Cc}`: C0, DEL and the C1 controls U+0080–U+009F,
- * which terminals may act on), the bidi controls (`\p{Bidi_Control}`: the marks U+061C, U+200E,
- * U+200F, the embeddings and overrides U+202A–U+202E, the isolates U+2066–U+2069), and the line and
- * paragraph separators U+2028, U+2029.
+ * which terminals may act on), the format characters (`\p{Cf}`: the bidi marks, embeddings, overrides
+ * and isolates, zero-width space and joiners, word joiner, BOM, soft hyphen, tag characters), the line
+ * and paragraph separators U+2028, U+2029, and the other default-ignorable code points (e.g. Hangul
+ * fillers, the combining grapheme joiner): what can reorder the text or hide a word in it. The same set
+ * the approval console shows as markers (console/static/view.js), except the variation selectors
+ * U+FE00–U+FE0F, which only choose a glyph's presentation and are kept.
  */
-const UNSAFE = /[\p{Cc}\p{Bidi_Control}\u2028\u2029]/gu;
+const UNSAFE = /(?![\uFE00-\uFE0F])[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/gu;
 
 /** {@link UNSAFE} without the global flag (a global regex's `test` keeps state between calls). */
 const UNSAFE_ONE = new RegExp(UNSAFE.source, "u");
 
 /**
- * True when `text` holds a character {@link safeText} would escape (a control, a bidi control, U+2028
- * or U+2029): for names a human reads as identifiers (e.g. MCP tool names), which are refused rather
+ * True when `text` holds a character {@link safeText} would escape (a control, a format or other
+ * invisible character, U+2028 or U+2029): for names a human reads as identifiers (e.g. MCP tool names), which are refused rather
  * than escaped.
  */
 export function hasUnsafeCharacter(text: string): boolean {
   return UNSAFE_ONE.test(text);
 }
 
-/** The characters of {@link UNSAFE} that `JSON.stringify` leaves raw (it escapes C0 itself). */
-const UNSAFE_IN_JSON = /[\u007f-\u009f\p{Bidi_Control}\u2028\u2029]/gu;
-
 const NAMED: Readonly<Record<string, string>> = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
 
-function hex(character: string, digits: number): string {
-  return character.charCodeAt(0).toString(16).padStart(digits, "0");
+function hex(unit: number, digits: number): string {
+  return unit.toString(16).padStart(digits, "0");
+}
+
+/** `\uHHHH` for each UTF-16 unit of `character` (a surrogate pair for one beyond U+FFFF, as JSON writes it). */
+function unitEscapes(character: string): string {
+  let escaped = "";
+  for (let i = 0; i < character.length; i++) escaped += `\\u${hex(character.charCodeAt(i), 4)}`;
+  return escaped;
 }
 
 /**
  * `text` with every unsafe character made visible as an escape: `\t`, `\n`, `\r`, `\xHH` up to U+00FF
- * (e.g. `\x1b` for ESC), `\uHHHH` above (e.g. `\u202e`). Everything else, backslashes included, is
+ * (e.g. `\x1b` for ESC), `\uHHHH` above (e.g. `\u202e`; a pair of them beyond U+FFFF). Everything else, backslashes included, is
  * kept as is. For one field of plain-text output: the newlines the CLI writes between lines are its
  * own, never an agent's.
  */
@@ -45,7 +52,7 @@ export function safeText(text: string): string {
     UNSAFE,
     (character) =>
       NAMED[character] ??
-      (character.charCodeAt(0) <= 0xff ? `\\x${hex(character, 2)}` : `\\u${hex(character, 4)}`),
+      (character.charCodeAt(0) <= 0xff ? `\\x${hex(character.charCodeAt(0), 2)}` : unitEscapes(character)),
   );
 }
 
@@ -54,5 +61,8 @@ export function safeText(text: string): string {
  * `\uHHHH` escapes. They can only occur inside strings, so the result is valid JSON with the same value.
  */
 export function safeJsonText(json: string): string {
-  return json.replace(UNSAFE_IN_JSON, (character) => `\\u${hex(character, 4)}`);
+  // C0 never occurs raw in JSON (JSON.stringify escapes it); everything else of UNSAFE may.
+  return json.replace(UNSAFE, (character) =>
+    character.charCodeAt(0) < 0x20 ? character : unitEscapes(character),
+  );
 }
