@@ -808,8 +808,9 @@ describe("approval console in headless Chromium", {
       task: "Tidy the shared drive",
       tools: ["read_file", "delete_all"],
     });
-    // A name with a zero-width space: its box is labelled with the marker, as the chips show it.
-    const untouchedTools = ["read_file", "delete\u200Ball"];
+    // A right-to-left name (names with invisible characters are refused by the API): its box is labelled
+    // with the name as its own isolate, as the chips show it.
+    const untouchedTools = ["read_file", "מחק_הכל"];
     const untouched = await requestApproval(sts.url, token, {
       resource: CRM,
       scope: "crm:read",
@@ -850,12 +851,14 @@ describe("approval console in headless Chromium", {
     const second = card(page, "pending", untouched.id as string);
     await second.waitFor();
     const secondTools = second.getByRole("group", { name: "Tools to allow" });
-    assert.deepEqual(await secondTools.locator("label").allTextContents(), [
-      "read_file",
-      "delete⟨U+200B⟩all",
-    ]);
-    assert.deepEqual(await secondTools.locator("label .hidden-char").allTextContents(), ["⟨U+200B⟩"]);
-    assert.equal(await secondTools.getByRole("checkbox", { name: "delete⟨U+200B⟩all" }).isChecked(), true);
+    assert.deepEqual(await secondTools.locator("label").allTextContents(), ["read_file", "מחק_הכל"]);
+    assert.deepEqual(
+      await secondTools
+        .locator("label")
+        .evaluateAll((labels) => labels.map((label) => label.getAttribute("dir"))),
+      ["auto", "auto"],
+    );
+    assert.equal(await secondTools.getByRole("checkbox", { name: "מחק_הכל" }).isChecked(), true);
 
     // Unchecking every tool would send an empty list (the API refuses one; no list means "all"):
     // the page says so, marks the first box, and nothing is approved.

@@ -53,7 +53,7 @@ const targetName = () =>
     .max(MAX_TARGET_CHARS)
     .refine(
       (name) => !hasUnsafeCharacter(name),
-      "must not contain control, bidi control or line separator characters",
+      "must not contain control, bidi control, invisible or line separator characters",
     );
 
 /** A list of MCP names: 1..64 distinct {@link targetName}s. */

@@ -4,7 +4,7 @@ import { approveBody, createApprovalBody } from "../../../sts/src/approvals/sche
 import { describeIssues } from "../../../sts/src/http/json_body.js";
 
 const base = { resource: "https://crm.example.test", scope: "crm.read", task: "sync contacts" };
-const REFUSED = "must not contain control, bidi control or line separator characters";
+const REFUSED = "must not contain control, bidi control, invisible or line separator characters";
 
 /** The one-line `error_description` the route answers for `body`, or "ok" when it parses. */
 function verdict(schema: typeof createApprovalBody | typeof approveBody, body: unknown): string {
