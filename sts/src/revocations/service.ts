@@ -19,8 +19,10 @@ export interface RevocationService {
   readonly router: Router;
   readonly hub: RevocationHub;
   /**
-   * Runs one sweep now: writes expiries, then compacts the feed. Resolves with the approval ids it wrote
-   * (tests, operators); `compacted` is how many entries the compaction removed.
+   * Runs one sweep that starts after this call: writes expiries, then compacts the feed. Resolves with
+   * the approval ids it wrote (tests, operators); `compacted` is how many entries the compaction removed.
+   * A sweep already running (the timer's) is not joined, since it may have read the approvals before
+   * the caller's change: the new one runs after it. Calls made meanwhile share that one queued sweep.
    */
   sweep(): Promise<SweepResult>;
   /** Ends open streams and refuses new ones, so a draining server is not held open by them. */
@@ -86,7 +88,10 @@ export async function startRevocationService(
     listener = await listenPglite(database.pglite, REVOCATIONS_CHANNEL, wake);
   }
 
+  /** The sweep running now, and the one queued behind it (at most one of each). */
   let sweeping: Promise<SweepResult> | undefined;
+  let queued: Promise<SweepResult> | undefined;
+  let closing: Promise<void> | undefined;
   let lastErrorLog = 0;
   async function sweepOnce(): Promise<SweepResult> {
     const expired = await sweepExpiredApprovals(db, config.compaction_grace_seconds);
@@ -105,14 +110,27 @@ export async function startRevocationService(
     }
     return { expired, compacted };
   }
-  function sweep(): Promise<SweepResult> {
-    sweeping ??= sweepOnce().finally(() => {
+  function startSweep(): Promise<SweepResult> {
+    const running = sweepOnce().finally(() => {
       sweeping = undefined;
     });
-    return sweeping;
+    sweeping = running;
+    return running;
+  }
+  function sweep(): Promise<SweepResult> {
+    if (!sweeping) return startSweep();
+    queued ??= sweeping
+      .catch(() => undefined)
+      .then(() => {
+        queued = undefined;
+        if (closing) throw new Error("the revocation service is closed");
+        return startSweep();
+      });
+    return queued;
   }
   const tick = (): void => {
-    sweep().catch((error: unknown) => {
+    // The timer skips a beat rather than queue behind a slow sweep.
+    (sweeping ?? startSweep()).catch((error: unknown) => {
       const now = Date.now();
       if (now - lastErrorLog > 10_000) {
         lastErrorLog = now;
@@ -124,7 +142,6 @@ export async function startRevocationService(
   timer.unref();
   tick();
 
-  let closing: Promise<void> | undefined;
   return {
     router: revocationRoutes(db, hub, {
       trustProxy: config.trust_proxy,
@@ -138,6 +155,7 @@ export async function startRevocationService(
         clearInterval(timer);
         await hub.close();
         await listener?.close();
+        await queued?.catch(() => {});
         await sweeping?.catch(() => {});
       })();
       return closing;

@@ -134,6 +134,31 @@ for (const engine of testEngines()) {
       }
     });
 
+    test("sweep() runs a sweep that starts after the call: one already running is not joined, later callers share one queued", async () => {
+      const sts = await start(engine);
+      try {
+        await sts.app.revocations.sweep(); // past the one each instance starts with
+        const order: string[] = [];
+        const first = sts.app.revocations.sweep();
+        const second = sts.app.revocations.sweep();
+        assert.notEqual(second, first);
+        assert.equal(sts.app.revocations.sweep(), second);
+        void first.then(() => order.push("first"));
+        void second.then(() => order.push("second"));
+        // Written while the first sweep may still be reading: the queued one runs after it and sees it.
+        const approved = await insertApproval(sts.handle.db, { ttl_seconds: -5, tokens_issued: 1 });
+        const third = sts.app.revocations.sweep();
+        const results = await Promise.all([...new Set([first, second, third])]);
+        assert.deepEqual(order, ["first", "second"]);
+        assert.deepEqual(
+          results.flatMap((r) => r.expired),
+          [approved],
+        );
+      } finally {
+        await sts.stop();
+      }
+    });
+
     test("expiry: approved approvals that minted a token, past expires_at within the grace, enter the feed once", async () => {
       const sts = await start(engine);
       try {

@@ -148,6 +148,9 @@ describe("on real Postgres, two instances", () => {
     await twoInstances(async (a, b) => {
       const stream = await openStream(`${b.url}/revocations/stream`);
       try {
+        // Each instance sweeps once as it starts, without being awaited; once a sweep of each has run
+        // after start, only A's explicit sweep below can write the expiry (the timers wait 600 s).
+        await Promise.all([a.app.revocations.sweep(), b.app.revocations.sweep()]);
         const approvalId = await insertApproval(a.handle.db, { ttl_seconds: -1, tokens_issued: 1 });
         assert.deepEqual((await a.app.revocations.sweep()).expired, [approvalId]);
         const event = await stream.next((e) => e.data.approval_id === approvalId, 2000);
