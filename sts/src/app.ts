@@ -34,7 +34,7 @@ import { createIssuanceLimiter } from "./limits/issuance_limiter.js";
 import { sweepExpiredPayloads } from "./oidc/adapter.js";
 import { createProvider } from "./oidc/provider.js";
 import { openApiRoutes } from "./openapi/routes.js";
-import { createLogger, type Logger } from "./ops/logger.js";
+import { createLogger, flushRepeatedLines, type Logger } from "./ops/logger.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
 import { type RetentionLoop, type RetentionTimers, startRetention } from "./ops/retention.js";
 import { createCedarPolicy, policyFilesOf } from "./policy/cedar_policy.js";
@@ -120,7 +120,8 @@ export const NO_RESOURCES =
  * Factories take their dependencies explicitly; nothing is a module-level singleton.
  */
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
-  const logger = options.logger ?? createLogger(config.logLevel);
+  const logger =
+    options.logger ?? createLogger(config.logLevel, undefined, { maxRepeats: config.logMaxRepeats });
   if (config.resources.length === 0) {
     logger.warn(
       { event: "config.no_resources", reason: "no_resources", config: config.source },
@@ -379,6 +380,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         await webhooks.close();
         await revocations.close();
         if (ownsDatabase) await database.close();
+        flushRepeatedLines(logger);
       },
     };
   } catch (error) {

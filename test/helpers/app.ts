@@ -136,7 +136,7 @@ export async function startTestApp(options: TestAppOptions): Promise<TestApp> {
     cleanups.push(() => handle.close());
     const app = await createApp(config, {
       ...options.appOptions,
-      logger: createLogger("info", logs),
+      logger: createLogger("info", logs, { maxRepeats: config.logMaxRepeats }),
       database: handle,
     });
     cleanups.push(() => app.close());

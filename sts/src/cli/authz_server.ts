@@ -12,9 +12,14 @@ import {
   forwardAuthOptionsFromConfig,
   startForwardAuthServer,
 } from "../../../gateway-verifier/src/index.js";
-import { createLogger } from "../ops/logger.js";
 import { action, CliError, EXIT } from "./output.js";
-import { configWithFlags, parsePort, startOrExit, stopOnSignals } from "./serve_from_cli.js";
+import {
+  configWithFlags,
+  loggerFromEnvironment,
+  parsePort,
+  startOrExit,
+  stopOnSignals,
+} from "./serve_from_cli.js";
 
 /** Flags of `countersign authz-server`. */
 interface AuthzServerFlags {
@@ -57,7 +62,7 @@ export function authzServerOptions(flags: AuthzServerFlags): ForwardAuthConfig {
 
 async function run(flags: AuthzServerFlags): Promise<void> {
   const options = authzServerOptions(flags);
-  const logger = createLogger(process.env.LOG_LEVEL ?? "info");
+  const logger = loggerFromEnvironment(process.env);
   const verifier = createVerifier({
     ...options.verifier,
     onBackgroundError: (error, source) =>

@@ -10,9 +10,14 @@ import {
   mcpGatewayOptionsFromConfig,
   startMcpGateway,
 } from "../../../gateway-verifier/src/index.js";
-import { createLogger } from "../ops/logger.js";
 import { action, CliError, EXIT } from "./output.js";
-import { configWithFlags, parsePort, startOrExit, stopOnSignals } from "./serve_from_cli.js";
+import {
+  configWithFlags,
+  loggerFromEnvironment,
+  parsePort,
+  startOrExit,
+  stopOnSignals,
+} from "./serve_from_cli.js";
 
 /** Flags of `countersign mcp-gateway`. */
 interface McpGatewayFlags {
@@ -46,7 +51,7 @@ export function mcpGatewayOptions(
 
 async function run(flags: McpGatewayFlags): Promise<void> {
   const options = mcpGatewayOptions(flags, process.env);
-  const logger = createLogger(process.env.LOG_LEVEL ?? "info");
+  const logger = loggerFromEnvironment(process.env);
   const running = await startOrExit(() =>
     startMcpGateway({
       port: 8443,

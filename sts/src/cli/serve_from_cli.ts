@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { InvalidArgumentError } from "commander";
-import type { Logger } from "../ops/logger.js";
+import { envSchema } from "../config/schema.js";
+import { createLogger, type Logger } from "../ops/logger.js";
 import { CliError, EXIT } from "./output.js";
 
 /**
@@ -76,4 +77,21 @@ export function stopOnSignals(logger: Logger, name: string, stop: () => Promise<
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+/**
+ * The logger of a long-running CLI service, from `LOG_LEVEL` and `LOG_MAX_REPEATS` (the STS's own
+ * variables, same defaults).
+ * @throws {CliError} exit 78 (`EX_CONFIG`) when either is invalid.
+ */
+export function loggerFromEnvironment(env: NodeJS.ProcessEnv): Logger {
+  const parsed = envSchema.pick({ LOG_LEVEL: true, LOG_MAX_REPEATS: true }).safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CliError(
+      `invalid ${issue?.path.join(".") ?? "environment"}: ${issue?.message ?? "invalid"}`,
+      EXIT.config,
+    );
+  }
+  return createLogger(parsed.data.LOG_LEVEL, undefined, { maxRepeats: parsed.data.LOG_MAX_REPEATS });
 }

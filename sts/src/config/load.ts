@@ -16,6 +16,8 @@ export interface Config {
   /** Base64url key-encryption key from the environment, if given. */
   readonly kek: string | undefined;
   readonly logLevel: Env["LOG_LEVEL"];
+  /** Most log lines of one kind per 10 seconds (`LOG_MAX_REPEATS`). */
+  readonly logMaxRepeats: number;
   readonly tokens: ConfigFile["tokens"];
   readonly keys: ConfigFile["keys"];
   readonly resources: ConfigFile["resources"];
@@ -152,6 +154,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides?: Record<string, un
     },
     kek: e.COUNTERSIGN_KEK,
     logLevel: e.LOG_LEVEL,
+    logMaxRepeats: e.LOG_MAX_REPEATS,
     tokens: file.tokens,
     keys: file.keys,
     resources: file.resources,

@@ -1043,6 +1043,19 @@ export const envSchema = z.object({
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
     .default("info")
     .describe("pino log level. Default info."),
+  /**
+   * Most log lines of one kind (same level, message, `event` and `reason`) per 10 seconds; the rest are
+   * counted into one `log.repeats_suppressed` line when the 10 seconds end. Default 100.
+   */
+  LOG_MAX_REPEATS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1_000_000)
+    .default(100)
+    .describe(
+      "Most log lines of one kind (same level, message, event and reason) per 10 seconds; the rest are counted into one log.repeats_suppressed line when the 10 seconds end, so a caller looping on a refused request cannot grow the log one line per request. Default 100.",
+    ),
   /** Size of the Postgres connection pool. Default 10. */
   DATABASE_POOL_SIZE: z.coerce
     .number()
