@@ -1,6 +1,5 @@
 import type { Context } from "koa";
 import type { AuditEvent } from "../audit/audit_log.js";
-import { recordAudit } from "../audit/audit_log.js";
 import { recordRefusal } from "../audit/refusals.js";
 import type { Principal } from "../auth/authenticate.js";
 import { ApiError } from "../http/errors.js";
@@ -31,7 +30,7 @@ function actorOf(principal: Principal | undefined): string | null {
  * The wrapper of every approval API route (`/approvals…`): it runs the handler in its span (route
  * template, status, reason) and, on a refusal ({@link ApiError}: the authenticator's, the body
  * reader's, the approval API's own), writes a log line and, for an authenticated caller, an audit row
- * `approval.<action>` with the refusal's reason code (an agent's counted per window,
+ * `approval.<action>` with the refusal's reason code (counted per caller and window,
  * {@link recordRefusal}), then lets the refusal render. An anonymous
  * caller's refusal gets the log line only, so nobody without a credential can make the STS write to
  * its database. A handler sets `state.principal` as soon as it has authenticated the caller.
@@ -65,19 +64,16 @@ export function approvalRouteHandler(services: StsServices) {
         );
         if (!state.principal) throw error;
         try {
-          // An agent's refusals are counted per (agent, event, reason, approval) and window, like the
-          // token endpoint's: an agent looping on a refused call adds to one row, it cannot grow the table.
-          if (state.principal.kind === "agent") {
-            await recordRefusal(db, {
-              event: event.event,
-              reason: error.reason,
-              clientId: state.principal.clientId,
-              claimedApprovalId: event.approval_id ?? null,
-              detail: event.detail ?? {},
-            });
-          } else {
-            await recordAudit(db, event);
-          }
+          // Refusals are counted per (caller, event, reason, approval) and window, like the token
+          // endpoint's: a caller looping on a refused call adds to one row, it cannot grow the table.
+          await recordRefusal(db, {
+            event: event.event,
+            reason: error.reason,
+            clientId: event.client_id ?? null,
+            actor: event.actor ?? null,
+            claimedApprovalId: event.approval_id ?? null,
+            detail: event.detail ?? {},
+          });
         } catch (auditError) {
           logger.warn({ err: { message: (auditError as Error).message } }, "audit of a refusal failed");
         }

@@ -15,11 +15,16 @@ export interface Refusal {
   readonly event: string;
   /** The stable reason code (sts/src/reasons.ts, or oidc-provider's error code). */
   readonly reason: string;
-  /** The authenticated client (the agent), also the row's `actor`. */
+  /** The authenticated client (the agent), also the row's `actor` unless {@link actor} is given. */
   readonly clientId: string | null;
   /**
-   * The approval the request named, as the caller wrote it. Recorded only when it is an approval of
-   * `clientId`: a caller can never write into another agent's approval's audit trail.
+   * The caller when it is no agent: an approver's subject (with `clientId` null). Default `clientId`.
+   */
+  readonly actor?: string | null;
+  /**
+   * The approval the request named, as the caller wrote it. For an agent, recorded only when it is an
+   * approval of `clientId`: a caller can never write into another agent's approval's audit trail. For
+   * an approver (who may act on any approval), recorded when it exists.
    */
   readonly claimedApprovalId: string | null;
   /** Non-secret detail, stored bounded ({@link boundedDetailJson}). */
@@ -27,7 +32,7 @@ export interface Refusal {
 }
 
 /**
- * Audits a refusal as one count in the row of its (client, event, reason, approval) and window: the
+ * Audits a refusal as one count in the row of its (client, actor, event, reason, approval) and window: the
  * first refusal of a window inserts the row (`occurrences` 1, `at` the window's start, `detail` its
  * own, bounded), every later one adds 1 and moves `last_at`. One statement (an upsert on
  * `audit_events_refusal_window_key`), so concurrent refusals on any number of instances are each
@@ -40,18 +45,23 @@ export async function recordRefusal(
   windowSeconds: number = REFUSAL_WINDOW_SECONDS,
 ): Promise<void> {
   const { event, reason, clientId, claimedApprovalId } = refusal;
-  const approvalId =
-    clientId !== null && claimedApprovalId !== null && APPROVAL_ID_PATTERN.test(claimedApprovalId)
+  const actor = refusal.actor ?? clientId;
+  const named = claimedApprovalId !== null && APPROVAL_ID_PATTERN.test(claimedApprovalId);
+  const approvalId = !named
+    ? sql`null`
+    : clientId !== null
       ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId} and a.client_id = ${clientId})`
-      : sql`null`;
+      : actor !== null
+        ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId})`
+        : sql`null`;
   const window = sql`${windowSeconds}::integer`;
   await sql`
     insert into audit_events as e
       (at, event, outcome, reason, approval_id, client_id, actor, detail, occurrences, last_at, window_seconds)
     select to_timestamp(floor(extract(epoch from now()) / ${window}) * ${window}), ${event}, 'refused',
-      ${reason}, ${approvalId}, ${clientId}, ${clientId}, ${boundedDetailJson(refusal.detail)}::jsonb, 1, now(),
+      ${reason}, ${approvalId}, ${clientId}, ${actor}, ${boundedDetailJson(refusal.detail)}::jsonb, 1, now(),
       ${window}
-    on conflict (coalesce(client_id, ''), event, coalesce(reason, ''), coalesce(approval_id, ''), at)
+    on conflict (coalesce(client_id, ''), coalesce(actor, ''), event, coalesce(reason, ''), coalesce(approval_id, ''), at)
       where window_seconds is not null
     do update set occurrences = e.occurrences + 1, last_at = greatest(e.last_at, excluded.last_at)`.execute(
     db,

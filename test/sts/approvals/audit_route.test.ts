@@ -110,6 +110,43 @@ for (const engine of testEngines()) {
       assert.ok((await auditRows()) - before.rows <= 2, `${(await auditRows()) - before.rows} new rows`);
     });
 
+    test("approvers looping on a refused decision: 60 refusals each of two approvers add to one counted row per approver and window, under the approval", async () => {
+      const id = await insertApproval(sts.handle.db, { status: "denied" });
+      const bob = await sts.app.services.devIssuer!.mint({ sub: "bob", usage: "approver" });
+      const approve = async (token: string) => {
+        const response = await fetch(`${sts.url}/approvals/${id}/approve`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: "{}",
+        });
+        await response.body?.cancel();
+        return response.status;
+      };
+      const rowsOf = () =>
+        sts.app.services.db
+          .selectFrom("audit_events")
+          .select(["actor", "client_id", "occurrences"])
+          .where("event", "=", "approval.approve")
+          .where("reason", "=", "state_conflict")
+          .where("approval_id", "=", id)
+          .execute();
+      for (let i = 0; i < 60; i++) {
+        assert.equal(await approve(alice), 409);
+        assert.equal(await approve(bob), 409);
+      }
+      const rows = await rowsOf();
+      for (const approver of ["alice", "bob"]) {
+        const own = rows.filter((row) => row.actor === approver);
+        assert.equal(
+          own.reduce((sum, row) => sum + Number(row.occurrences), 0),
+          60,
+        );
+        assert.ok(own.length >= 1 && own.length <= 2, `${own.length} rows for ${approver}`);
+        assert.ok(own.every((row) => row.client_id === null));
+      }
+      assert.equal(rows.length, rows.filter((row) => row.actor === "alice" || row.actor === "bob").length);
+    });
+
     test("an approver asking for an unknown approval's trail: 404, audited under the approver", async () => {
       const refused = await readAudit("apr_AAAAAAAAAAAAAAAAAAAAAA", alice);
       assert.equal(refused.status, 404);
