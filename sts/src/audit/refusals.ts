@@ -22,9 +22,12 @@ export interface Refusal {
    */
   readonly actor?: string | null;
   /**
-   * The approval the request named, as the caller wrote it. For an agent, recorded only when it is an
-   * approval of `clientId`: a caller can never write into another agent's approval's audit trail. For
-   * an approver (who may act on any approval), recorded when it exists.
+   * The approval the request named, as the caller wrote it. Recorded only while it has not expired,
+   * and for an agent only when it is an approval of `clientId`: a caller can never write into another
+   * agent's approval's audit trail. An approver (who may act on any approval) needs no ownership. Not
+   * yet expired is what bounds the rows: an agent has at most its pending cap of such approvals plus
+   * those a human decided, whereas it can make expired ones at its request rate, and a loop naming
+   * each in turn would otherwise add a row per request.
    */
   readonly claimedApprovalId: string | null;
   /** Non-secret detail, stored bounded ({@link boundedDetailJson}). */
@@ -50,9 +53,10 @@ export async function recordRefusal(
   const approvalId = !named
     ? sql`null`
     : clientId !== null
-      ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId} and a.client_id = ${clientId})`
+      ? sql`(select a.id from approvals a
+          where a.id = ${claimedApprovalId} and a.client_id = ${clientId} and a.expires_at > now())`
       : actor !== null
-        ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId})`
+        ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId} and a.expires_at > now())`
         : sql`null`;
   const window = sql`${windowSeconds}::integer`;
   await sql`

@@ -359,6 +359,44 @@ for (const engine of testEngines()) {
       );
     });
 
+    test("an agent naming each of its own 300 expired approvals in turn: counted under none, so the rows stay a handful", async () => {
+      const count = 300;
+      const expired: string[] = [];
+      for (let i = 0; i < count; i++) {
+        expired.push(await insertApproval(sts.handle.db, { client_id: MALLORY.id, ttl_seconds: -60 }));
+      }
+      const before = (await rowsOf(MALLORY.id)).length;
+      const started = Date.now();
+      let next = 0;
+      const answers = await flood(count, 20, async () =>
+        exchange(
+          sts.url,
+          {
+            subject_token: await subjectToken(),
+            authorization_details: agentTask(expired[next++] as string),
+          },
+          MALLORY,
+        ),
+      );
+      const seconds = (Date.now() - started) / 1000;
+      for (const answer of answers) {
+        assert.equal(answer.status, 400);
+        assert.equal(answer.body.error, "invalid_grant");
+      }
+      const rows = (await rowsOf(MALLORY.id)).slice(before);
+      assert.ok(
+        rows.length >= 1 && rows.length <= windowsTouched(seconds),
+        `${rows.length} rows in ${seconds} s`,
+      );
+      assert.equal(
+        rows.reduce((sum, row) => sum + row.occurrences, 0),
+        count,
+      );
+      for (const row of rows) {
+        assert.deepEqual([row.event, row.reason, row.approval_id], ["token_exchange", "approval_expired", null]);
+      }
+    });
+
     test(`${FLOOD} of an agent's own refusals echoing 40 KB of scope: counted rows of at most 512 bytes of detail, shown with their count after the lifecycle`, async () => {
       const own = await ownersApproval();
       const started = Date.now();
