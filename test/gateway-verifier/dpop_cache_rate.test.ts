@@ -10,6 +10,7 @@ import {
 import {
   AUDIENCE,
   accessTokenClaims,
+  countMapIteratorSteps,
   createVerifier,
   dpopProof,
   generateDpopKey,
@@ -328,52 +329,14 @@ describe("rate and burst per (client, approval)", () => {
     const refused = { allowed: false, retryAfterSeconds: 1 };
     assert.deepEqual(store.consume("hot", limit, 0), { allowed: true, retryAfterSeconds: 0 });
     const flood = 100_000;
-    // Counts every step of every Map iterator during the flood; more than 3 per new agent is a scan.
-    let steps = 0;
-    const budget = 3 * flood;
-    const originals = {
-      keys: Map.prototype.keys,
-      values: Map.prototype.values,
-      entries: Map.prototype.entries,
-      iterator: Map.prototype[Symbol.iterator],
-      forEach: Map.prototype.forEach,
-    };
-    function counting<T>(iterator: MapIterator<T>): MapIterator<T> {
-      const next = iterator.next.bind(iterator);
-      return Object.assign(iterator, {
-        next: () => {
-          steps++;
-          if (steps > budget) throw new Error(`more than ${budget} Map iterator steps: a scan`);
-          return next();
-        },
-      });
-    }
-    Map.prototype.keys = function (this: Map<unknown, unknown>) {
-      return counting(originals.keys.call(this));
-    };
-    Map.prototype.values = function (this: Map<unknown, unknown>) {
-      return counting(originals.values.call(this));
-    };
-    Map.prototype.entries = function (this: Map<unknown, unknown>) {
-      return counting(originals.entries.call(this));
-    };
-    Map.prototype[Symbol.iterator] = Map.prototype.entries;
-    Map.prototype.forEach = () => {
-      throw new Error("forEach over a Map: a scan");
-    };
+    // More than 3 Map iterator steps per new agent is a scan.
     const hotAnswers: unknown[] = [];
-    try {
+    const steps = countMapIteratorSteps(3 * flood, () => {
       for (let i = 0; i < flood; i++) {
         store.consume(`agent-${i}`, limit, 0);
         if (i % 500 === 0) hotAnswers.push(store.consume("hot", limit, 0));
       }
-    } finally {
-      Map.prototype.keys = originals.keys;
-      Map.prototype.values = originals.values;
-      Map.prototype.entries = originals.entries;
-      Map.prototype[Symbol.iterator] = originals.iterator;
-      Map.prototype.forEach = originals.forEach;
-    }
+    });
     assert.equal(store.size, 1000);
     assert.ok(steps <= flood, `${steps} iterator steps for ${flood} new agents`);
     // "hot" was used every 500 new agents (within the 1000 kept): never evicted, so still drained.
@@ -452,9 +415,10 @@ describe("DPoP replay cache under a flood (fails closed, never evicts a live pro
     const captured = await victim.proof();
     assert.equal((await victim.call(captured)).ok, true);
     // The hostile agent binds two tokens to two keys: the share is per client_id, not per key.
-    const hostile = [await client("hostile-agent"), await client("hostile-agent")];
+    const onKeys = [await client("hostile-agent"), await client("hostile-agent")] as const;
+    const hostile = (i: number) => onKeys[i % 2 === 0 ? 0 : 1];
     const outcomes: string[] = [];
-    for (let i = 0; i < 150; i++) outcomes.push(outcome(await hostile[i % 2].call()));
+    for (let i = 0; i < 150; i++) outcomes.push(outcome(await hostile(i).call()));
     assert.deepEqual(refusal(await victim.call(captured)), {
       status: 401,
       error: "invalid_dpop_proof",
@@ -462,7 +426,7 @@ describe("DPoP replay cache under a flood (fails closed, never evicts a live pro
     });
     assert.deepEqual(outcomes.slice(0, 10), Array(10).fill("ok"));
     assert.deepEqual(tally(outcomes), { ok: 10, "429 dpop_client_share_exceeded 71": 140 });
-    const refused = await hostile[0].call();
+    const refused = await hostile(0).call();
     assert.deepEqual(refusal(refused), {
       status: 429,
       error: "rate_limited",
@@ -473,10 +437,10 @@ describe("DPoP replay cache under a flood (fails closed, never evicts a live pro
     // Other clients are unaffected meanwhile.
     assert.equal((await victim.call()).ok, true);
     advance(LIVE_MS);
-    assert.equal(outcome(await hostile[0].call()), "429 dpop_client_share_exceeded 71", "not yet expired");
+    assert.equal(outcome(await hostile(0).call()), "429 dpop_client_share_exceeded 71", "not yet expired");
     advance(1);
     const after: string[] = [];
-    for (let i = 0; i < 11; i++) after.push(outcome(await hostile[i % 2].call()));
+    for (let i = 0; i < 11; i++) after.push(outcome(await hostile(i).call()));
     assert.deepEqual(tally(after), { ok: 10, "429 dpop_client_share_exceeded 71": 1 });
     assert.equal(after[10], "429 dpop_client_share_exceeded 71");
   });
