@@ -1,4 +1,5 @@
 import { hash, timingSafeEqual } from "node:crypto";
+import { DpopReplayCache } from "./dpop_replay_cache.js";
 import {
   COMPACT_JWS,
   decodeJsonObject,
@@ -53,6 +54,8 @@ export interface DpopCheckInput {
   proof: string | undefined;
   accessToken: string;
   jkt: string;
+  /** The token's `client_id`: whose share of the replay cache the proof counts against. */
+  clientId: string;
   method: string;
   url: string | undefined;
   nowMs: number;
@@ -60,15 +63,15 @@ export interface DpopCheckInput {
 
 /**
  * Checks a DPoP proof for a resource request (RFC 9449 §4.3 and §7.1): `typ`, `alg`, `jwk`,
- * signature, `jkt` binding, `htm`, `htu`, `iat` window, `ath`, then `jti` replay.
+ * signature, `jkt` binding, `htm`, `htu`, `iat` window, `ath`, then `jti` replay, recorded in a
+ * {@link DpopReplayCache} that refuses rather than forgets a live proof (fail closed).
  */
 export class DpopChecker {
   readonly #algorithms: ReadonlySet<string>;
   readonly #maxAgeMs: number;
   readonly #toleranceMs: number;
-  readonly #replayCapacity: number;
-  /** `jkt.jti` → expiry (ms). Insertion order ≈ expiry order. */
-  readonly #seen = new Map<string, number>();
+  /** `jkt.jti` of every live proof accepted. */
+  readonly #seen: DpopReplayCache;
   readonly #keys = new LruCache<string, ReturnType<typeof importPublicJwk>>(1024);
 
   constructor(options: DpopOptions, clockToleranceSeconds: number) {
@@ -78,7 +81,17 @@ export class DpopChecker {
     }
     this.#maxAgeMs = (options.maxProofAgeSeconds ?? 60) * 1000;
     this.#toleranceMs = clockToleranceSeconds * 1000;
-    this.#replayCapacity = Math.max(1, options.replayCacheSize ?? 100_000);
+    const capacity = options.replayCacheSize ?? 100_000;
+    const perClient = options.replayCachePerClient ?? Math.floor(capacity / 10);
+    this.#seen = new DpopReplayCache(capacity, perClient, this.#maxAgeMs + 2 * this.#toleranceMs);
+  }
+
+  /**
+   * The `Retry-After` (seconds) of a `dpop_client_share_exceeded` refusal: by then every proof the
+   * client had recorded has expired and been dropped.
+   */
+  get shareRetryAfterSeconds(): number {
+    return Math.floor(this.#seen.windowMs / 1000) + 1;
   }
 
   get algorithms(): readonly string[] {
@@ -135,28 +148,11 @@ export class DpopChecker {
     if (typeof ath !== "string" || !safeEqual(ath, hash("sha256", input.accessToken, "base64url"))) {
       return "dpop_ath_mismatch";
     }
-    return this.#remember(`${thumbprint}.${jti}`, iatMs + this.#maxAgeMs + this.#toleranceMs, input.nowMs)
-      ? undefined
-      : "dpop_proof_replayed";
-  }
-
-  /** Records a proof id; false when it was already seen and has not expired. */
-  #remember(id: string, expiresAt: number, nowMs: number): boolean {
-    const seen = this.#seen.get(id);
-    if (seen !== undefined && seen >= nowMs) return false;
-    if (this.#seen.size >= this.#replayCapacity) {
-      for (const [key, expiry] of this.#seen) {
-        if (expiry >= nowMs) break;
-        this.#seen.delete(key);
-      }
-      while (this.#seen.size >= this.#replayCapacity) {
-        const oldest = this.#seen.keys().next();
-        if (oldest.done === true) break;
-        this.#seen.delete(oldest.value);
-      }
-    }
-    this.#seen.delete(id);
-    this.#seen.set(id, expiresAt);
-    return true;
+    return this.#seen.record(
+      `${thumbprint}.${jti}`,
+      input.clientId,
+      iatMs + this.#maxAgeMs + this.#toleranceMs,
+      input.nowMs,
+    );
   }
 }

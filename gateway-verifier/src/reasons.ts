@@ -157,6 +157,21 @@ export const REASONS = {
     error: "invalid_dpop_proof",
     description: "The DPoP proof has already been used",
   },
+  /**
+   * This client's proofs already hold its share of the DPoP replay cache (`dpop.replayCachePerClient`
+   * within one proof window); `Retry-After` says when all of them have expired.
+   */
+  dpop_client_share_exceeded: {
+    status: 429,
+    error: "rate_limited",
+    description: "Too many DPoP proofs from this client",
+  },
+  /** The DPoP replay cache is full of unexpired proofs (`dpop.replayCacheSize`): refused rather than evict one (fail closed). */
+  dpop_replay_cache_full: {
+    status: 503,
+    error: "temporarily_unavailable",
+    description: "DPoP replay protection is temporarily unavailable",
+  },
   /** Above the rate or burst for this (client, approval); `Retry-After` says when to retry. */
   rate_limited: { status: 429, error: "rate_limited", description: "Too many requests" },
   /** The shared rate-limit store could not be reached (fail closed). */

@@ -34,10 +34,16 @@ const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
  * scopes (403, RFC 6750 §3.1) → DPoP: scheme and proof for a `cnf.jkt` token (RFC 9449 §7.1), no
  * `DPoP` scheme for an unbound one → rate and burst per (client_id, approval_id) (fail closed when
  * the store fails).
+ *
+ * The DPoP proof's `jti` is recorded before the rate is consumed, so a replayed proof (or one refused
+ * for any DPoP reason) never takes from the bucket of the client it was captured from. A client over
+ * its rate can thus still record proofs, but only up to its share of the replay cache
+ * (`dpop_client_share_exceeded`), which is what keeps it from filling the cache for other clients.
  */
 export function createRequestChecks(options: RequestCheckOptions): RequestChecks {
   const { revocation, dpop, rateStore, responses } = options;
   const { fail, build } = responses;
+  const shareExceeded = build("dpop_client_share_exceeded", "DPoP", undefined, dpop.shareRetryAfterSeconds);
 
   function rateDecision(decision: RateDecision, token: VerifiedToken, scheme: Scheme): VerifyResult {
     if (decision.allowed) return token.success;
@@ -78,10 +84,12 @@ export function createRequestChecks(options: RequestCheckOptions): RequestChecks
         proof: request.dpop,
         accessToken,
         jkt: token.jkt,
+        clientId: token.success.clientId,
         method: request.method ?? "GET",
         url: request.url,
         nowMs,
       });
+      if (problem === "dpop_client_share_exceeded") return shareExceeded;
       if (problem !== undefined) return fail(problem, "DPoP");
     } else if (dpopScheme) {
       return fail("token_not_dpop_bound", "DPoP");

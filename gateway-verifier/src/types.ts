@@ -89,11 +89,19 @@ export interface DpopOptions {
   /** How old a proof's `iat` may be, in seconds (future skew uses `clockToleranceSeconds`). Default 60. */
   maxProofAgeSeconds?: number;
   /**
-   * Capacity of the `jti` replay cache (entries live for the proof window). Size it above the peak
-   * DPoP request rate × (maxProofAgeSeconds + clockToleranceSeconds); past it the oldest are evicted.
-   * The cache is per verifier instance. Default 100,000.
+   * Capacity of the `jti` replay cache, per verifier instance (an entry lives at most
+   * maxProofAgeSeconds + 2 × clockToleranceSeconds). A live entry is never evicted: when the cache is
+   * full, new proofs are refused (503 `dpop_replay_cache_full`) until entries expire. Size it above
+   * the peak DPoP request rate × (maxProofAgeSeconds + 2 × clockToleranceSeconds). Default 100,000.
    */
   replayCacheSize?: number;
+  /**
+   * Most replay-cache entries the proofs of one `client_id` may hold; its further proofs are refused
+   * (429 `dpop_client_share_exceeded`) until some expire, so one client cannot fill the cache for the
+   * others. Size it above one client's peak DPoP request rate × (maxProofAgeSeconds + 2 ×
+   * clockToleranceSeconds). Default a tenth of `replayCacheSize` (10,000).
+   */
+  replayCachePerClient?: number;
 }
 
 /** Options of the remote JWKS cache. */

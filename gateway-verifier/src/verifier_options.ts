@@ -47,6 +47,14 @@ export function validateOptions(options: VerifierOptions): void {
     if (value !== undefined && !isPositiveNumber(value))
       problems.push(`${name}: must be a finite number > 0`);
   }
+  const counts: [string, number | undefined][] = [
+    ["dpop.replayCacheSize", options.dpop?.replayCacheSize],
+    ["dpop.replayCachePerClient", options.dpop?.replayCachePerClient],
+  ];
+  for (const [name, value] of counts) {
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 1))
+      problems.push(`${name}: must be an integer ≥ 1`);
+  }
   if (options.rateLimit !== undefined && options.rateLimit !== false) {
     if (!isPositiveNumber(options.rateLimit.perSecond)) problems.push("rateLimit.perSecond: must be > 0");
     if (!isPositiveNumber(options.rateLimit.burst) || options.rateLimit.burst < 1)

@@ -10,6 +10,7 @@ import {
 import {
   AUDIENCE,
   accessTokenClaims,
+  countMapIteratorSteps,
   createVerifier,
   dpopProof,
   generateDpopKey,
@@ -328,52 +329,14 @@ describe("rate and burst per (client, approval)", () => {
     const refused = { allowed: false, retryAfterSeconds: 1 };
     assert.deepEqual(store.consume("hot", limit, 0), { allowed: true, retryAfterSeconds: 0 });
     const flood = 100_000;
-    // Counts every step of every Map iterator during the flood; more than 3 per new agent is a scan.
-    let steps = 0;
-    const budget = 3 * flood;
-    const originals = {
-      keys: Map.prototype.keys,
-      values: Map.prototype.values,
-      entries: Map.prototype.entries,
-      iterator: Map.prototype[Symbol.iterator],
-      forEach: Map.prototype.forEach,
-    };
-    function counting<T>(iterator: MapIterator<T>): MapIterator<T> {
-      const next = iterator.next.bind(iterator);
-      return Object.assign(iterator, {
-        next: () => {
-          steps++;
-          if (steps > budget) throw new Error(`more than ${budget} Map iterator steps: a scan`);
-          return next();
-        },
-      });
-    }
-    Map.prototype.keys = function (this: Map<unknown, unknown>) {
-      return counting(originals.keys.call(this));
-    };
-    Map.prototype.values = function (this: Map<unknown, unknown>) {
-      return counting(originals.values.call(this));
-    };
-    Map.prototype.entries = function (this: Map<unknown, unknown>) {
-      return counting(originals.entries.call(this));
-    };
-    Map.prototype[Symbol.iterator] = Map.prototype.entries;
-    Map.prototype.forEach = () => {
-      throw new Error("forEach over a Map: a scan");
-    };
+    // More than 3 Map iterator steps per new agent is a scan.
     const hotAnswers: unknown[] = [];
-    try {
+    const steps = countMapIteratorSteps(3 * flood, () => {
       for (let i = 0; i < flood; i++) {
         store.consume(`agent-${i}`, limit, 0);
         if (i % 500 === 0) hotAnswers.push(store.consume("hot", limit, 0));
       }
-    } finally {
-      Map.prototype.keys = originals.keys;
-      Map.prototype.values = originals.values;
-      Map.prototype.entries = originals.entries;
-      Map.prototype[Symbol.iterator] = originals.iterator;
-      Map.prototype.forEach = originals.forEach;
-    }
+    });
     assert.equal(store.size, 1000);
     assert.ok(steps <= flood, `${steps} iterator steps for ${flood} new agents`);
     // "hot" was used every 500 new agents (within the 1000 kept): never evicted, so still drained.
@@ -399,5 +362,124 @@ describe("rate and burst per (client, approval)", () => {
     // At t=1s "b" and "c" have refilled: dropping them loses nothing; "d" is admitted.
     assert.deepEqual(store.consume("d", limit, 1_000), allowed);
     assert.deepEqual(store.consume("d", limit, 1_000), refused);
+  });
+});
+
+describe("DPoP replay cache under a flood (fails closed, never evicts a live proof)", () => {
+  // Default maxProofAgeSeconds 60 and clockToleranceSeconds 5: a proof with iat = now is live for
+  // 65 s (Retry-After says 71 s: the longest, for an iat 5 s ahead, plus one).
+  const LIVE_MS = 65_000;
+
+  async function clients(options: Partial<VerifierOptions>) {
+    const context = await setup(options);
+    let clock = NOW_MS;
+    /** A DPoP-bound token of `clientId` and a call sending it with a fresh proof (or `proof`). */
+    async function client(clientId: string) {
+      const holder = await generateDpopKey();
+      const token = await mintToken(
+        context.key,
+        accessTokenClaims(NOW, { client_id: clientId, cnf: { jkt: holder.jkt }, exp: NOW + 600 }),
+      );
+      const proof = () => dpopProof(holder, token, { iat: Math.floor(clock / 1000) });
+      const call = async (sent?: string) =>
+        context.verifier.verify({
+          authorization: `DPoP ${token}`,
+          method: "GET",
+          url: URL_CONTACTS,
+          dpop: sent ?? (await proof()),
+        });
+      return { proof, call };
+    }
+    return {
+      client,
+      advance(ms: number) {
+        clock += ms;
+        context.advance(ms);
+      },
+    };
+  }
+
+  function outcome(result: VerifyResult): string {
+    return result.ok ? "ok" : `${result.status} ${result.reason} ${result.headers["Retry-After"] ?? "-"}`;
+  }
+
+  function tally(outcomes: string[]): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1;
+    return counts;
+  }
+
+  test("one client's 150 fresh proofs (on two keys) into a cache of 100 cannot make another client's proof replayable: past its share of 10 it is refused 429 dpop_client_share_exceeded, and its share comes back when its proofs expire", async () => {
+    const { client, advance } = await clients({ dpop: { replayCacheSize: 100 } });
+    const victim = await client("victim-agent");
+    const captured = await victim.proof();
+    assert.equal((await victim.call(captured)).ok, true);
+    // The hostile agent binds two tokens to two keys: the share is per client_id, not per key.
+    const onKeys = [await client("hostile-agent"), await client("hostile-agent")] as const;
+    const hostile = (i: number) => onKeys[i % 2 === 0 ? 0 : 1];
+    const outcomes: string[] = [];
+    for (let i = 0; i < 150; i++) outcomes.push(outcome(await hostile(i).call()));
+    assert.deepEqual(refusal(await victim.call(captured)), {
+      status: 401,
+      error: "invalid_dpop_proof",
+      reason: "dpop_proof_replayed",
+    });
+    assert.deepEqual(outcomes.slice(0, 10), Array(10).fill("ok"));
+    assert.deepEqual(tally(outcomes), { ok: 10, "429 dpop_client_share_exceeded 71": 140 });
+    const refused = await hostile(0).call();
+    assert.deepEqual(refusal(refused), {
+      status: 429,
+      error: "rate_limited",
+      reason: "dpop_client_share_exceeded",
+    });
+    assert.ok(!refused.ok);
+    assert.deepEqual(refused.headers, { "Retry-After": "71" });
+    // Other clients are unaffected meanwhile.
+    assert.equal((await victim.call()).ok, true);
+    advance(LIVE_MS);
+    assert.equal(outcome(await hostile(0).call()), "429 dpop_client_share_exceeded 71", "not yet expired");
+    advance(1);
+    const after: string[] = [];
+    for (let i = 0; i < 11; i++) after.push(outcome(await hostile(i).call()));
+    assert.deepEqual(tally(after), { ok: 10, "429 dpop_client_share_exceeded 71": 1 });
+    assert.equal(after[10], "429 dpop_client_share_exceeded 71");
+  });
+
+  test("a cache full of unexpired proofs refuses new proofs with 503 dpop_replay_cache_full rather than evict one, until they expire", async () => {
+    const { client, advance } = await clients({ dpop: { replayCacheSize: 100, replayCachePerClient: 50 } });
+    const first = await client("agent-1");
+    const captured = await first.proof();
+    assert.equal((await first.call(captured)).ok, true);
+    for (let i = 1; i < 50; i++) assert.equal((await first.call()).ok, true);
+    const second = await client("agent-2");
+    for (let i = 0; i < 50; i++) assert.equal((await second.call()).ok, true);
+    const third = await client("agent-3");
+    const refused = await third.call();
+    assert.deepEqual(refusal(refused), {
+      status: 503,
+      error: "temporarily_unavailable",
+      reason: "dpop_replay_cache_full",
+    });
+    assert.ok(!refused.ok);
+    assert.deepEqual(refused.headers, {});
+    assert.equal(refusal(await first.call(captured)).reason, "dpop_proof_replayed");
+    advance(LIVE_MS);
+    assert.equal(refusal(await third.call()).reason, "dpop_replay_cache_full", "not yet expired");
+    advance(1);
+    assert.equal((await third.call()).ok, true);
+    assert.equal(refusal(await first.call(captured)).reason, "dpop_iat_invalid", "expired, not replayable");
+  });
+
+  test("replayCacheSize and replayCachePerClient must be integers ≥ 1", () => {
+    for (const dpop of [
+      { replayCacheSize: 0 },
+      { replayCacheSize: Number.NaN },
+      { replayCachePerClient: 1.5 },
+    ]) {
+      assert.throws(
+        () => createVerifier({ issuer: ISSUER, audience: AUDIENCE, jwks: { keys: [] }, dpop }),
+        /dpop\.replayCache(Size|PerClient): must be an integer ≥ 1/,
+      );
+    }
   });
 });

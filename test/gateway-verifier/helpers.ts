@@ -202,3 +202,51 @@ export async function dpopProof(
     .setProtectedHeader({ alg: "ES256", typ: "dpop+jwt", jwk: key.publicJwk, ...header })
     .sign(key.privateKey);
 }
+
+/**
+ * Runs `work` while counting every step of every `Map` iterator (`keys`, `values`, `entries`,
+ * `for…of`); throws past `budget` steps (a scan) and on any `Map.prototype.forEach`. Returns the steps.
+ */
+export function countMapIteratorSteps(budget: number, work: () => void): number {
+  let steps = 0;
+  const originals = {
+    keys: Map.prototype.keys,
+    values: Map.prototype.values,
+    entries: Map.prototype.entries,
+    iterator: Map.prototype[Symbol.iterator],
+    forEach: Map.prototype.forEach,
+  };
+  function counting<T>(iterator: MapIterator<T>): MapIterator<T> {
+    const next = iterator.next.bind(iterator);
+    return Object.assign(iterator, {
+      next: () => {
+        steps++;
+        if (steps > budget) throw new Error(`more than ${budget} Map iterator steps: a scan`);
+        return next();
+      },
+    });
+  }
+  Map.prototype.keys = function (this: Map<unknown, unknown>) {
+    return counting(originals.keys.call(this));
+  };
+  Map.prototype.values = function (this: Map<unknown, unknown>) {
+    return counting(originals.values.call(this));
+  };
+  Map.prototype.entries = function (this: Map<unknown, unknown>) {
+    return counting(originals.entries.call(this));
+  };
+  Map.prototype[Symbol.iterator] = Map.prototype.entries;
+  Map.prototype.forEach = () => {
+    throw new Error("forEach over a Map: a scan");
+  };
+  try {
+    work();
+  } finally {
+    Map.prototype.keys = originals.keys;
+    Map.prototype.values = originals.values;
+    Map.prototype.entries = originals.entries;
+    Map.prototype[Symbol.iterator] = originals.iterator;
+    Map.prototype.forEach = originals.forEach;
+  }
+  return steps;
+}

@@ -154,7 +154,13 @@ export function createAuthenticator({
    * with a proof of that key for this request; a bound credential sent as Bearer is refused, so a
    * stolen copy alone never acts. An unbound credential sent with the DPoP scheme is refused too.
    */
-  function checkBinding(claims: JWTPayload, token: string, scheme: string, request: CredentialRequest): void {
+  function checkBinding(
+    claims: JWTPayload,
+    holder: string,
+    token: string,
+    scheme: string,
+    request: CredentialRequest,
+  ): void {
     const jkt = boundKey(claims);
     if (jkt === null) {
       throw unauthorized("invalid_token", "the token's cnf claim is malformed", "credentials_invalid");
@@ -180,6 +186,7 @@ export function createAuthenticator({
       proof: request.dpop,
       accessToken: token,
       jkt,
+      clientId: holder,
       method: request.method,
       url: `${config.issuer}${request.path}`,
       nowMs: Date.now(),
@@ -297,8 +304,14 @@ export function createAuthenticator({
     }
     const principal =
       iss === config.issuer ? await authenticateAgent(token) : await authenticateApprover(token);
+    // Whose share of the DPoP replay cache the proof counts against: one agent, or one approver.
+    const holder =
+      principal.kind === "agent"
+        ? `agent ${principal.clientId}`
+        : `approver ${principal.identity.issuer.length}:${principal.identity.issuer}${principal.identity.subject}`;
     checkBinding(
       principal.kind === "agent" ? principal.claims : principal.identity.claims,
+      holder,
       token,
       scheme,
       request,
