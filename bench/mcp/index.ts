@@ -120,6 +120,8 @@ export async function runMcpBenchmark(options: { seconds: number; connections: n
       resource: RESOURCE,
       issuer: ISSUER,
       policy: { default_scopes: ["tools:read"] },
+      // One agent drives every connection: its open-exchange cap must not refuse the load.
+      maxOpenExchangesPerClient: Math.max(16, options.connections),
       verifier: {
         jwks: { keys: [key.publicJwk] },
         rateLimit: false,

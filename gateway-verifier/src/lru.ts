@@ -16,13 +16,18 @@ export class LruCache<K, V> {
     return value;
   }
 
-  set(key: K, value: V): void {
+  /** Stores `value` under `key`; returns the entry evicted to make room, if any. */
+  set(key: K, value: V): [K, V] | undefined {
     this.#map.delete(key);
     this.#map.set(key, value);
     if (this.#map.size > this.#capacity) {
-      const oldest = this.#map.keys().next();
-      if (oldest.done !== true) this.#map.delete(oldest.value);
+      const oldest = this.#map.entries().next();
+      if (oldest.done !== true) {
+        this.#map.delete(oldest.value[0]);
+        return oldest.value;
+      }
     }
+    return undefined;
   }
 
   has(key: K): boolean {

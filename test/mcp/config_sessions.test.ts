@@ -17,8 +17,11 @@ describe("mcp-gateway config file", () => {
         revocation: { url: "http://127.0.0.1:8080/revocations", stream: true },
         rate_limit: { per_second: 5, burst: 10 },
         dpop: { required: true },
-        sessions: { max_entries: 100, idle_ttl_seconds: 60 },
+        sessions: { max_entries: 100, idle_ttl_seconds: 60, max_per_client: 5 },
         max_body_bytes: 65536,
+        max_open_exchanges: 256,
+        max_open_exchanges_per_client: 4,
+        max_connections: 512,
         upstream_headers_env: { authorization: "UPSTREAM_AUTHORIZATION" },
       },
       { UPSTREAM_AUTHORIZATION: "Bearer upstream-secret" },
@@ -29,13 +32,16 @@ describe("mcp-gateway config file", () => {
       issuer: "http://127.0.0.1:8080",
       port: 8443,
       maxBodyBytes: 65536,
+      maxOpenExchanges: 256,
+      maxOpenExchangesPerClient: 4,
+      maxConnections: 512,
       policy: { default_scopes: ["tools:read"], tools: { send_email: ["mail:send"] }, unlisted: "deny" },
       verifier: {
         rateLimit: { perSecond: 5, burst: 10 },
         revocation: { url: "http://127.0.0.1:8080/revocations", stream: true },
       },
       dpop: { required: true },
-      sessions: { maxEntries: 100, idleTtlMs: 60_000 },
+      sessions: { maxEntries: 100, idleTtlMs: 60_000, maxPerClient: 5 },
       upstreamHeaders: { authorization: "Bearer upstream-secret" },
     });
   });
@@ -114,5 +120,42 @@ describe("session bindings", () => {
     assert.equal(sessions.check("b", alice), "session_not_found");
     assert.equal(sessions.check("a", alice), "ok");
     assert.equal(sessions.check("c", alice), "ok");
+  });
+
+  test("bounded per client: past maxPerClient that client's own least recently used session is forgotten", () => {
+    const other = { clientId: "other-agent", subject: "alice" };
+    const sessions = new SessionBindings({ maxEntries: 10, maxPerClient: 2 }, () => 0);
+    sessions.bind("o1", other);
+    sessions.bind("a1", alice);
+    sessions.bind("a2", alice);
+    assert.equal(sessions.check("a1", alice), "ok", "a1 is now the more recently used");
+    sessions.bind("a3", alice);
+    assert.equal(sessions.check("a2", alice), "session_not_found");
+    for (let i = 4; i < 50; i++) sessions.bind(`a${i}`, alice);
+    assert.equal(sessions.sizeOf("billing-agent"), 2);
+    assert.equal(sessions.size, 3);
+    assert.equal(sessions.check("o1", other), "ok", "another client's session is never evicted by this one");
+    assert.equal(sessions.check("a48", alice), "ok");
+    assert.equal(sessions.check("a49", alice), "ok");
+    sessions.forget("a48");
+    sessions.forget("a49");
+    assert.equal(sessions.sizeOf("billing-agent"), 0);
+    assert.equal(sessions.size, 1);
+  });
+
+  test("evicted from the global LRU: the client's list forgets the session too", () => {
+    const sessions = new SessionBindings({ maxEntries: 2, maxPerClient: 2 }, () => 0);
+    const other = { clientId: "other-agent", subject: "alice" };
+    sessions.bind("a1", alice);
+    sessions.bind("o1", other);
+    sessions.bind("o2", other);
+    assert.equal(sessions.check("a1", alice), "session_not_found");
+    assert.equal(sessions.sizeOf("billing-agent"), 0);
+    sessions.bind("a2", alice);
+    sessions.bind("a3", alice);
+    assert.equal(sessions.check("a2", alice), "ok");
+    assert.equal(sessions.check("a3", alice), "ok");
+    assert.equal(sessions.sizeOf("billing-agent"), 2);
+    assert.equal(sessions.sizeOf("other-agent"), 0);
   });
 });

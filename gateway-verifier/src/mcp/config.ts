@@ -57,6 +57,9 @@ const KEYS = new Set<string>([
   "max_json_depth",
   "max_batch_size",
   "upstream_timeout_ms",
+  "max_open_exchanges",
+  "max_open_exchanges_per_client",
+  "max_connections",
   "upstream_headers",
   "upstream_headers_env",
   "identity_headers",
@@ -201,6 +204,9 @@ export function mcpGatewayOptionsFromConfig(
   set("maxJsonDepth", read.integer(file, "max_json_depth"));
   set("maxBatchSize", read.integer(file, "max_batch_size"));
   set("upstreamTimeoutMs", read.integer(file, "upstream_timeout_ms"));
+  set("maxOpenExchanges", read.integer(file, "max_open_exchanges"));
+  set("maxOpenExchangesPerClient", read.integer(file, "max_open_exchanges_per_client"));
+  set("maxConnections", read.integer(file, "max_connections"));
   set("identityHeaders", read.boolean(file, "identity_headers"));
   set("realm", read.string(file, "realm"));
   if (Object.keys(policy).length > 0) {
@@ -264,13 +270,15 @@ export function mcpGatewayOptionsFromConfig(
     if (age !== undefined) entry.maxProofAgeSeconds = age;
     options.dpop = entry;
   }
-  const sessions = read.object(file, "sessions", ["max_entries", "idle_ttl_seconds"]);
+  const sessions = read.object(file, "sessions", ["max_entries", "idle_ttl_seconds", "max_per_client"]);
   if (sessions !== undefined) {
     const entry: Obj = {};
     const max = read.integer(sessions, "max_entries", "sessions.max_entries");
     const ttl = read.integer(sessions, "idle_ttl_seconds", "sessions.idle_ttl_seconds");
+    const perClient = read.integer(sessions, "max_per_client", "sessions.max_per_client");
     if (max !== undefined) entry.maxEntries = max;
     if (ttl !== undefined) entry.idleTtlMs = ttl * 1000;
+    if (perClient !== undefined) entry.maxPerClient = perClient;
     options.sessions = entry;
   }
 

@@ -63,6 +63,38 @@ export interface McpGateway {
 }
 
 const ALLOW = "GET, POST, DELETE";
+
+/**
+ * Counts forwarded exchanges open at once, per client (`client_id`) and in all. `acquire` returns the
+ * release function (idempotent) or the refusal; a client's entry is removed when its count is 0, so
+ * the map holds at most `total` entries.
+ */
+class ExchangeSlots {
+  readonly #open = new Map<string, number>();
+  #total = 0;
+
+  constructor(
+    readonly maxTotal: number,
+    readonly maxPerClient: number,
+  ) {}
+
+  acquire(clientId: string): (() => void) | "client_exchange_limit" | "gateway_exchange_limit" {
+    const mine = this.#open.get(clientId) ?? 0;
+    if (mine >= this.maxPerClient) return "client_exchange_limit";
+    if (this.#total >= this.maxTotal) return "gateway_exchange_limit";
+    this.#open.set(clientId, mine + 1);
+    this.#total++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#total--;
+      const left = (this.#open.get(clientId) ?? 1) - 1;
+      if (left <= 0) this.#open.delete(clientId);
+      else this.#open.set(clientId, left);
+    };
+  }
+}
 const VISIBLE_ASCII = /^[\x20-\x7E]*$/;
 
 function positive(value: number | undefined, fallback: number, name: string, problems: string[]): number {
@@ -197,6 +229,24 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
     "upstreamTimeoutMs",
     problems,
   );
+  const maxOpenExchanges = positive(
+    options.maxOpenExchanges,
+    DEFAULTS.maxOpenExchanges,
+    "maxOpenExchanges",
+    problems,
+  );
+  const maxOpenExchangesPerClient = positive(
+    options.maxOpenExchangesPerClient,
+    DEFAULTS.maxOpenExchangesPerClient,
+    "maxOpenExchangesPerClient",
+    problems,
+  );
+  if (
+    options.sessions?.maxPerClient !== undefined &&
+    (!Number.isSafeInteger(options.sessions.maxPerClient) || options.sessions.maxPerClient < 1)
+  ) {
+    problems.push("sessions.maxPerClient must be a positive integer");
+  }
   const publicOrigin =
     options.publicOrigin === undefined ? undefined : originOf(options.publicOrigin, "publicOrigin", problems);
   const allowedOrigins = new Set(
@@ -238,8 +288,10 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
     ...(options.now ? { now: options.now } : {}),
   });
   const sessions = new SessionBindings(options.sessions, options.now);
-  const agent =
-    target.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+  // No more upstream sockets than exchanges the gateway lets through at once.
+  const agentOptions = { keepAlive: true, maxSockets: maxOpenExchanges };
+  const agent = target.protocol === "https:" ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
+  const exchanges = new ExchangeSlots(maxOpenExchanges, maxOpenExchangesPerClient);
 
   const metadata: ProtectedResourceMetadata = {
     resource,
@@ -419,21 +471,34 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
       url: `${origin}${rawUrl}`,
     });
     let bytes: Buffer | undefined;
+    let cancelled = false;
     if (httpMethod === "POST") {
-      const read = await readBody(req, maxBodyBytes, bodyTimeoutMs);
-      if (typeof read === "string") {
+      // A refused token stops the read at once: an anonymous caller never makes the gateway buffer a body.
+      const refused = new AbortController();
+      verifying.then(
+        (verdict) => {
+          if (!verdict.ok) refused.abort();
+        },
+        () => refused.abort(),
+      );
+      const read = await readBody(req, maxBodyBytes, bodyTimeoutMs, refused.signal);
+      if (read === "cancelled") {
+        cancelled = true;
+      } else if (typeof read === "string") {
         await verifying;
         if (read === "aborted") return;
         refuse(res, read, base, { headers: { connection: "close" } });
         return;
+      } else {
+        bytes = read;
       }
-      bytes = read;
     } else {
       req.resume();
     }
     const result = await verifying;
     if (!result.ok) {
-      const headers: Record<string, string> = {};
+      // The unread rest of a cancelled body cannot be skipped: the connection ends with the answer.
+      const headers: Record<string, string> = cancelled ? { connection: "close" } : {};
       if (result.headers["Retry-After"] !== undefined) headers["retry-after"] = result.headers["Retry-After"];
       if (result.status === 401 || result.status === 403) {
         headers["www-authenticate"] = challenge(
@@ -550,6 +615,19 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
       });
       return;
     }
+
+    // Before the call token is consumed: a request refused here can be retried with the same token.
+    const slot = exchanges.acquire(caller.clientId);
+    if (typeof slot === "string") {
+      refuse(res, slot, base, { headers: { "retry-after": "1" } });
+      return;
+    }
+    // Held until the response has ended or either side closed; `close` fires in every case.
+    if (res.destroyed) {
+      slot();
+      return;
+    }
+    res.once("close", slot);
 
     let extra: Record<string, string>;
     try {

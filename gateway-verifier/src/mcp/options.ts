@@ -98,6 +98,18 @@ export interface McpGatewayOptions {
   /** Time for the upstream to send response headers, in milliseconds; else 504 `upstream_timeout`. Default 60,000. */
   upstreamTimeoutMs?: number;
   /**
+   * Most forwarded exchanges open at once for one client (`client_id`): a request counts from the
+   * moment it is about to be forwarded until its response has ended or either side has closed (an SSE
+   * stream counts as long as it stays open). Past it → 429 `client_exchange_limit` with `Retry-After`.
+   * Default 16.
+   */
+  maxOpenExchangesPerClient?: number;
+  /**
+   * Most forwarded exchanges open at once in all (also the upstream agent's `maxSockets`). Past it →
+   * 429 `gateway_exchange_limit` with `Retry-After`. Default 1,024.
+   */
+  maxOpenExchanges?: number;
+  /**
    * Sent to the upstream on every forwarded request (after the agent's `Authorization` and `DPoP`
    * are removed). Security: values are secrets to the gateway and never logged. A function is called
    * per request; if it throws, the request is refused 503 `upstream_credentials_unavailable`.
@@ -143,5 +155,8 @@ export const DEFAULTS = {
   maxJsonDepth: 64,
   maxBatchSize: 32,
   upstreamTimeoutMs: 60_000,
+  maxOpenExchangesPerClient: 16,
+  maxOpenExchanges: 1_024,
+  maxConnections: 4_096,
   identityPrefix: "x-countersign-",
 } as const;

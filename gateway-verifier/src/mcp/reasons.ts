@@ -171,6 +171,20 @@ export const MCP_REASONS = {
     error: "server_error",
     description: "The request body was consumed before the MCP gateway",
   },
+  /** The client (`client_id`) already has `maxOpenExchangesPerClient` forwarded exchanges open (e.g. SSE streams). */
+  client_exchange_limit: {
+    kind: "oauth",
+    status: 429,
+    error: "rate_limited",
+    description: "Too many open requests for this client",
+  },
+  /** The gateway already has `maxOpenExchanges` forwarded exchanges open, all clients together. */
+  gateway_exchange_limit: {
+    kind: "oauth",
+    status: 429,
+    error: "temporarily_unavailable",
+    description: "Too many open requests at this gateway",
+  },
   /** The upstream MCP server could not be reached, or failed mid-response. */
   upstream_unavailable: {
     kind: "oauth",
