@@ -393,7 +393,10 @@ for (const engine of testEngines()) {
         count,
       );
       for (const row of rows) {
-        assert.deepEqual([row.event, row.reason, row.approval_id], ["token_exchange", "approval_expired", null]);
+        assert.deepEqual(
+          [row.event, row.reason, row.approval_id],
+          ["token_exchange", "approval_expired", null],
+        );
       }
     });
 
