@@ -653,6 +653,21 @@ const retentionSchema = z
         "How long a delivered or abandoned webhook delivery is kept, in days. Default 7. Pending deliveries are kept until delivered or abandoned.",
       ),
     /**
+     * How long an approval is kept after its `expires_at`, in days. Default 90 (the audit events'
+     * default, so an approval's record and its trail go together). One whose token records or revocation
+     * feed entry are still kept stays until they go. Bounds the `approvals` table to what agents may
+     * request in `approvals_days` plus the longest `ttl_seconds`.
+     */
+    approvals_days: z
+      .number()
+      .int()
+      .min(1)
+      .max(36_500)
+      .default(90)
+      .describe(
+        "How long an approval is kept after it expires, in days. Default 90 (as audit events, so an approval's record and its audit trail go together). An approval whose token records or revocation feed entry are still kept stays until they are gone. Security: this is what bounds the approvals table: an agent can request approvals at its `approvals.request_rate_limit`, and expired ones would otherwise stay forever.",
+      ),
+    /**
      * How many days of daily partitions exist ahead of today, in days. Default 7. Rows outside every
      * partition go to a default partition (and are moved out when their day's partition is created),
      * so a job that stopped running loses nothing; it only makes pruning those rows slower.
@@ -693,6 +708,7 @@ export const DEFAULT_RETENTION = {
   audit_events_days: 90,
   issued_tokens_grace_seconds: 86_400,
   webhook_deliveries_days: 7,
+  approvals_days: 90,
   partitions_ahead_days: 7,
   batch_size: 10_000,
   max_batches_per_run: 10,

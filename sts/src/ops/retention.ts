@@ -1,6 +1,6 @@
 import { type Kysely, sql } from "kysely";
 import type { RetentionConfig } from "../config/schema.js";
-import { expireLapsedPending } from "../db/approval_expiry.js";
+import { EXPIRE_BATCH, expireLapsedPending } from "../db/approval_expiry.js";
 import { exchangeRateWindowStart } from "../db/exchange_counters.js";
 import type { Database } from "../db/schema.js";
 import { type BatchLimits, deleteInBatches } from "./batched_delete.js";
@@ -29,6 +29,7 @@ export interface RetentionCounts {
     readonly issuance_rate_limits: number;
     readonly exchange_counters: number;
     readonly webhook_deliveries: number;
+    readonly approvals: number;
   };
   /** Pending approvals past their expiry set to `expired` (docs/retention.md). */
   readonly expired_pending_approvals: number;
@@ -48,8 +49,8 @@ export interface RetentionOptions {
    */
   readonly sweepOidcPayloads: (db: Kysely<Database>, now: Date, limits: BatchLimits) => Promise<number>;
   /**
-   * Rows one statement of the lapsed-approval sweep changes (default `EXPIRE_BATCH`, 1,000; the
-   * composition root passes `EXPIRE_BATCH_EMBEDDED`, 200, on PGlite).
+   * Rows one statement of the approval steps (lapsed ones set to `expired`, old ones deleted) changes
+   * (default `EXPIRE_BATCH`, 1,000; the composition root passes `EXPIRE_BATCH_EMBEDDED`, 200, on PGlite).
    */
   readonly expireBatch?: number;
 }
@@ -67,7 +68,9 @@ export interface RetentionOptions {
  *    `approval:`, `client_credentials:`), per-second exchange counters (`exchange_counters`) older than
  *    the window of `recent_exchanges_per_minute` plus {@link COUNTER_GRACE_MS}, webhook deliveries delivered or abandoned more than
  *    `webhook_deliveries_days` ago;
- * 4. in batches: pending approvals past `expires_at` are set to `expired` ({@link expireLapsedPending}).
+ * 4. in batches: pending approvals past `expires_at` are set to `expired` ({@link expireLapsedPending});
+ * 5. in batches: approvals that expired more than `approvals_days` ago are deleted, unless token
+ *    records or a revocation feed entry of theirs are still kept (those go first, by their own rules).
  *
  * Each step's failure is logged and leaves the others to run. The counts are logged at debug.
  */
@@ -147,6 +150,18 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       ...(options.expireBatch === undefined ? {} : { batchSize: options.expireBatch }),
     }),
   );
+  const approvals = await step("approvals.delete_expired", 0, () =>
+    deleteInBatches(
+      db,
+      "approvals",
+      // Every status, so approvals_status_expires_idx reads each one's expiry range.
+      sql`status in ('pending', 'approved', 'denied', 'revoked', 'expired')
+        and expires_at < ${new Date(now.getTime() - settings.approvals_days * DAY_MS).toISOString()}::timestamptz
+        and not exists (select 1 from issued_tokens t where t.approval_id = approvals.id)
+        and not exists (select 1 from revocations r where r.approval_id = approvals.id)`,
+      { batchSize: options.expireBatch ?? EXPIRE_BATCH, maxBatches: limits.maxBatches },
+    ),
+  );
   const counts: RetentionCounts = {
     partitions_created: created,
     partitions_dropped: dropped,
@@ -157,6 +172,7 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       issuance_rate_limits: counters,
       exchange_counters: exchangeCounters,
       webhook_deliveries: deliveries,
+      approvals,
     },
     expired_pending_approvals: expiredPending,
     failed,

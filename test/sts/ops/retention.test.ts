@@ -41,6 +41,7 @@ const NOTHING: RetentionCounts["deleted"] = {
   issuance_rate_limits: 0,
   exchange_counters: 0,
   webhook_deliveries: 0,
+  approvals: 0,
 };
 
 /**
@@ -339,6 +340,93 @@ for (const engine of testEngines()) {
       });
     });
 
+    test("approvals expired more than approvals_days ago are deleted, expireBatch per statement, unless token records or a feed entry of theirs are still kept", async () => {
+      await withDatabase(engine, async (db) => {
+        const old = -91 * 86_400;
+        const deletable: string[] = [];
+        for (const status of [
+          "pending",
+          "approved",
+          "denied",
+          "revoked",
+          "expired",
+          "expired",
+          "approved",
+        ] as const) {
+          deletable.push(await insertApproval(db, { status, client_id: "agent-a", ttl_seconds: old }));
+        }
+        const recent = await insertApproval(db, {
+          status: "expired",
+          client_id: "agent-a",
+          ttl_seconds: -89 * 86_400,
+        });
+        const live = await insertApproval(db, {
+          status: "approved",
+          client_id: "agent-a",
+          ttl_seconds: 3600,
+        });
+        // Its token records are kept (a longer grace than its age), and another's feed entry is.
+        const withToken = await insertApproval(db, {
+          status: "approved",
+          client_id: "agent-a",
+          ttl_seconds: old,
+        });
+        await insertToken(db, withToken, "jti-kept", new Date(Date.now() + old * 1000));
+        const inFeed = await insertApproval(db, {
+          status: "revoked",
+          client_id: "agent-a",
+          ttl_seconds: old,
+        });
+        await sql`insert into revocations (approval_id, reason, revoked_at)
+          values (${inFeed}, 'revoked', now() - interval '92 days')`.execute(db);
+        const run = () =>
+          runRetention(
+            {
+              db,
+              settings: { ...SETTINGS, issued_tokens_grace_seconds: 100 * 86_400 },
+              logger: createLogger("silent"),
+              sweepOidcPayloads: sweepExpiredPayloads,
+              expireBatch: 3,
+            },
+            new Date(),
+          );
+        const ids = async () =>
+          (await sql<{ id: string }>`select id from approvals order by id`.execute(db)).rows.map(
+            (row) => row.id,
+          );
+        // 2 statements of 3 a run (max_batches_per_run 2): 6, then the last one.
+        assert.equal((await run()).deleted.approvals, 6);
+        assert.equal((await run()).deleted.approvals, 1);
+        assert.equal((await run()).deleted.approvals, 0);
+        assert.deepEqual(await ids(), [recent, live, withToken, inFeed].sort());
+      });
+    });
+
+    test("an agent requesting approvals for 200 days at 48 a day: the table keeps approvals_days of them", async () => {
+      await withDatabase(engine, async (db) => {
+        await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
+            max_tokens, requested_by, created_at, expires_at)
+          select 'apr_flood' || lpad(i::text, 17, '0'), 'expired', 'agent-a', 'https://crm.example.test',
+            'crm:read', 'crm:read', 'a task', 10, 'agent-a', now() - (i * interval '30 minutes'),
+            now() - (i * interval '30 minutes') + interval '1 second'
+          from generate_series(0, 9999) i`.execute(db);
+        const kept = await count(db, "approvals", sql`expires_at >= now() - interval '90 days'`);
+        const counts = await runRetention(
+          {
+            db,
+            settings: { ...DEFAULT_RETENTION, max_batches_per_run: 100 },
+            logger: createLogger("silent"),
+            sweepOidcPayloads: sweepExpiredPayloads,
+          },
+          new Date(),
+        );
+        assert.equal(counts.deleted.approvals, 10_000 - kept);
+        assert.equal(await count(db, "approvals"), kept);
+        // 90 days at 48 a day, give or take the boundary.
+        assert.ok(kept >= 90 * 48 - 1 && kept <= 90 * 48 + 1, `${kept} kept`);
+      });
+    });
+
     test("pending approvals past their expiry are set to expired (lapsed_at now), expireBatch per statement, at most max_batches_per_run statements a run; live and decided ones stay", async () => {
       await withDatabase(engine, async (db) => {
         await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
@@ -535,12 +623,13 @@ test("startRetention: stop() waits for the run in progress, and nothing is sched
   }
 });
 
-test("config: retention defaults (90 days of audit, a day's grace on token records, 7 days of deliveries); bad retention keys are each named", () => {
+test("config: retention defaults (90 days of audit, a day's grace on token records, 7 days of deliveries, 90 days of expired approvals); bad retention keys are each named", () => {
   assert.deepEqual(loadConfig({}).retention, {
     interval_seconds: 10,
     audit_events_days: 90,
     issued_tokens_grace_seconds: 86_400,
     webhook_deliveries_days: 7,
+    approvals_days: 90,
     partitions_ahead_days: 7,
     batch_size: 10_000,
     max_batches_per_run: 10,
