@@ -111,15 +111,17 @@ export async function startRevocationService(
     return { expired, compacted };
   }
   function startSweep(): Promise<SweepResult> {
-    const running = sweepOnce().finally(() => {
-      sweeping = undefined;
+    const running: Promise<SweepResult> = sweepOnce().finally(() => {
+      if (sweeping === running) sweeping = undefined;
     });
     sweeping = running;
     return running;
   }
   function sweep(): Promise<SweepResult> {
+    // A queued sweep has not started yet (it may be about to, the running one just ended): join it.
+    if (queued) return queued;
     if (!sweeping) return startSweep();
-    queued ??= sweeping
+    queued = sweeping
       .catch(() => undefined)
       .then(() => {
         queued = undefined;
@@ -130,7 +132,7 @@ export async function startRevocationService(
   }
   const tick = (): void => {
     // The timer skips a beat rather than queue behind a slow sweep.
-    (sweeping ?? startSweep()).catch((error: unknown) => {
+    (sweeping ?? queued ?? startSweep()).catch((error: unknown) => {
       const now = Date.now();
       if (now - lastErrorLog > 10_000) {
         lastErrorLog = now;

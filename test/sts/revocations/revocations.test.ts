@@ -154,6 +154,13 @@ for (const engine of testEngines()) {
           results.flatMap((r) => r.expired),
           [approved],
         );
+        // A call made as a sweep ends, before the queued one has started, joins the queued one: never two
+        // sweeps at once.
+        const running = sts.app.revocations.sweep();
+        const queued = sts.app.revocations.sweep();
+        await running;
+        assert.equal(sts.app.revocations.sweep(), queued);
+        await queued;
       } finally {
         await sts.stop();
       }
