@@ -12,6 +12,7 @@ import {
   forwardAuthOptionsFromConfig,
   startForwardAuthServer,
 } from "../../../gateway-verifier/src/index.js";
+import { REPEAT_EXEMPT } from "../ops/logger.js";
 import { action, CliError, EXIT } from "./output.js";
 import {
   configWithFlags,
@@ -75,10 +76,15 @@ async function run(flags: AuthzServerFlags): Promise<void> {
       startForwardAuthServer(verifier, {
         port: 9191,
         ...options.server,
+        // An allowed request's line is bounded per agent by its rate limit; refusals (anyone can cause
+        // them) are bounded per kind, grouped by reason.
         onDecision: (decision) =>
           decision.outcome === "allow"
-            ? logger.debug({ authz: decision }, "authz allow")
-            : logger.info({ authz: decision }, "authz refuse"),
+            ? logger.debug({ [REPEAT_EXEMPT]: true, event: "authz.decision", authz: decision }, "authz allow")
+            : logger.info(
+                { event: "authz.decision", reason: decision.reason ?? null, authz: decision },
+                "authz refuse",
+              ),
       }),
     () => verifier.close(),
   );

@@ -10,6 +10,7 @@ import {
   mcpGatewayOptionsFromConfig,
   startMcpGateway,
 } from "../../../gateway-verifier/src/index.js";
+import { REPEAT_EXEMPT } from "../ops/logger.js";
 import { action, CliError, EXIT } from "./output.js";
 import {
   configWithFlags,
@@ -56,7 +57,15 @@ async function run(flags: McpGatewayFlags): Promise<void> {
     startMcpGateway({
       port: 8443,
       ...options,
-      onDecision: (decision) => logger.info({ mcp: decision }, `mcp ${decision.outcome}`),
+      // A forwarded call's line is its record, bounded per agent by its rate limit and open-exchange
+      // cap; refusals (anyone can cause them) are bounded per kind, grouped by reason.
+      onDecision: (decision) =>
+        decision.outcome === "forwarded"
+          ? logger.info({ [REPEAT_EXEMPT]: true, event: "mcp.decision", mcp: decision }, "mcp forwarded")
+          : logger.info(
+              { event: "mcp.decision", reason: decision.reason ?? null, mcp: decision },
+              "mcp refused",
+            ),
       verifier: {
         ...options.verifier,
         onBackgroundError: (error, source) =>

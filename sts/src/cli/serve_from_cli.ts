@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { InvalidArgumentError } from "commander";
 import { envSchema } from "../config/schema.js";
-import { createLogger, type Logger } from "../ops/logger.js";
+import { createLogger, flushRepeatedLines, type Logger } from "../ops/logger.js";
 import { CliError, EXIT } from "./output.js";
 
 /**
@@ -68,12 +68,15 @@ export async function startOrExit<T>(start: () => Promise<T>, cleanup: () => voi
 
 /**
  * On the first SIGTERM or SIGINT: logs `<name> stopping` with the signal, runs `stop` (finish and
- * close), then exits 0.
+ * close), writes the counts of repeated log lines left out in windows still open, then exits 0.
  */
 export function stopOnSignals(logger: Logger, name: string, stop: () => Promise<void>): void {
   const shutdown = (signal: string) => {
     logger.info({ signal }, `${name} stopping`);
-    stop().then(() => process.exit(0));
+    stop().then(() => {
+      flushRepeatedLines(logger);
+      process.exit(0);
+    });
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));

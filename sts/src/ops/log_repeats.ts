@@ -36,6 +36,14 @@ export interface SuppressedLines {
   readonly windowSeconds: number;
 }
 
+/**
+ * A key a log object may carry (`{ [REPEAT_EXEMPT]: true, … }`) to be written whatever the bound: only
+ * for lines another limit already bounds per caller (a forwarded MCP call, an allowed forward-auth
+ * request: the verifier's per-agent rate limit and the gateway's open-exchange caps). A symbol, so it
+ * never appears in the line (pino writes string keys only) and no caller's text can set it.
+ */
+export const REPEAT_EXEMPT: unique symbol = Symbol("countersign.log.repeat_exempt");
+
 /** Default {@link LogRepeatsOptions.maxGroups}. */
 export const MAX_GROUPS = 256;
 
@@ -93,6 +101,7 @@ export class LogRepeats {
    */
   admit(level: number, msg: unknown, fields: unknown): boolean {
     const object = typeof fields === "object" && fields !== null ? (fields as Record<string, unknown>) : {};
+    if ((object as { [REPEAT_EXEMPT]?: unknown })[REPEAT_EXEMPT] === true) return true;
     const text = part(msg) ?? "";
     const event = part(object.event);
     const reason = part(object.reason);

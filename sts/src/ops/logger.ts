@@ -1,5 +1,8 @@
 import pino, { type DestinationStream, type Level, type Logger } from "pino";
-import { LogRepeats, type LogRepeatsOptions } from "./log_repeats.js";
+import { LogRepeats, type LogRepeatsOptions, REPEAT_EXEMPT } from "./log_repeats.js";
+
+export { REPEAT_EXEMPT };
+
 import { safeJsonText } from "./safe_text.js";
 
 export type { Logger };

@@ -11,11 +11,12 @@ const MAX_REPEATS = 20;
  * 10 seconds; the rest are counted, and the count is written when the window ends or the STS stops.
  */
 describe("an anonymous flood of refused requests", () => {
-  test(`${FLOOD} refusals at the approval API and ${FLOOD} at the token endpoint write ${MAX_REPEATS} lines of each kind, then one count each`, async () => {
+  test(`${FLOOD} refusals at the approval API and ${FLOOD} at the token endpoint write ${MAX_REPEATS} lines of each kind per 10 s, the rest counted`, async () => {
     const sts = await startTestApp({ engine: "pglite", env: { LOG_MAX_REPEATS: String(MAX_REPEATS) } });
     let stopped = false;
     try {
       const before = sts.logs.lines.length;
+      const started = Date.now();
       for (let i = 0; i < FLOOD; i++) {
         const response = await fetch(`${sts.url}/approvals?status=pending`, {
           headers: { authorization: "Bearer not-a-jwt" },
@@ -30,36 +31,35 @@ describe("an anonymous flood of refused requests", () => {
         assert.equal(token.status, 401);
         assert.equal(token.body.error, "invalid_client");
       }
-      const written = sts.logs.lines.slice(before).map((line) => JSON.parse(line) as Record<string, unknown>);
-      const kinds = new Map<string, number>();
-      for (const line of written) {
-        const kind = `${line.msg} ${line.reason ?? ""}`;
-        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-      }
-      assert.deepEqual(Object.fromEntries(kinds), {
-        "approval api refusal credentials_invalid": MAX_REPEATS,
-        "client authentication failed client_auth_failed": MAX_REPEATS,
-      });
+      // Each kind's windows are 10 s from its first line; a slow machine may span more than one.
+      const windows = Math.ceil((Date.now() - started) / 10_000) + 1;
       await sts.stop();
       stopped = true;
-      const summaries = sts.logs.lines
-        .map((line) => JSON.parse(line) as Record<string, unknown>)
-        .filter((line) => line.event === "log.repeats_suppressed")
-        .map((line) => [line.repeated, line.suppressed]);
-      assert.deepEqual(summaries, [
-        [
-          { msg: "approval api refusal", event: "approval.list", reason: "credentials_invalid" },
-          FLOOD - MAX_REPEATS,
-        ],
-        [
-          {
-            msg: "client authentication failed",
-            event: "token.client_auth",
-            reason: "client_auth_failed",
-          },
-          FLOOD - MAX_REPEATS,
-        ],
-      ]);
+      const lines = sts.logs.lines.slice(before).map((line) => JSON.parse(line) as Record<string, unknown>);
+      const kinds = [
+        { msg: "approval api refusal", event: "approval.list", reason: "credentials_invalid" },
+        { msg: "client authentication failed", event: "token.client_auth", reason: "client_auth_failed" },
+      ];
+      for (const kind of kinds) {
+        const written = lines.filter((line) => line.msg === kind.msg && line.reason === kind.reason).length;
+        const suppressed = lines
+          .filter(
+            (line) =>
+              line.event === "log.repeats_suppressed" &&
+              JSON.stringify(line.repeated) === JSON.stringify(kind),
+          )
+          .reduce((sum, line) => sum + Number(line.suppressed), 0);
+        assert.ok(written >= MAX_REPEATS && written <= MAX_REPEATS * windows, `${written} ${kind.msg} lines`);
+        // Every refusal is either a line or counted in a summary: nothing is lost, nothing counted twice.
+        assert.equal(written + suppressed, FLOOD, kind.msg);
+      }
+      // Nothing else was logged per request.
+      const others = lines.filter(
+        (line) =>
+          line.event !== "log.repeats_suppressed" &&
+          !kinds.some((kind) => line.msg === kind.msg && line.reason === kind.reason),
+      );
+      assert.ok(others.length <= 20, JSON.stringify(others.slice(0, 3)));
     } finally {
       if (!stopped) await sts.stop();
     }

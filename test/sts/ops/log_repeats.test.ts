@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { createLogger, flushRepeatedLines } from "../../../sts/src/ops/logger.js";
+import { createLogger, flushRepeatedLines, REPEAT_EXEMPT } from "../../../sts/src/ops/logger.js";
 import { LogCapture } from "../../helpers/app.js";
 
 /** A clock and timers the test moves by hand. */
@@ -107,6 +107,33 @@ describe("repeated log lines are bounded", () => {
     // Once their windows have ended, idle kinds make room for new ones.
     logger.info({ reason: "fresh" }, "client request refused");
     assert.equal(parsed(capture).at(-1)?.reason, "fresh");
+  });
+
+  test("a line marked REPEAT_EXEMPT (bounded elsewhere) is always written, and the mark never shows in it", () => {
+    const time = manualTime();
+    const capture = new LogCapture();
+    const logger = createLogger("info", capture, { maxRepeats: 2, now: time.now, timers: time.timers });
+    for (let i = 0; i < 5; i++)
+      logger.info({ [REPEAT_EXEMPT]: true, event: "mcp.decision", n: i }, "mcp forwarded");
+    for (let i = 0; i < 5; i++)
+      logger.info({ event: "mcp.decision", reason: "token_missing" }, "mcp refused");
+    // A string key of the same name is a caller's text, not the mark.
+    for (let i = 0; i < 5; i++) logger.info({ [String(REPEAT_EXEMPT)]: true, event: "x" }, "not exempt");
+    assert.deepEqual(
+      parsed(capture).map((line) => [line.msg, line.n ?? null]),
+      [
+        ["mcp forwarded", 0],
+        ["mcp forwarded", 1],
+        ["mcp forwarded", 2],
+        ["mcp forwarded", 3],
+        ["mcp forwarded", 4],
+        ["mcp refused", null],
+        ["mcp refused", null],
+        ["not exempt", null],
+        ["not exempt", null],
+      ],
+    );
+    for (const line of capture.lines.slice(0, 5)) assert.ok(!line.includes("repeat_exempt"), line);
   });
 
   test("a reason or message of any length is kept to 200 characters in the summary", () => {
