@@ -9,6 +9,9 @@ import { boundedDetailJson } from "./audit_log.js";
  */
 export const REFUSAL_WINDOW_SECONDS = 10;
 
+/** How long after its expiry a refusal naming a human-decided approval is still recorded under it. */
+export const ATTRIBUTION_AFTER_EXPIRY = "1 day";
+
 /** A refused request, as the token endpoint's grants account for it. */
 export interface Refusal {
   /** The grant, e.g. `token_exchange`. */
@@ -22,12 +25,13 @@ export interface Refusal {
    */
   readonly actor?: string | null;
   /**
-   * The approval the request named, as the caller wrote it. Recorded only while it has not expired,
-   * and for an agent only when it is an approval of `clientId`: a caller can never write into another
-   * agent's approval's audit trail. An approver (who may act on any approval) needs no ownership. Not
-   * yet expired is what bounds the rows: an agent has at most its pending cap of such approvals plus
-   * those a human decided, whereas it can make expired ones at its request rate, and a loop naming
-   * each in turn would otherwise add a row per request.
+   * The approval the request named, as the caller wrote it. For an agent, recorded only when it is an
+   * approval of `clientId`: a caller can never write into another agent's approval's audit trail (an
+   * approver, who may act on any approval, needs no ownership). And only while it is live, or a human
+   * decided it and it expired less than {@link ATTRIBUTION_AFTER_EXPIRY} ago (using an approval past its
+   * expiry is what an investigator looks for). That is what bounds the rows: an agent has at most its
+   * pending cap of live approvals plus those humans decided, whereas it can make lapsed ones at its
+   * request rate, and a loop naming each in turn would otherwise add a row per request.
    */
   readonly claimedApprovalId: string | null;
   /** Non-secret detail, stored bounded ({@link boundedDetailJson}). */
@@ -50,13 +54,15 @@ export async function recordRefusal(
   const { event, reason, clientId, claimedApprovalId } = refusal;
   const actor = refusal.actor ?? clientId;
   const named = claimedApprovalId !== null && APPROVAL_ID_PATTERN.test(claimedApprovalId);
+  const attributable = sql`(a.expires_at > now()
+    or (a.decided_at is not null and a.expires_at > now() - ${ATTRIBUTION_AFTER_EXPIRY}::interval))`;
   const approvalId = !named
     ? sql`null`
     : clientId !== null
       ? sql`(select a.id from approvals a
-          where a.id = ${claimedApprovalId} and a.client_id = ${clientId} and a.expires_at > now())`
+          where a.id = ${claimedApprovalId} and a.client_id = ${clientId} and ${attributable})`
       : actor !== null
-        ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId} and a.expires_at > now())`
+        ? sql`(select a.id from approvals a where a.id = ${claimedApprovalId} and ${attributable})`
         : sql`null`;
   const window = sql`${windowSeconds}::integer`;
   await sql`

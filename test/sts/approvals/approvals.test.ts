@@ -696,8 +696,9 @@ for (const engine of testEngines()) {
         assert.ok(ids.includes(wasPending.id) && ids.includes(wasApproved.id));
         const pendingList = await api<{ approvals: ApprovalJson[] }>("GET", "/approvals?limit=200", alice);
         assert.ok(!pendingList.body.approvals.some((a) => a.id === wasPending.id));
-        // Refusals are recorded under an approval only while it has not expired (what bounds the rows a
-        // caller naming one expired approval after another can add): these are alice's, under none.
+        // Past its expiry, a refusal is recorded under an approval only if a human decided it (for a day):
+        // an agent can make lapsed ones at its request rate and name each in turn. So alice's refusals
+        // of the lapsed pending approval are under none, her refusal to revoke the approved one under it.
         assert.deepEqual(
           (await auditFor(wasPending.id)).filter((e) => e.outcome === "refused"),
           [],
@@ -711,7 +712,7 @@ for (const engine of testEngines()) {
         assert.deepEqual([...new Set(counted.map((row) => `${row.event} ${row.approval_id}`))].sort(), [
           "approval.approve null",
           "approval.deny null",
-          "approval.revoke null",
+          `approval.revoke ${wasApproved.id}`,
         ]);
       });
 

@@ -359,11 +359,29 @@ for (const engine of testEngines()) {
       );
     });
 
-    test("an agent naming each of its own 300 expired approvals in turn: counted under none, so the rows stay a handful", async () => {
+    test("an agent using its approved approval after it expired: the refusal is recorded under it (a human decided it)", async () => {
+      const approved = await insertApproval(sts.handle.db, { client_id: MALLORY.id, ttl_seconds: -60 });
+      const answer = await exchange(
+        sts.url,
+        { subject_token: await subjectToken(), authorization_details: agentTask(approved) },
+        MALLORY,
+      );
+      assert.equal(answer.status, 400);
+      assert.equal(answer.body.error, "invalid_grant");
+      const under = await sql<{ event: string; reason: string; occurrences: number }>`
+        select event, reason, occurrences from audit_events
+        where approval_id = ${approved} and outcome = 'refused'`.execute(sts.handle.db);
+      assert.deepEqual(under.rows, [{ event: "token_exchange", reason: "approval_expired", occurrences: 1 }]);
+    });
+
+    test("an agent naming each of its own 300 lapsed approvals in turn: counted under none, so the rows stay a handful", async () => {
       const count = 300;
       const expired: string[] = [];
       for (let i = 0; i < count; i++) {
-        expired.push(await insertApproval(sts.handle.db, { client_id: MALLORY.id, ttl_seconds: -60 }));
+        // Requested and never decided: what an agent can make at its request rate.
+        expired.push(
+          await insertApproval(sts.handle.db, { client_id: MALLORY.id, status: "pending", ttl_seconds: -60 }),
+        );
       }
       const before = (await rowsOf(MALLORY.id)).length;
       const started = Date.now();
