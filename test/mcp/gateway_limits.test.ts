@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { createServer, type IncomingMessage, request, type Server } from "node:http";
+import { Agent, createServer, type IncomingMessage, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -192,8 +192,9 @@ describe("MCP gateway bounds (static keys, frozen clock)", () => {
     }
   });
 
-  test("a refused token is answered before its body arrives: 401 with Connection: close, the body is never awaited", async () => {
+  test("a refused token is answered before its body arrives (401, no Connection: close); the rest is discarded and the connection serves the next request", async () => {
     const upstream = await holdingUpstream();
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     try {
       const gateway = await start(upstream.url, { bodyTimeoutMs: 10_000 });
       const url = `${gateway.url}/mcp`;
@@ -210,37 +211,108 @@ describe("MCP gateway bounds (static keys, frozen clock)", () => {
           body: (await response.json()) as Record<string, unknown>,
         };
       };
-      for (const [authorization, reason] of [
-        [undefined, "missing_token"],
-        ["Bearer not-a-jwt", "malformed_token"],
-      ] as const) {
-        const expected = await complete(authorization);
-        assert.equal(expected.status, 401);
-        assert.equal(expected.body.reason, reason);
+      const expected = {
+        missing: await complete(undefined),
+        malformed: await complete("Bearer not-a-jwt"),
+      };
+      assert.equal(expected.missing.status, 401);
+      assert.equal(expected.missing.body.reason, "missing_token");
+      assert.equal(expected.malformed.status, 401);
+      assert.equal(expected.malformed.body.reason, "malformed_token");
 
-        // 500,000 bytes announced (under max_body_bytes), 16 sent, the body left open.
+      let connections = 0;
+      gateway.server.on("connection", () => connections++);
+      const post = (authorization: string | undefined, length: number) => {
         const req = request(url, {
           method: "POST",
-          agent: false,
+          agent,
           headers: {
             "content-type": "application/json",
-            "content-length": "500000",
+            "content-length": String(length),
             ...(authorization ? { authorization } : {}),
           },
         });
         req.on("error", () => undefined);
-        req.write('{"jsonrpc":"2.0"');
-        const [response] = (await once(req, "response")) as [IncomingMessage];
-        assert.equal(req.writableEnded, false, "the request body is still open");
-        assert.equal(response.statusCode, 401);
-        assert.equal(response.headers.connection, "close");
-        assert.equal(response.headers["www-authenticate"], expected.challenge);
-        assert.deepEqual(await jsonOf(response), expected.body);
-        // The gateway ends the connection although the body was never finished.
-        if (!req.socket?.destroyed) await once(req.socket as NonNullable<typeof req.socket>, "close");
-        assert.equal(upstream.state.gets, 0);
-      }
+        return req;
+      };
+
+      // 500,000 bytes announced (under max_body_bytes), 16 sent, the body left open.
+      const first = post("Bearer not-a-jwt", 500_000);
+      const head = '{"jsonrpc":"2.0"';
+      first.write(head);
+      const [response] = (await once(first, "response")) as [IncomingMessage];
+      assert.equal(first.writableEnded, false, "the request body is still open: nothing was awaited");
+      assert.equal(response.statusCode, 401);
+      assert.equal(response.headers.connection, "keep-alive");
+      assert.equal(response.headers["www-authenticate"], expected.malformed.challenge);
+      assert.deepEqual(await jsonOf(response), expected.malformed.body);
+      const firstSocket = first.socket;
+      const firstPort = firstSocket?.localPort;
+
+      // The rest of the declared body is sent; the gateway discards it and keeps the connection: the
+      // next request (queued by the one-socket agent until the first is done) is answered on it.
+      first.end(Buffer.alloc(500_000 - head.length, 0x20));
+      const second = post(undefined, 2);
+      second.end("{}");
+      const [answer] = (await once(second, "response")) as [IncomingMessage];
+      assert.equal(second.socket, firstSocket, "the second request is sent on the first one's connection");
+      assert.equal(second.socket?.localPort, firstPort);
+      assert.equal(connections, 1);
+      assert.equal(answer.statusCode, 401);
+      assert.equal(answer.headers["www-authenticate"], expected.missing.challenge);
+      assert.deepEqual(await jsonOf(answer), expected.missing.body);
+      assert.equal(upstream.state.gets, 0);
     } finally {
+      agent.destroy();
+      await upstream.close();
+    }
+  });
+
+  test("a refused token's discarded body is bounded: past max_body_bytes, or not ended within body_timeout_ms, the connection is closed after the 401", async () => {
+    const upstream = await holdingUpstream();
+    // A keep-alive client: the gateway, not the client's `Connection: close`, ends the connection.
+    const agent = new Agent({ keepAlive: true });
+    try {
+      // A chunked body that goes on past max_body_bytes (1,024) after the 401.
+      const bounded = await start(upstream.url, { maxBodyBytes: 1024, bodyTimeoutMs: 600_000 });
+      const chunked = request(`${bounded.url}/mcp`, {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", authorization: "Bearer not-a-jwt" },
+      });
+      chunked.on("error", () => undefined);
+      chunked.write('{"jsonrpc":"2.0"');
+      const [response] = (await once(chunked, "response")) as [IncomingMessage];
+      assert.equal(response.statusCode, 401);
+      assert.equal(response.headers.connection, "keep-alive");
+      assert.equal((await jsonOf(response)).reason, "malformed_token");
+      const socket = chunked.socket as NonNullable<typeof chunked.socket>;
+      assert.equal(socket.destroyed, false);
+      const closed = new Promise((resolve) => socket.once("close", resolve));
+      chunked.write(Buffer.alloc(2048, 0x20));
+      await closed;
+      assert.equal(chunked.writableEnded, false, "the gateway ended the connection, not the client");
+
+      // A body under the bound that never ends: closed once body_timeout_ms has passed.
+      const slow = await start(upstream.url, { bodyTimeoutMs: 1000 });
+      slow.server.keepAliveTimeout = 0; // Only body_timeout_ms can end this connection.
+      const open = request(`${slow.url}/mcp`, {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": "1000" },
+      });
+      open.on("error", () => undefined);
+      open.write('{"jsonrpc":"2.0"');
+      const [refused] = (await once(open, "response")) as [IncomingMessage];
+      assert.equal(refused.statusCode, 401);
+      assert.equal(refused.headers.connection, "keep-alive");
+      assert.equal((await jsonOf(refused)).reason, "missing_token");
+      const stalled = open.socket as NonNullable<typeof open.socket>;
+      if (!stalled.destroyed) await new Promise((resolve) => stalled.once("close", resolve));
+      assert.equal(open.writableEnded, false);
+      assert.equal(upstream.state.gets, 0);
+    } finally {
+      agent.destroy();
       await upstream.close();
     }
   });

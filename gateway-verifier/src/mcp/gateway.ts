@@ -471,9 +471,10 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
       url: `${origin}${rawUrl}`,
     });
     let bytes: Buffer | undefined;
-    let cancelled = false;
     if (httpMethod === "POST") {
-      // A refused token stops the read at once: an anonymous caller never makes the gateway buffer a body.
+      // A refused token stops buffering at once: an anonymous caller never makes the gateway buffer a
+      // body. The rest is discarded as it arrives (bounded by maxBodyBytes and bodyTimeoutMs) so that
+      // the refusal is answered at once on a connection that stays usable.
       const refused = new AbortController();
       verifying.then(
         (verdict) => {
@@ -482,23 +483,23 @@ export function createMcpGateway(options: McpGatewayOptions): McpGateway {
         () => refused.abort(),
       );
       const read = await readBody(req, maxBodyBytes, bodyTimeoutMs, refused.signal);
-      if (read === "cancelled") {
-        cancelled = true;
-      } else if (typeof read === "string") {
+      if (typeof read !== "string") {
+        bytes = read;
+      } else if (read !== "cancelled") {
+        // Too large or too slow (or gone): the client misbehaved, the unread rest ends the connection.
         await verifying;
         if (read === "aborted") return;
         refuse(res, read, base, { headers: { connection: "close" } });
         return;
-      } else {
-        bytes = read;
       }
     } else {
       req.resume();
     }
     const result = await verifying;
     if (!result.ok) {
-      // The unread rest of a cancelled body cannot be skipped: the connection ends with the answer.
-      const headers: Record<string, string> = cancelled ? { connection: "close" } : {};
+      // No `Connection: close`: the rest of a cancelled body is being discarded, and closing with
+      // bytes unread could reset the connection before the client reads this challenge.
+      const headers: Record<string, string> = {};
       if (result.headers["Retry-After"] !== undefined) headers["retry-after"] = result.headers["Retry-After"];
       if (result.status === 401 || result.status === 403) {
         headers["www-authenticate"] = challenge(
