@@ -69,8 +69,9 @@ export interface RetentionOptions {
  *    the window of `recent_exchanges_per_minute` plus {@link COUNTER_GRACE_MS}, webhook deliveries delivered or abandoned more than
  *    `webhook_deliveries_days` ago;
  * 4. in batches: pending approvals past `expires_at` are set to `expired` ({@link expireLapsedPending});
- * 5. in batches: approvals that expired more than `approvals_days` ago are deleted, unless token
- *    records or a revocation feed entry of theirs are still kept (those go first, by their own rules).
+ * 5. in batches: approvals that expired more than `approvals_days` ago (and longer ago than their
+ *    token records are kept) are deleted, unless token records or a revocation feed entry of theirs
+ *    are still there (those go first, by their own rules).
  *
  * Each step's failure is logged and leaves the others to run. The counts are logged at debug.
  */
@@ -150,13 +151,22 @@ export async function runRetention(options: RetentionOptions, now: Date): Promis
       ...(options.expireBatch === undefined ? {} : { batchSize: options.expireBatch }),
     }),
   );
+  // Token records are kept until `exp` + grace (and up to a day more, a partition at a time), and a
+  // token never outlives its approval: approvals older than that have none left, so a longer token
+  // grace than `approvals_days` does not make every run re-read approvals still blocked by them.
+  const approvalsCutoff = new Date(
+    Math.min(
+      now.getTime() - settings.approvals_days * DAY_MS,
+      now.getTime() - settings.issued_tokens_grace_seconds * 1000 - DAY_MS,
+    ),
+  );
   const approvals = await step("approvals.delete_expired", 0, () =>
     deleteInBatches(
       db,
       "approvals",
       // Every status, so approvals_status_expires_idx reads each one's expiry range.
       sql`status in ('pending', 'approved', 'denied', 'revoked', 'expired')
-        and expires_at < ${new Date(now.getTime() - settings.approvals_days * DAY_MS).toISOString()}::timestamptz
+        and expires_at < ${approvalsCutoff.toISOString()}::timestamptz
         and not exists (select 1 from issued_tokens t where t.approval_id = approvals.id)
         and not exists (select 1 from revocations r where r.approval_id = approvals.id)`,
       { batchSize: options.expireBatch ?? EXPIRE_BATCH, maxBatches: limits.maxBatches },

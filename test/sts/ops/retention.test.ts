@@ -365,13 +365,13 @@ for (const engine of testEngines()) {
           client_id: "agent-a",
           ttl_seconds: 3600,
         });
-        // Its token records are kept (a longer grace than its age), and another's feed entry is.
+        // One still has a token record (an hour from exp), another a feed entry.
         const withToken = await insertApproval(db, {
           status: "approved",
           client_id: "agent-a",
           ttl_seconds: old,
         });
-        await insertToken(db, withToken, "jti-kept", new Date(Date.now() + old * 1000));
+        await insertToken(db, withToken, "jti-kept", new Date(Date.now() + HOUR));
         const inFeed = await insertApproval(db, {
           status: "revoked",
           client_id: "agent-a",
@@ -383,7 +383,7 @@ for (const engine of testEngines()) {
           runRetention(
             {
               db,
-              settings: { ...SETTINGS, issued_tokens_grace_seconds: 100 * 86_400 },
+              settings: SETTINGS,
               logger: createLogger("silent"),
               sweepOidcPayloads: sweepExpiredPayloads,
               expireBatch: 3,
@@ -399,6 +399,31 @@ for (const engine of testEngines()) {
         assert.equal((await run()).deleted.approvals, 1);
         assert.equal((await run()).deleted.approvals, 0);
         assert.deepEqual(await ids(), [recent, live, withToken, inFeed].sort());
+      });
+    });
+
+    test("with token records kept longer than approvals_days, approvals wait for them: the cutoff is their grace plus a day", async () => {
+      await withDatabase(engine, async (db) => {
+        const at91 = await insertApproval(db, {
+          status: "expired",
+          client_id: "agent-a",
+          ttl_seconds: -91 * 86_400,
+        });
+        await insertApproval(db, { status: "expired", client_id: "agent-a", ttl_seconds: -102 * 86_400 });
+        const counts = await runRetention(
+          {
+            db,
+            settings: { ...SETTINGS, issued_tokens_grace_seconds: 100 * 86_400 },
+            logger: createLogger("silent"),
+            sweepOidcPayloads: sweepExpiredPayloads,
+          },
+          new Date(),
+        );
+        assert.equal(counts.deleted.approvals, 1);
+        assert.deepEqual(
+          (await sql<{ id: string }>`select id from approvals`.execute(db)).rows.map((row) => row.id),
+          [at91],
+        );
       });
     });
 
