@@ -88,9 +88,16 @@ export function signatureCheck(key: KeyObject, alg: JwsAlgorithm): SignatureChec
   const options = spec.pss
     ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }
     : { key, padding: constants.RSA_PKCS1_PADDING };
+  // RFC 8017 §8.1.2 and §8.2.2, step 1: a signature is exactly k octets (the modulus's length).
+  // OpenSSL also accepts one with its leading zero octets left out, which would give a token a second
+  // spelling (1 in 256 signatures starts with a zero octet).
+  const length = Math.ceil((details?.modulusLength ?? 0) / 8);
   return {
-    inline: (data, signature) => cryptoVerify(hash, data, options, signature),
-    threadpool: (data, signature, done) => cryptoVerify(hash, data, options, signature, done),
+    inline: (data, signature) => signature.length === length && cryptoVerify(hash, data, options, signature),
+    threadpool(data, signature, done) {
+      if (signature.length !== length) done(null, false);
+      else cryptoVerify(hash, data, options, signature, done);
+    },
   };
 }
 

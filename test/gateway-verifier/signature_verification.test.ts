@@ -202,6 +202,31 @@ for (const [alg, family] of [
   });
 }
 
+for (const alg of ["PS256", "RS256"] as const) {
+  test(`${alg}: a signature whose leading zero octet is left out (another spelling of the same number) is refused in both modes`, async () => {
+    const pair = await generateKeyPair(alg, { modulusLength: 2048, extractable: true });
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: "k", alg, use: "sig" };
+    // About 1 signature in 256 starts with a zero octet; RS256 is deterministic, so vary the claims.
+    let token: string | undefined;
+    for (let i = 0; i < 5_000 && token === undefined; i++) {
+      const signed = await new SignJWT(accessTokenClaims(NOW, { jti: `jti-${i}` }))
+        .setProtectedHeader({ alg, typ: "at+jwt", kid: "k" })
+        .sign(pair.privateKey);
+      const dot = signed.lastIndexOf(".");
+      const signature = Buffer.from(signed.slice(dot + 1), "base64url");
+      if (signature[0] === 0)
+        token = `${signed.slice(0, dot)}.${signature.subarray(1).toString("base64url")}`;
+    }
+    assert.ok(token !== undefined, "no signature with a leading zero octet in 5,000");
+    for (const mode of MODES) {
+      const verifier = verifierFor(mode, [jwk], { algorithms: [alg], cache: false });
+      await verifier.ready();
+      assert.deepEqual(outcome(await verifier.verify(request(token))), refused("invalid_signature"), mode);
+      verifier.close();
+    }
+  });
+}
+
 test("a well-signed payload that is not JSON is malformed in both modes, a badly signed one invalid", async () => {
   const key = await generateSigningKey("key-1");
   const input = `${b64url({ alg: "ES256", typ: "at+jwt", kid: key.kid })}.${b64url("not json")}`;
