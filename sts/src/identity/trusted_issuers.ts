@@ -17,6 +17,7 @@ import {
 import { hasControlCharacter, isStorableText } from "../db/text.js";
 import type { Logger } from "../ops/logger.js";
 import type { DevIssuer } from "./dev_issuer.js";
+import { exactSignatureLength } from "./exact_signature_length.js";
 import { createBoundedRemoteJWKSet } from "./remote_jwks.js";
 
 /** What an identity token is presented as (`id_jag`: an ID-JAG redeemed with the jwt-bearer grant). */
@@ -218,7 +219,7 @@ export function createTrustedIssuers(
       const { config } = entry;
       let claims: JWTPayload;
       try {
-        ({ payload: claims } = await jwtVerify(token, entry.keys, {
+        ({ payload: claims } = await jwtVerify(token, exactSignatureLength(entry.keys), {
           issuer: config.issuer,
           audience: config.audience,
           algorithms: config.algorithms ?? DEFAULT_ALGORITHMS,
