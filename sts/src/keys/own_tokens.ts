@@ -1,4 +1,5 @@
 import { createLocalJWKSet, type JSONWebKeySet, type JWTPayload, jwtVerify } from "jose";
+import { exactSignatureLength } from "../identity/exact_signature_length.js";
 import type { SigningKeyMaterial } from "./signing_keys.js";
 
 /** Verifies access tokens this STS issued (RFC 9068 `at+jwt`), against its own published keys. */
@@ -15,7 +16,10 @@ export function createOwnTokenVerifier(
   issuer: string,
   keys: readonly SigningKeyMaterial[],
 ): OwnTokenVerifier {
-  const jwks = createLocalJWKSet({ keys: keys.map((key) => key.publicJwk) } as JSONWebKeySet);
+  // PS256 keys (keys.signing_alg) need the exact-length check: see exactSignatureLength.
+  const jwks = exactSignatureLength(
+    createLocalJWKSet({ keys: keys.map((key) => key.publicJwk) } as JSONWebKeySet),
+  );
   const algorithms = [...new Set(keys.map((key) => key.alg))];
   return {
     async verify(token, { audience }) {
