@@ -15,9 +15,9 @@ import {
   type TrustedIssuerConfig,
 } from "../config/schema.js";
 import { hasControlCharacter, isStorableText } from "../db/text.js";
+import { exactSignatureLength } from "../oauth/exact_signature_length.js";
 import type { Logger } from "../ops/logger.js";
 import type { DevIssuer } from "./dev_issuer.js";
-import { exactSignatureLength } from "./exact_signature_length.js";
 import { createBoundedRemoteJWKSet } from "./remote_jwks.js";
 
 /** What an identity token is presented as (`id_jag`: an ID-JAG redeemed with the jwt-bearer grant). */

@@ -1,5 +1,5 @@
 import { createLocalJWKSet, type JSONWebKeySet, type JWTPayload, jwtVerify } from "jose";
-import { exactSignatureLength } from "../identity/exact_signature_length.js";
+import { exactSignatureLength } from "../oauth/exact_signature_length.js";
 import type { SigningKeyMaterial } from "./signing_keys.js";
 
 /** Verifies access tokens this STS issued (RFC 9068 `at+jwt`), against its own published keys. */
