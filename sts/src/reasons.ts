@@ -301,6 +301,15 @@ export const REASONS = {
     approvals: invalidToken,
     meaning: "the DPoP proof does not fit the token or the request",
   },
+  dpop_client_share_exceeded: {
+    approvals: { status: 429, error: "slow_down" },
+    meaning:
+      "the caller's DPoP proofs fill its share of the proof replay cache (a tenth); Retry-After says when they have expired",
+  },
+  dpop_replay_cache_full: {
+    approvals: unavailable,
+    meaning: "the DPoP proof replay cache is full of unexpired proofs (fail closed); Retry-After",
+  },
   credentials_missing_scope: {
     approvals: insufficientScope,
     meaning: "an agent token without approvals:request",

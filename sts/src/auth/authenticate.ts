@@ -35,7 +35,9 @@ export type AuthRefusalReason =
   | "approver_claim_missing"
   | "role_agent_required"
   | "role_approver_required"
-  | "issuer_keys_unavailable";
+  | "issuer_keys_unavailable"
+  | "dpop_client_share_exceeded"
+  | "dpop_replay_cache_full";
 
 /** A caller of the approval API: an agent (OAuth client) or a human approver. */
 export type Principal =
@@ -47,6 +49,11 @@ export interface AuthenticatorDependencies {
   readonly config: Config;
   readonly ownTokens: OwnTokenVerifier;
   readonly trustedIssuers: TrustedIssuers;
+  /**
+   * The DPoP proof replay cache's bounds (tests make them small). Default the verifier's: 100,000
+   * proofs, a tenth of them per caller.
+   */
+  readonly dpopReplay?: { readonly size: number; readonly perCaller: number };
 }
 
 /** The parts of an HTTP request that carry its credentials. */
@@ -143,11 +150,16 @@ export function createAuthenticator({
   config,
   ownTokens,
   trustedIssuers,
+  dpopReplay,
 }: AuthenticatorDependencies): Authenticator {
   const audience = approvalsResource(config.issuer);
   const clients = new Set(config.clients.map((client) => client.client_id));
 
-  const dpop = new DpopChecker({}, 5);
+  const dpop = new DpopChecker(
+    dpopReplay ? { replayCacheSize: dpopReplay.size, replayCachePerClient: dpopReplay.perCaller } : {},
+    5,
+  );
+  const retryAfter = { "Retry-After": String(dpop.shareRetryAfterSeconds) };
 
   /**
    * RFC 9449 §7.1: a credential bound to a key (`cnf.jkt`) is accepted only as `Authorization: DPoP`
@@ -191,6 +203,26 @@ export function createAuthenticator({
       url: `${config.issuer}${request.path}`,
       nowMs: Date.now(),
     });
+    // The replay cache refuses rather than forgets a live proof: those two refusals are about load,
+    // not the credential, so they are 429 and 503 with Retry-After (a client keeps its token).
+    if (reason === "dpop_client_share_exceeded") {
+      throw new ApiError<AuthRefusalReason>(
+        429,
+        "slow_down",
+        "too many DPoP proofs from this caller in the proof window; retry later",
+        reason,
+        retryAfter,
+      );
+    }
+    if (reason === "dpop_replay_cache_full") {
+      throw new ApiError<AuthRefusalReason>(
+        503,
+        "temporarily_unavailable",
+        "the DPoP proof replay cache is full; retry later",
+        reason,
+        retryAfter,
+      );
+    }
     if (reason !== undefined) {
       throw unauthorized(
         "invalid_token",

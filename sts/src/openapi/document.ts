@@ -54,8 +54,8 @@ const ERROR_TEXT: Record<number, string> = {
   409: "State conflict (`invalid_state`), e.g. approving a denied approval",
   413: "The body exceeds 64 KiB",
   415: "The body is not application/json in UTF-8",
-  429: "Per agent: too many requests (`slow_down`) or too many pending approvals (`too_many_pending`), with `Retry-After`",
-  503: "The database is unavailable (`temporarily_unavailable`), with `Retry-After`",
+  429: "Too many requests (`slow_down`), with `Retry-After`: per agent, new approval requests or pending approvals (`too_many_pending`, `POST /approvals`); per DPoP-bound caller, proofs past its share of the proof replay cache",
+  503: "The database is unavailable, or the DPoP proof replay cache is full (`temporarily_unavailable`), with `Retry-After`",
 };
 
 function errors(...statuses: number[]): Record<string, JsonObject> {
@@ -218,7 +218,7 @@ function decision(
       requestBody: { required: false, content: json(ref(body)) },
       responses: {
         "200": { description: "The approval after the decision", content: json(ref("Approval")) },
-        ...errors(400, 401, 403, 404, 409, 413, 415, 503),
+        ...errors(400, 401, 403, 404, 409, 413, 415, 429, 503),
       },
     },
   };
@@ -310,7 +310,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
           ],
           responses: {
             "200": { description: "A page of approvals", content: json(ref("ApprovalList")) },
-            ...errors(400, 401, 403, 503),
+            ...errors(400, 401, 403, 429, 503),
           },
         },
       },
@@ -323,7 +323,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): JsonObject {
           parameters: [idParameter],
           responses: {
             "200": { description: "The approval", content: json(ref("Approval")) },
-            ...errors(401, 403, 404, 503),
+            ...errors(401, 403, 404, 429, 503),
           },
         },
       },
