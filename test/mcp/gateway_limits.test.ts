@@ -120,7 +120,7 @@ describe("MCP gateway bounds (static keys, frozen clock)", () => {
     for (const gateway of running) await gateway.close();
   });
 
-  test("open exchanges are capped per client and in all (429 + Retry-After); a closed stream frees its slot", async () => {
+  test("open exchanges are capped per client (429) and in all (503), with Retry-After; a closed stream frees its slot", async () => {
     const upstream = await holdingUpstream();
     const streams: IncomingMessage[] = [];
     try {
@@ -155,7 +155,7 @@ describe("MCP gateway bounds (static keys, frozen clock)", () => {
         streams.push(response);
       }
       const full = await openStream(url, c);
-      assert.equal(full.statusCode, 429);
+      assert.equal(full.statusCode, 503);
       assert.equal(full.headers["retry-after"], "1");
       assert.deepEqual(await jsonOf(full), {
         error: "temporarily_unavailable",

@@ -106,7 +106,7 @@ export interface McpGatewayOptions {
   maxOpenExchangesPerClient?: number;
   /**
    * Most forwarded exchanges open at once in all (also the upstream agent's `maxSockets`). Past it →
-   * 429 `gateway_exchange_limit` with `Retry-After`. Default 1,024.
+   * 503 `gateway_exchange_limit` with `Retry-After` (the gateway is busy, not this client). Default 1,024.
    */
   maxOpenExchanges?: number;
   /**

@@ -181,7 +181,7 @@ export const MCP_REASONS = {
   /** The gateway already has `maxOpenExchanges` forwarded exchanges open, all clients together. */
   gateway_exchange_limit: {
     kind: "oauth",
-    status: 429,
+    status: 503,
     error: "temporarily_unavailable",
     description: "Too many open requests at this gateway",
   },
