@@ -66,9 +66,20 @@ async function withDatabase(
   }
 }
 
-function retentionAt(db: Kysely<Database>, now: Date, settings: RetentionConfig = SETTINGS) {
+function retentionAt(
+  db: Kysely<Database>,
+  now: Date,
+  settings: RetentionConfig = SETTINGS,
+  expireBatch?: number,
+) {
   return runRetention(
-    { db, settings, logger: createLogger("silent"), sweepOidcPayloads: sweepExpiredPayloads },
+    {
+      db,
+      settings,
+      logger: createLogger("silent"),
+      sweepOidcPayloads: sweepExpiredPayloads,
+      ...(expireBatch === undefined ? {} : { expireBatch }),
+    },
     now,
   );
 }
@@ -316,15 +327,7 @@ for (const engine of testEngines()) {
         for (const [client, second] of rows)
           await sql`insert into exchange_counters (client_id, iat_second, exchanges)
             values (${client}, ${second}, 5)`.execute(db);
-        const run = await runRetention(
-          {
-            db,
-            settings: { ...SETTINGS, batch_size: 10 },
-            logger: createLogger("silent"),
-            sweepOidcPayloads: sweepExpiredPayloads,
-          },
-          now,
-        );
+        const run = await retentionAt(db, now, { ...SETTINGS, batch_size: 10 });
         assert.deepEqual(run.deleted, { ...NOTHING, exchange_counters: 3 });
         assert.deepEqual(run.failed, []);
         const left = await sql<{ client_id: string; iat_second: string }>`
@@ -379,17 +382,7 @@ for (const engine of testEngines()) {
         });
         await sql`insert into revocations (approval_id, reason, revoked_at)
           values (${inFeed}, 'revoked', now() - interval '92 days')`.execute(db);
-        const run = () =>
-          runRetention(
-            {
-              db,
-              settings: SETTINGS,
-              logger: createLogger("silent"),
-              sweepOidcPayloads: sweepExpiredPayloads,
-              expireBatch: 3,
-            },
-            new Date(),
-          );
+        const run = () => retentionAt(db, new Date(), SETTINGS, 3);
         const ids = async () =>
           (await sql<{ id: string }>`select id from approvals order by id`.execute(db)).rows.map(
             (row) => row.id,
@@ -410,15 +403,10 @@ for (const engine of testEngines()) {
           ttl_seconds: -91 * 86_400,
         });
         await insertApproval(db, { status: "expired", client_id: "agent-a", ttl_seconds: -102 * 86_400 });
-        const counts = await runRetention(
-          {
-            db,
-            settings: { ...SETTINGS, issued_tokens_grace_seconds: 100 * 86_400 },
-            logger: createLogger("silent"),
-            sweepOidcPayloads: sweepExpiredPayloads,
-          },
-          new Date(),
-        );
+        const counts = await retentionAt(db, new Date(), {
+          ...SETTINGS,
+          issued_tokens_grace_seconds: 100 * 86_400,
+        });
         assert.equal(counts.deleted.approvals, 1);
         assert.deepEqual(
           (await sql<{ id: string }>`select id from approvals`.execute(db)).rows.map((row) => row.id),
@@ -436,15 +424,7 @@ for (const engine of testEngines()) {
             now() - (i * interval '30 minutes') + interval '1 second'
           from generate_series(0, 9999) i`.execute(db);
         const kept = await count(db, "approvals", sql`expires_at >= now() - interval '90 days'`);
-        const counts = await runRetention(
-          {
-            db,
-            settings: { ...DEFAULT_RETENTION, max_batches_per_run: 100 },
-            logger: createLogger("silent"),
-            sweepOidcPayloads: sweepExpiredPayloads,
-          },
-          new Date(),
-        );
+        const counts = await retentionAt(db, new Date(), { ...DEFAULT_RETENTION, max_batches_per_run: 100 });
         assert.equal(counts.deleted.approvals, 10_000 - kept);
         assert.equal(await count(db, "approvals"), kept);
         // 90 days at 48 a day, give or take the boundary.
@@ -468,17 +448,7 @@ for (const engine of testEngines()) {
               select status, count(*)::int as n, count(lapsed_at)::int as lapsed from approvals
               group by status order by status`.execute(db)
           ).rows;
-        const run = () =>
-          runRetention(
-            {
-              db,
-              settings: SETTINGS,
-              logger: createLogger("silent"),
-              sweepOidcPayloads: sweepExpiredPayloads,
-              expireBatch: 3,
-            },
-            new Date(),
-          );
+        const run = () => retentionAt(db, new Date(), SETTINGS, 3);
         // 2 statements of 3 a run (max_batches_per_run 2): 6, then the last one.
         assert.equal((await run()).expired_pending_approvals, 6);
         assert.deepEqual(await statuses(), [
