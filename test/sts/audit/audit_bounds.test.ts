@@ -367,7 +367,10 @@ for (const engine of testEngines()) {
         MALLORY,
       );
       assert.equal(answer.status, 400);
-      assert.equal(answer.body.error, "invalid_grant");
+      assert.deepEqual(answer.body, {
+        error: "invalid_grant",
+        error_description: "the approval has expired",
+      });
       const under = await sql<{ event: string; reason: string; occurrences: number }>`
         select event, reason, occurrences from audit_events
         where approval_id = ${approved} and outcome = 'refused'`.execute(sts.handle.db);
@@ -399,7 +402,10 @@ for (const engine of testEngines()) {
       const seconds = (Date.now() - started) / 1000;
       for (const answer of answers) {
         assert.equal(answer.status, 400);
-        assert.equal(answer.body.error, "invalid_grant");
+        assert.deepEqual(answer.body, {
+          error: "invalid_grant",
+          error_description: "the approval has expired",
+        });
       }
       const rows = (await rowsOf(MALLORY.id)).slice(before);
       assert.ok(
