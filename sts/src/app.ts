@@ -374,12 +374,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
         draining = true;
         revocations.drain();
       },
+      // What the start opened, closed in reverse order: the retention job, key maintenance, webhooks,
+      // revocations, then the database (when the app opened it).
       close: async () => {
-        await retention.stop();
-        keyMaintenance.stop();
-        await webhooks.close();
-        await revocations.close();
-        if (ownsDatabase) await database.close();
+        for (const close of [...opened].reverse()) await close();
         flushRepeatedLines(logger);
       },
     };
