@@ -7,6 +7,7 @@ import { readBody } from "./body.js";
 import { type CallTokenStore, createMemoryCallTokenStore } from "./call_tokens.js";
 import { canonicalResourceUri, PRM_WELL_KNOWN, resourceMetadataUrl, resourcePath } from "./canonical.js";
 import { type ChallengeContext, challenge, schemeOf } from "./challenges.js";
+import { ExchangeSlots } from "./exchange_slots.js";
 import { argumentsDigest, numbersAreCanonical } from "./jcs.js";
 import { type JsonRpcBody, type JsonRpcId, type JsonRpcMessage, parseJsonRpcBody } from "./jsonrpc.js";
 import { checkMirroredHeaders } from "./mirrored_headers.js";
@@ -64,37 +65,6 @@ export interface McpGateway {
 
 const ALLOW = "GET, POST, DELETE";
 
-/**
- * Counts forwarded exchanges open at once, per client (`client_id`) and in all. `acquire` returns the
- * release function (idempotent) or the refusal; a client's entry is removed when its count is 0, so
- * the map holds at most `total` entries.
- */
-class ExchangeSlots {
-  readonly #open = new Map<string, number>();
-  #total = 0;
-
-  constructor(
-    readonly maxTotal: number,
-    readonly maxPerClient: number,
-  ) {}
-
-  acquire(clientId: string): (() => void) | "client_exchange_limit" | "gateway_exchange_limit" {
-    const mine = this.#open.get(clientId) ?? 0;
-    if (mine >= this.maxPerClient) return "client_exchange_limit";
-    if (this.#total >= this.maxTotal) return "gateway_exchange_limit";
-    this.#open.set(clientId, mine + 1);
-    this.#total++;
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
-      this.#total--;
-      const left = (this.#open.get(clientId) ?? 1) - 1;
-      if (left <= 0) this.#open.delete(clientId);
-      else this.#open.set(clientId, left);
-    };
-  }
-}
 const VISIBLE_ASCII = /^[\x20-\x7E]*$/;
 
 function positive(value: number | undefined, fallback: number, name: string, problems: string[]): number {
