@@ -147,15 +147,20 @@ for (const engine of testEngines()) {
         claimedApprovalId: null,
         detail: { error: "authorization_pending" },
       };
-      // The same key's row of the previous 10-second window, as a refusal then would have left it.
-      await sql`insert into audit_events
-          (at, event, outcome, reason, client_id, actor, occurrences, last_at, window_seconds)
-        values (to_timestamp(floor(extract(epoch from now()) / 10) * 10 - 10), 'token_exchange', 'refused',
-          'approval_pending', 'window-agent', 'window-agent', 7, now() - interval '10 seconds', 10)`.execute(
-        handle.db,
-      );
-      await recordRefusal(handle.db, refusal);
-      await recordRefusal(handle.db, refusal);
+      // One transaction: now() is its start for every statement, so the refusals land in the window
+      // after the inserted row's however slowly they run (a 10 s boundary passing between the statements
+      // put them 20 s after it, or in two rows).
+      await handle.db.transaction().execute(async (trx) => {
+        // The same key's row of the previous 10-second window, as a refusal then would have left it.
+        await sql`insert into audit_events
+            (at, event, outcome, reason, client_id, actor, occurrences, last_at, window_seconds)
+          values (to_timestamp(floor(extract(epoch from now()) / 10) * 10 - 10), 'token_exchange', 'refused',
+            'approval_pending', 'window-agent', 'window-agent', 7, now() - interval '10 seconds', 10)`.execute(
+          trx,
+        );
+        await recordRefusal(trx, refusal);
+        await recordRefusal(trx, refusal);
+      });
       const rows = await sql<{ at: Date; occurrences: number }>`
         select at, occurrences from audit_events where client_id = 'window-agent' order by at`.execute(
         handle.db,
