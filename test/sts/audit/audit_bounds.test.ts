@@ -20,6 +20,7 @@ import {
 } from "../../helpers/app.js";
 import { createTestDatabase, type TestDatabase, testEngines } from "../../helpers/database.js";
 import { agentTask, exchange, insertApproval } from "../../helpers/exchange.js";
+import { windowsTouched } from "../../helpers/refusal_windows.js";
 
 const CRM = "https://crm.example.test";
 const OWNER = { id: "billing-agent", secret: TEST_SECRET };
@@ -47,11 +48,6 @@ async function flood<T>(count: number, parallel: number, send: () => Promise<T>)
     answers.push(...(await Promise.all(Array.from({ length: Math.min(parallel, count - sent) }, send))));
   }
   return answers;
-}
-
-/** Most rows `seconds` of refusals of one key may take: one per window they touch. */
-function windowsTouched(seconds: number): number {
-  return Math.ceil(seconds / REFUSAL_WINDOW_SECONDS) + 1;
 }
 
 test("boundedDetailJson: 40 KB of request text is cut to at most 512 bytes, ending in …; too many members are left out and marked", () => {
