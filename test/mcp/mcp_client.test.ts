@@ -220,8 +220,10 @@ describe("@countersign/mcp-client: SDK client + approvals + token exchange throu
     });
     const revoked = await api(`/approvals/${id}/revoke`, "POST", { reason: "enough" });
     assert.equal(revoked.status, 200);
+    // The gateway learns of the revocation from the STS's stream: a bounded wait (at least 10 s, for the
+    // run; not a latency bound).
     let refusal: unknown;
-    for (let i = 0; i < 200 && refusal === undefined; i++) {
+    for (let i = 0; i < 1000 && refusal === undefined; i++) {
       refusal = await client.callTool({ name: "echo", arguments: { text: "again" } }).then(
         () => undefined,
         (error: unknown) => error,

@@ -320,7 +320,8 @@ for (const engine of testEngines()) {
         });
         streamsFullSchema.strict().parse(body);
         a.close();
-        for (let i = 0; i < 50 && sts.app.revocations.hub.size > 1; i++) {
+        // Bounded wait (10 s) for the server to see the closed stream and free its slot.
+        for (let i = 0; i < 500 && sts.app.revocations.hub.size > 1; i++) {
           await new Promise((resolve) => setTimeout(resolve, 20));
         }
         const c = await openStream(`${sts.url}/revocations/stream`);

@@ -172,8 +172,10 @@ describe("on real Postgres, two instances", () => {
             n: number;
           }>`select count(*)::int as n from pg_stat_activity
            where application_name = 'countersign-listen' and datname = current_database()`;
+          // Each instance opens its LISTEN connection in the background after its start: a bounded wait
+          // for both (bounds the run, 10 s; a loaded machine may take longer than the 2 s this was).
           let connected = 0;
-          for (let i = 0; i < 100 && connected < 2; i++) {
+          for (let i = 0; i < 500 && connected < 2; i++) {
             connected = (await listeners.execute(b.handle.db)).rows[0]?.n ?? 0;
             if (connected < 2) await new Promise((resolve) => setTimeout(resolve, 20));
           }
