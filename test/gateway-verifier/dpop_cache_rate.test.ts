@@ -182,7 +182,8 @@ describe("verified-token cache", () => {
       reason: "rate_limited",
     });
     sts.revoke("appr_123");
-    await new Promise((r) => setTimeout(r, 100));
+    // The background poll (every 20 ms) picks it up; a fixed pause was too short on a slow machine.
+    await sts.caughtUp();
     assert.equal(refusal(await verify(["crm:read"])).reason, "approval_revoked");
     context.verifier.close();
     await sts.close();

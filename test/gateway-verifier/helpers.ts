@@ -170,6 +170,17 @@ export async function startFakeSts(initialKeys: JWK[] = [], port = 0) {
         cursor: String(state.revocations.length + 1),
       });
     },
+    /**
+     * Waits until a verifier polling this feed holds every entry revoked so far: it asks for the feed
+     * after the last entry's cursor only once it has applied the pages up to it. Bounded (10 s) for the
+     * run, not as a latency bound: the caller's assertion then says what was missing.
+     */
+    async caughtUp(): Promise<void> {
+      const asked = `/revocations?after=${state.revocations.at(-1)?.cursor ?? "0"}`;
+      for (let i = 0; i < 1000 && !server.requests.includes(asked); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
   };
 }
 

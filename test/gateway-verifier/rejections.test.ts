@@ -317,7 +317,9 @@ describe("gateway verifier: every rejection has its exact status, error and reas
     sts.revoke("appr_other");
     sts.revoke("appr_revoked");
     sts.revoke("appr_third");
-    await new Promise((r) => setTimeout(r, 150));
+    // The background poll (every 20 ms, two pages) picks them up; a fixed pause was too short on a slow
+    // machine.
+    await sts.caughtUp();
     const result = await verify(token);
     assertRefused(result, invalidToken("approval_revoked"));
     assert.equal(
