@@ -13,6 +13,14 @@ import {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Waits until `condition` holds, bounded (20 s) for the run: the phases below end on what the load has
+ * done, not after fixed pauses a slow machine can outlast.
+ */
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !condition(); i++) await sleep(10);
+}
+
 test("key rotation at the STS: a gateway under steady load sees zero failures", async () => {
   const oldKey = await generateSigningKey("key-old");
   const newKey = await generateSigningKey("key-new");
@@ -30,6 +38,8 @@ test("key rotation at the STS: a gateway under steady load sees zero failures", 
   let running = true;
   const failures: string[] = [];
   const verifiedBy = new Map<string, number>();
+  /** The kid of each agent's current token. */
+  const holding: string[] = [];
 
   async function agent(id: number): Promise<void> {
     let token = "";
@@ -41,6 +51,7 @@ test("key rotation at the STS: a gateway under steady load sees zero failures", 
         tokenKid = signer.kid;
         const now = Math.floor(Date.now() / 1000);
         token = await mintToken(signer, accessTokenClaims(now, { client_id: `agent-${id}` }));
+        holding[id] = tokenKid;
       }
       requests++;
       const result = await verifier.verify({
@@ -54,15 +65,21 @@ test("key rotation at the STS: a gateway under steady load sees zero failures", 
   }
 
   const agents = Array.from({ length: 8 }, (_, i) => agent(i));
-  await sleep(500);
+  const count = (kid: string) => verifiedBy.get(kid) ?? 0;
+  await until(() => count("key-old") > 50 || failures.length > 0);
   // Rotation, worst case: the next key is published and used at once (no pre-publication lead time).
   sts.state.keys = [oldKey.publicJwk, newKey.publicJwk];
   signer = newKey;
-  await sleep(700);
-  // Every token signed by the old key has been replaced; the STS drops it.
+  await until(
+    () =>
+      (holding.length === 8 && holding.every((kid) => kid === "key-new") && count("key-new") > 50) ||
+      failures.length > 0,
+  );
+  // Every token signed by the old key has been replaced; the STS drops it. Under load, until the
+  // verifier has fetched the JWKS twice since (a refresh starts only once the one before it has ended).
   sts.state.keys = [newKey.publicJwk];
   const jwksFetchesBeforeDrop = sts.requests.length;
-  await sleep(700);
+  await until(() => sts.requests.length >= jwksFetchesBeforeDrop + 2 || failures.length > 0);
   running = false;
   await Promise.all(agents);
 
