@@ -32,7 +32,9 @@ async function gateway(key: SigningKey, keyPrefix: string): Promise<{ verifier: 
     issuer: ISSUER,
     audience: AUDIENCE,
     jwks: { keys: [key.publicJwk] },
-    rateLimit: { perSecond: 0.5, burst: 5 },
+    // The Redis store's fixed window is burst / perSecond = 100 s: the test's requests fall in one window
+    // however slowly a loaded machine runs them (the counts below are exact).
+    rateLimit: { perSecond: 0.05, burst: 5 },
     rateLimitStore: createRedisRateLimitStore({ client, keyPrefix }),
   });
   await verifier.ready();
@@ -61,7 +63,7 @@ describe("Redis rate-limit store (real redis-server)", () => {
       assert.ok(!refused.ok);
       assert.equal(refused.reason, "rate_limited");
       const retryAfter = Number(refused.headers["Retry-After"]);
-      assert.ok(retryAfter >= 1 && retryAfter <= 10, `Retry-After ${retryAfter}`);
+      assert.ok(retryAfter >= 1 && retryAfter <= 100, `Retry-After ${retryAfter}`);
 
       // 40 concurrent requests, half through each instance, with two tokens of the same approval.
       const t1 = await mintToken(key, accessTokenClaims(now, { approval_id: "par" }));
