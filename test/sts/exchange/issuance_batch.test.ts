@@ -14,13 +14,14 @@ import { createTestDatabase, type TestDatabase, testEngines } from "../../helper
 import { insertApproval } from "../../helpers/exchange.js";
 
 /** A request to issue a crm:read token for alice under `approval`, as the exchange grant builds it. */
+let tick = 0;
 function issueRequest(
   approval: Approval,
   jti: string,
   auditDetail: Record<string, unknown> = {},
   limits?: LimitTake,
 ): IssueRequest {
-  const now = Date.now();
+  const now = Date.now() + tick++;
   return {
     record: {
       jti,
@@ -125,11 +126,13 @@ for (const engine of testEngines()) {
       const approval = await approvalRow(approvalId);
       const store = createIssuanceStore(handle.db, handle.pool);
       const request = (jti: string) => issueRequest(approval, jti);
-      // The same jti twice in one call violates issued_tokens' primary key: the whole call rolls back.
+      // The same token twice in one call violates issued_tokens' primary key (exp, jti): the whole call
+      // rolls back. One request object, so both carry the same exp (two builds a millisecond apart don't).
+      const duplicate = request(`${approvalId}-b`);
       const settled = await Promise.allSettled([
         store.issue(request(`${approvalId}-a`)),
-        store.issue(request(`${approvalId}-b`)),
-        store.issue(request(`${approvalId}-b`)),
+        store.issue(duplicate),
+        store.issue(duplicate),
       ]);
       assert.equal(settled[0]?.status, "fulfilled");
       assert.deepEqual(
