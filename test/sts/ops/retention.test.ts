@@ -417,18 +417,25 @@ for (const engine of testEngines()) {
 
     test("an agent requesting approvals for 200 days at 48 a day: the table keeps approvals_days of them", async () => {
       await withDatabase(engine, async (db) => {
+        // One instant for the rows, the count and the run: with the database's now() at the insert and a
+        // later one at the count, the row expiring 90 days and 1 s before the insert was counted kept or
+        // not depending on whether a second passed between the statements, while the run, later still,
+        // deleted it.
+        const now = new Date();
+        const at = now.toISOString();
         await sql`insert into approvals (id, status, client_id, resource, scope, requested_scope, task,
             max_tokens, requested_by, created_at, expires_at)
           select 'apr_flood' || lpad(i::text, 17, '0'), 'expired', 'agent-a', 'https://crm.example.test',
-            'crm:read', 'crm:read', 'a task', 10, 'agent-a', now() - (i * interval '30 minutes'),
-            now() - (i * interval '30 minutes') + interval '1 second'
+            'crm:read', 'crm:read', 'a task', 10, 'agent-a', ${at}::timestamptz - (i * interval '30 minutes'),
+            ${at}::timestamptz - (i * interval '30 minutes') + interval '1 second'
           from generate_series(0, 9999) i`.execute(db);
-        const kept = await count(db, "approvals", sql`expires_at >= now() - interval '90 days'`);
-        const counts = await retentionAt(db, new Date(), { ...DEFAULT_RETENTION, max_batches_per_run: 100 });
+        const cutoff = new Date(now.getTime() - DEFAULT_RETENTION.approvals_days * DAY).toISOString();
+        const kept = await count(db, "approvals", sql`expires_at >= ${cutoff}::timestamptz`);
+        // 90 days at 48 a day, and the one that expired a second after the cutoff.
+        assert.equal(kept, 90 * 48 + 1);
+        const counts = await retentionAt(db, now, { ...DEFAULT_RETENTION, max_batches_per_run: 100 });
         assert.equal(counts.deleted.approvals, 10_000 - kept);
         assert.equal(await count(db, "approvals"), kept);
-        // 90 days at 48 a day, give or take the boundary.
-        assert.ok(kept >= 90 * 48 - 1 && kept <= 90 * 48 + 1, `${kept} kept`);
       });
     });
 
