@@ -190,6 +190,7 @@ for (const engine of testEngines()) {
         .select(["event", "outcome", "reason"])
         .where("approval_id", "=", id)
         .where("event", "=", "client_credentials")
+        .orderBy("id")
         .execute();
       assert.deepEqual(
         audit.map((row) => [row.outcome, row.reason]),

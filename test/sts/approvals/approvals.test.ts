@@ -306,7 +306,16 @@ for (const engine of testEngines()) {
 
       const bad: [string, () => Promise<string> | string, string][] = [
         ["garbage", () => "not-a-jwt", "the Bearer token is not a JWT"],
-        ["a tampered agent token", () => `${billing.slice(0, -4)}AAAA`, "the access token is invalid"],
+        [
+          "a tampered agent token",
+          // The signature's first character changed: all six of its bits are signature bits (the last
+          // four characters set to AAAA left the bytes as they were for 1 signature in 2^20).
+          () => {
+            const at = billing.lastIndexOf(".") + 1;
+            return `${billing.slice(0, at)}${billing[at] === "A" ? "B" : "A"}${billing.slice(at + 1)}`;
+          },
+          "the access token is invalid",
+        ],
         [
           "an expired approver token",
           () => sts.app.services.devIssuer!.mint({ sub: "alice", usage: "approver", ttlSeconds: -120 }),

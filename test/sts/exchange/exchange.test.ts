@@ -154,10 +154,22 @@ for (const engine of testEngines()) {
       });
       assert.equal(status, 200);
       assert.equal(body.scope, "crm:read crm:write");
+      // The whole seconds left of the approval when the STS minted it, from what it signed (iat) and the
+      // stored expiry, not from the test's clock: a slow exchange leaves fewer of the 120 s.
+      const { iat, exp } = decodeJwt(body.access_token as string) as { iat: number; exp: number };
+      const { expires_at } = await sts.handle.db
+        .selectFrom("approvals")
+        .select("expires_at")
+        .where("id", "=", approvalId)
+        .executeTakeFirstOrThrow();
+      const left = (nowMs: number) => Math.floor((expires_at.getTime() - nowMs) / 1000);
+      // Minted at some millisecond of second iat.
       assert.ok(
-        (body.expires_in as number) <= 120 && (body.expires_in as number) >= 118,
-        String(body.expires_in),
+        body.expires_in === left(iat * 1000) || body.expires_in === left(iat * 1000 + 999),
+        `expires_in ${String(body.expires_in)}, iat ${iat}, approval expiry ${expires_at.toISOString()}`,
       );
+      assert.ok((body.expires_in as number) < 120);
+      assert.equal(exp, iat + (body.expires_in as number));
     });
 
     test("audience works as the target too", async () => {
