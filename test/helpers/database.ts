@@ -65,8 +65,17 @@ function pgliteTemplate(): Promise<Blob> {
   return template;
 }
 
+/** Options of {@link createTestDatabase}. */
+export interface TestDatabaseOptions {
+  /** Postgres only: create the database with this ICU locale as its collation (e.g. `en-US`), not C. */
+  readonly icuLocale?: string;
+}
+
 /** Creates an isolated database on `engine`. Postgres databases are named `cs_test_<random>`. */
-export async function createTestDatabase(engine: TestEngine): Promise<TestDatabase> {
+export async function createTestDatabase(
+  engine: TestEngine,
+  options: TestDatabaseOptions = {},
+): Promise<TestDatabase> {
   if (engine === "pglite") {
     return {
       engine,
@@ -79,7 +88,14 @@ export async function createTestDatabase(engine: TestEngine): Promise<TestDataba
   const base = process.env.DATABASE_URL;
   if (!base) throw new Error("DATABASE_URL is not set");
   const name = `cs_test_${randomBytes(6).toString("hex")}`;
-  await adminQuery(`create database ${name}`);
+  if (options.icuLocale !== undefined && !/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(options.icuLocale)) {
+    throw new Error(`not an ICU locale: ${options.icuLocale}`);
+  }
+  await adminQuery(
+    options.icuLocale === undefined
+      ? `create database ${name}`
+      : `create database ${name} template template0 locale_provider icu icu_locale '${options.icuLocale}'`,
+  );
   const url = new URL(base);
   url.pathname = `/${name}`;
   return {

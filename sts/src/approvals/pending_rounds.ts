@@ -60,7 +60,10 @@ export interface RankedPage {
   readonly read: number;
 }
 
-/** Whether `entry` comes after `position` within one round: older, or as old with a smaller id. */
+/**
+ * Whether `entry` comes after `position` within one round: older, or as old with a smaller id. Ids
+ * compare by code unit, as `read` orders them (SQL's `collate "C"`: approval ids are ASCII).
+ */
 function isOlder(
   entry: Pick<SnapshotEntry, "createdAt" | "id">,
   position: Pick<RoundPosition, "createdAt" | "id">,

@@ -275,7 +275,9 @@ export async function rankPendingPage(
  * first page's first read), the snapshot is this statement's `now()`: then no approval can have been
  * decided or expired since, and only pending ones are read (approvals_pending_newest_idx). Otherwise
  * those decided since (approvals_decided_idx) or set to `expired` by the retention job since
- * (approvals_lapsed_idx) are read back in.
+ * (approvals_lapsed_idx) are read back in. Ids compare with the `C` collation, whatever the database's:
+ * the page's position is also compared in the application, by code unit (pending_rounds.ts `isOlder`),
+ * and both must agree or a page skips approvals.
  */
 async function readSnapshotOlder(
   db: Db,
@@ -285,13 +287,13 @@ async function readSnapshotOlder(
 ) {
   const at = snapshot === undefined ? sql<Date>`now()` : sql<Date>`${snapshot}::timestamptz`;
   const older = before
-    ? sql`and (a.created_at, a.id) < (${before.createdAt}::timestamptz, ${before.id})`
+    ? sql`and (a.created_at, a.id collate "C") < (${before.createdAt}::timestamptz, ${before.id} collate "C")`
     : sql``;
   const pending = sql`
-    select a.id, a.client_id, a.created_at, a.expires_at > now() as live, ${at} as snapshot
+    select a.id collate "C" as id, a.client_id, a.created_at, a.expires_at > now() as live, ${at} as snapshot
     from approvals a
     where a.status = 'pending' and a.created_at <= ${at} and a.expires_at > ${at} ${older}
-    order by a.created_at desc, a.id desc
+    order by a.created_at desc, a.id collate "C" desc
     limit ${count}`;
   if (snapshot === undefined) {
     const { rows } = await sql<SnapshotRow>`${pending}`.execute(db);
@@ -302,17 +304,17 @@ async function readSnapshotOlder(
   const { rows } = await sql<SnapshotRow>`
     (${pending})
     union all
-    (select a.id, a.client_id, a.created_at, false as live, ${at} as snapshot
+    (select a.id collate "C" as id, a.client_id, a.created_at, false as live, ${at} as snapshot
       from approvals a
       where a.decided_at > ${at} and a.status <> 'pending'
         and a.created_at <= ${at} and a.expires_at > ${at} ${older}
-      order by a.created_at desc, a.id desc
+      order by a.created_at desc, a.id collate "C" desc
       limit ${count})
     union all
-    (select a.id, a.client_id, a.created_at, false as live, ${at} as snapshot
+    (select a.id collate "C" as id, a.client_id, a.created_at, false as live, ${at} as snapshot
       from approvals a
       where a.lapsed_at > ${at} and a.created_at <= ${at} and a.expires_at > ${at} ${older}
-      order by a.created_at desc, a.id desc
+      order by a.created_at desc, a.id collate "C" desc
       limit ${count})
     order by created_at desc, id desc
     limit ${count}`.execute(db);
