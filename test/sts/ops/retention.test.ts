@@ -282,14 +282,16 @@ for (const engine of testEngines()) {
           webhook_deliveries: 2,
         });
         assert.deepEqual(run.failed, []);
-        const ids = await sql<{ id: string }>`select id from oidc_payloads order by id`.execute(db);
+        const ids = await sql<{ id: string }>`select id from oidc_payloads order by id collate "C"`.execute(
+          db,
+        );
         assert.deepEqual(
           ids.rows.map((row) => row.id),
           ["dpop-3", "dpop-4", "no-expiry"],
         );
-        const keys = await sql<{ key: string }>`select key from issuance_rate_limits order by key`.execute(
-          db,
-        );
+        const keys = await sql<{
+          key: string;
+        }>`select key from issuance_rate_limits order by key collate "C"`.execute(db);
         assert.deepEqual(
           keys.rows.map((row) => row.key),
           ["approval:apr_BBBBBBBBBBBBBBBBBBBBBB", "client:post-agent", "client_credentials:post-agent"],
@@ -384,7 +386,7 @@ for (const engine of testEngines()) {
           values (${inFeed}, 'revoked', now() - interval '92 days')`.execute(db);
         const run = () => retentionAt(db, new Date(), SETTINGS, 3);
         const ids = async () =>
-          (await sql<{ id: string }>`select id from approvals order by id`.execute(db)).rows.map(
+          (await sql<{ id: string }>`select id from approvals order by id collate "C"`.execute(db)).rows.map(
             (row) => row.id,
           );
         // 2 statements of 3 a run (max_batches_per_run 2): 6, then the last one.
