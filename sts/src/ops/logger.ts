@@ -1,11 +1,9 @@
 import pino, { type DestinationStream, type Level, type Logger } from "pino";
 import { LogRepeats, type LogRepeatsOptions, REPEAT_EXEMPT } from "./log_repeats.js";
-
-export { REPEAT_EXEMPT };
-
 import { safeJsonText } from "./safe_text.js";
 
 export type { Logger };
+export { REPEAT_EXEMPT };
 
 /**
  * Keys that may hold secrets or whole tokens, wherever they appear in a log object. Censored rather
